@@ -1,0 +1,1 @@
+//! The streaming snapshot codec (placeholder until written).

@@ -1,0 +1,1 @@
+//! The fixed-capacity store (placeholder until written).

@@ -1,0 +1,1 @@
+//! Wire messages and framing (placeholder until written).
