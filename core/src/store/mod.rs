@@ -59,7 +59,11 @@ pub struct Entry<'a> {
 }
 
 /// Which existing state a SET requires (Redis's NX and XX).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Also a wire type (postcard encodes the variant index): the variant order is frozen.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum SetCondition {
     /// Write whether or not the key exists.
     #[default]

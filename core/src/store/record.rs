@@ -27,7 +27,7 @@ pub(crate) const FLAG_HAS_EXPIRY: u32 = 2;
 const FLAG_MASK: u32 = 3;
 
 /// Largest chunk a chunk word can describe.
-pub(crate) const MAX_CHUNK_BYTES: u64 = (u32::MAX & !FLAG_MASK) as u64;
+pub(crate) const MAX_CHUNK_BYTES: u64 = (u32::MAX - FLAG_MASK) as u64;
 
 const KEY_LEN_AT: usize = 4;
 const VALUE_LEN_AT: usize = 8;

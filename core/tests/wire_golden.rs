@@ -1,0 +1,480 @@
+//! Golden bytes for every wire message and every value of the small wire types.
+//!
+//! These bytes ARE the protocol: a server and a client built from different commits must agree
+//! on them. If one of these assertions fails, the encoding changed. That is only allowed with a
+//! bump of `PROTOCOL_VERSION` (and then these literals are updated in the same change), or, for
+//! a new variant appended at the end of an enum, by adding a new line here without touching the
+//! existing ones. Never "fix" a failing literal by pasting the new bytes without that bump.
+
+use std::fmt::Debug;
+use std::string::String;
+use std::vec::Vec;
+
+use memdi_core::wire::{
+    decode, encode, encode_frame, AckLevel, Capacities, ClientMessage, ClusterId, Durability,
+    ErrorCode, ErrorReply, Expiry, Hello, HelloAck, LogIndex, LogPosition, NodeId, Packed,
+    PackedWriter, ReadConsistency, Request, Response, Sender, ServerMessage, SetCondition, Term,
+    ValueRef, WriteOptions, MAGIC, PROTOCOL_VERSION,
+};
+use serde::{Deserialize, Serialize};
+
+fn to_hex(bytes: &[u8]) -> String {
+    let parts: Vec<String> = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    parts.join(" ")
+}
+
+fn from_hex(text: &str) -> Vec<u8> {
+    text.split_whitespace()
+        .map(|pair| u8::from_str_radix(pair, 16).expect("golden literal is hex"))
+        .collect()
+}
+
+/// Collects every mismatch of a group so that one run shows them all.
+#[derive(Default)]
+struct Golden {
+    failures: Vec<String>,
+}
+
+impl Golden {
+    /// Checks that `value` encodes to `expected_hex`, and that those bytes decode back to it.
+    fn check<'de, T>(&mut self, value: &T, expected_hex: &str, expected: &'de [u8])
+    where
+        T: Serialize + Deserialize<'de> + PartialEq + Debug,
+    {
+        let mut out = [0u8; 512];
+        let encoded = encode(value, &mut out).expect("golden value encodes");
+        let actual_hex = to_hex(encoded);
+        if actual_hex != expected_hex {
+            self.failures.push(format!(
+                "{value:?}\n    expected: {expected_hex}\n    actual:   {actual_hex}"
+            ));
+            return;
+        }
+        match decode::<T>(expected) {
+            Ok(decoded) if decoded == *value => {}
+            other => self
+                .failures
+                .push(format!("{value:?} decoded from golden bytes as {other:?}")),
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.failures.is_empty(),
+            "wire encoding changed (needs a PROTOCOL_VERSION bump):\n{}",
+            self.failures.join("\n")
+        );
+    }
+}
+
+/// `golden!(g, Type, value, "hex")` checks one value against its frozen bytes.
+macro_rules! golden {
+    ($golden:expr, $ty:ty, $value:expr, $hex:expr) => {{
+        let value: $ty = $value;
+        let bytes = from_hex($hex);
+        $golden.check(&value, $hex, &bytes);
+    }};
+}
+
+fn packed<'b>(buffer: &'b mut [u8], items: &[Option<&[u8]>]) -> Packed<'b> {
+    let mut writer = PackedWriter::new(buffer);
+    for item in items {
+        writer.push(*item).expect("golden list fits");
+    }
+    writer.finish()
+}
+
+const WRITE_DEFAULT: WriteOptions = WriteOptions {
+    ack: None,
+    durability: None,
+};
+
+const WRITE_QUORUM_DISK: WriteOptions = WriteOptions {
+    ack: Some(AckLevel::Quorum),
+    durability: Some(Durability::Disk),
+};
+
+fn hello() -> Hello {
+    Hello {
+        magic: MAGIC,
+        protocol_version: PROTOCOL_VERSION,
+        cluster_id: ClusterId(7),
+        sender: Sender::Peer(NodeId(3)),
+        max_frame_bytes: 1 << 20,
+    }
+}
+
+fn hello_ack() -> HelloAck {
+    HelloAck {
+        protocol_version: PROTOCOL_VERSION,
+        cluster_id: ClusterId(7),
+        node_id: NodeId(2),
+        max_frame_bytes: 1 << 20,
+        capacities: Capacities {
+            max_keys: 1000,
+            max_key_bytes: 250,
+            max_value_bytes: 65_536,
+            max_total_bytes: 1 << 32,
+        },
+    }
+}
+
+#[test]
+fn golden_small_types() {
+    let mut g = Golden::default();
+    golden!(g, NodeId, NodeId(300), "ac 02");
+    golden!(g, ClusterId, ClusterId(7), "07");
+    golden!(g, Term, Term(5), "05");
+    golden!(
+        g,
+        LogIndex,
+        LogIndex(u64::MAX),
+        "ff ff ff ff ff ff ff ff ff 01"
+    );
+    golden!(
+        g,
+        LogPosition,
+        LogPosition {
+            term: Term(2),
+            index: LogIndex(128)
+        },
+        "02 80 01"
+    );
+    golden!(g, AckLevel, AckLevel::Leader, "00");
+    golden!(g, AckLevel, AckLevel::Quorum, "01");
+    golden!(g, Durability, Durability::Memory, "00");
+    golden!(g, Durability, Durability::Disk, "01");
+    golden!(g, ReadConsistency, ReadConsistency::Linearizable, "00");
+    golden!(g, ReadConsistency, ReadConsistency::Stale, "01");
+    golden!(g, SetCondition, SetCondition::Always, "00");
+    golden!(g, SetCondition, SetCondition::IfAbsent, "01");
+    golden!(g, SetCondition, SetCondition::IfPresent, "02");
+    golden!(g, Expiry, Expiry::None, "00");
+    golden!(g, Expiry, Expiry::Keep, "01");
+    golden!(g, Expiry, Expiry::AfterMs(1500), "02 dc 0b");
+    golden!(g, WriteOptions, WRITE_DEFAULT, "00 00");
+    golden!(g, WriteOptions, WRITE_QUORUM_DISK, "01 01 01 01");
+    golden!(
+        g,
+        WriteOptions,
+        WriteOptions {
+            ack: Some(AckLevel::Leader),
+            durability: None,
+        },
+        "01 00 00"
+    );
+    golden!(g, Sender, Sender::Client, "00");
+    golden!(g, Sender, Sender::Peer(NodeId(3)), "01 03");
+    g.finish();
+}
+
+#[test]
+fn golden_error_codes() {
+    let mut g = Golden::default();
+    let codes = [
+        (ErrorCode::Malformed, "00"),
+        (ErrorCode::FrameTooLarge, "01"),
+        (ErrorCode::BadMagic, "02"),
+        (ErrorCode::VersionMismatch, "03"),
+        (ErrorCode::ClusterMismatch, "04"),
+        (ErrorCode::StoreFull, "05"),
+        (ErrorCode::KeyTooLarge, "06"),
+        (ErrorCode::ValueTooLarge, "07"),
+        (ErrorCode::NotAnInteger, "08"),
+        (ErrorCode::IntegerOverflow, "09"),
+        (ErrorCode::NoLeader, "0a"),
+        (ErrorCode::Timeout, "0b"),
+        (ErrorCode::Unauthorized, "0c"),
+        (ErrorCode::Unsupported, "0d"),
+        (ErrorCode::Internal, "0e"),
+    ];
+    for (code, hex) in codes {
+        golden!(g, ErrorCode, code, hex);
+    }
+    g.finish();
+}
+
+#[test]
+fn golden_handshake() {
+    let mut g = Golden::default();
+    golden!(g, Hello, hello(), "c4 9a 95 ea 04 01 07 01 03 80 80 40");
+    golden!(
+        g,
+        Hello,
+        Hello::new(ClusterId(0), Sender::Client, 4096),
+        "c4 9a 95 ea 04 01 00 00 80 20"
+    );
+    golden!(
+        g,
+        HelloAck,
+        hello_ack(),
+        "01 07 02 80 80 40 e8 07 fa 01 80 80 04 80 80 80 80 10"
+    );
+    g.finish();
+}
+
+#[test]
+fn golden_requests() {
+    let mut g = Golden::default();
+    let mut keys_buffer = [0u8; 16];
+    let keys = packed(&mut keys_buffer, &[Some(b"a"), Some(b"bc")]);
+    let mut pairs_buffer = [0u8; 16];
+    let pairs = packed(
+        &mut pairs_buffer,
+        &[Some(b"k"), Some(b"v"), Some(b"j"), Some(b"")],
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::Hello(hello()),
+        "00 c4 9a 95 ea 04 01 07 01 03 80 80 40"
+    );
+    golden!(g, Request<'_>, Request::Ping, "01");
+    golden!(
+        g,
+        Request<'_>,
+        Request::Get {
+            key: b"key",
+            read: ReadConsistency::Stale,
+        },
+        "02 03 6b 65 79 01"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::Set {
+            key: b"k",
+            value: b"val",
+            condition: SetCondition::IfAbsent,
+            expiry: Expiry::AfterMs(1500),
+            write: WRITE_QUORUM_DISK,
+        },
+        "03 01 6b 03 76 61 6c 01 02 dc 0b 01 01 01 01"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::Delete {
+            key: b"k",
+            write: WRITE_DEFAULT,
+        },
+        "04 01 6b 00 00"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::Exists {
+            key: b"k",
+            read: ReadConsistency::Linearizable,
+        },
+        "05 01 6b 00"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::IncrBy {
+            key: b"n",
+            delta: -2,
+            write: WRITE_DEFAULT,
+        },
+        "06 01 6e 03 00 00"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::CompareAndSet {
+            key: b"k",
+            expected_version: 300,
+            value: b"v",
+            expiry: Expiry::Keep,
+            write: WRITE_QUORUM_DISK,
+        },
+        "07 01 6b ac 02 01 76 01 01 01 01 01"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::MultiGet {
+            keys,
+            read: ReadConsistency::Stale,
+        },
+        "08 05 02 61 03 62 63 01"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::MultiSet {
+            pairs,
+            write: WRITE_DEFAULT,
+        },
+        "09 07 02 6b 02 76 02 6a 01 00 00"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::Scan {
+            cursor: 1000,
+            prefix: b"p:",
+            count: 100,
+            read: ReadConsistency::Linearizable,
+        },
+        "0a e8 07 02 70 3a 64 00"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::DbSize {
+            read: ReadConsistency::Stale,
+        },
+        "0b 01"
+    );
+    g.finish();
+}
+
+#[test]
+fn golden_responses() {
+    let mut g = Golden::default();
+    let mut values_buffer = [0u8; 16];
+    let values = packed(&mut values_buffer, &[Some(b"x"), None, Some(b"yz")]);
+    let mut keys_buffer = [0u8; 16];
+    let keys = packed(&mut keys_buffer, &[Some(b"k1"), Some(b"k2")]);
+    golden!(
+        g,
+        Response<'_>,
+        Response::HelloAck(hello_ack()),
+        "00 01 07 02 80 80 40 e8 07 fa 01 80 80 04 80 80 80 80 10"
+    );
+    golden!(g, Response<'_>, Response::Pong, "01");
+    golden!(g, Response<'_>, Response::Value(None), "02 00");
+    golden!(
+        g,
+        Response<'_>,
+        Response::Value(Some(ValueRef {
+            value: b"val",
+            version: 300,
+            expires_at_ms: None,
+        })),
+        "02 01 03 76 61 6c ac 02 00"
+    );
+    golden!(
+        g,
+        Response<'_>,
+        Response::Value(Some(ValueRef {
+            value: b"",
+            version: 1,
+            expires_at_ms: Some(1_700_000_000_000),
+        })),
+        "02 01 00 01 01 80 d0 95 ff bc 31"
+    );
+    golden!(g, Response<'_>, Response::Stored { version: 42 }, "03 2a");
+    golden!(g, Response<'_>, Response::NotStored, "04");
+    golden!(
+        g,
+        Response<'_>,
+        Response::VersionMismatch { current_version: 0 },
+        "05 00"
+    );
+    golden!(g, Response<'_>, Response::Integer(-1), "06 01");
+    golden!(g, Response<'_>, Response::Integer(64), "06 80 01");
+    golden!(g, Response<'_>, Response::Count(3), "07 03");
+    golden!(
+        g,
+        Response<'_>,
+        Response::Values(values),
+        "08 06 02 78 00 03 79 7a"
+    );
+    golden!(
+        g,
+        Response<'_>,
+        Response::ScanPage {
+            next_cursor: 0,
+            keys,
+        },
+        "09 00 06 03 6b 31 03 6b 32"
+    );
+    golden!(
+        g,
+        Response<'_>,
+        Response::Error(ErrorReply {
+            code: ErrorCode::NoLeader,
+            detail: "election",
+        }),
+        "0a 0a 08 65 6c 65 63 74 69 6f 6e"
+    );
+    golden!(
+        g,
+        Response<'_>,
+        Response::Error(ErrorReply {
+            code: ErrorCode::Malformed,
+            detail: "",
+        }),
+        "0a 00 00"
+    );
+    g.finish();
+}
+
+#[test]
+fn golden_envelopes() {
+    let mut g = Golden::default();
+    golden!(
+        g,
+        ClientMessage<'_>,
+        ClientMessage {
+            request_id: 1,
+            request: Request::Ping,
+        },
+        "01 01"
+    );
+    golden!(
+        g,
+        ClientMessage<'_>,
+        ClientMessage {
+            request_id: 200,
+            request: Request::Get {
+                key: b"k",
+                read: ReadConsistency::Linearizable,
+            },
+        },
+        "c8 01 02 01 6b 00"
+    );
+    golden!(
+        g,
+        ServerMessage<'_>,
+        ServerMessage {
+            request_id: 200,
+            response: Response::Count(1),
+        },
+        "c8 01 07 01"
+    );
+    golden!(
+        g,
+        ServerMessage<'_>,
+        ServerMessage {
+            request_id: 0,
+            response: Response::Error(ErrorReply {
+                code: ErrorCode::FrameTooLarge,
+                detail: "",
+            }),
+        },
+        "00 0a 01 00"
+    );
+    g.finish();
+}
+
+#[test]
+fn the_magic_reads_memd() {
+    assert_eq!(&MAGIC.to_be_bytes(), b"MEMD");
+    assert_eq!(PROTOCOL_VERSION, 1);
+}
+
+#[test]
+fn golden_frame() {
+    let mut out = [0u8; 16];
+    let message = ClientMessage {
+        request_id: 1,
+        request: Request::Ping,
+    };
+    let frame_len = encode_frame(&message, &mut out).unwrap();
+    // 4-byte little-endian payload length, then the payload.
+    assert_eq!(to_hex(&out[..frame_len]), "02 00 00 00 01 01");
+}
