@@ -98,7 +98,8 @@ pub enum Request<'a> {
         /// How fresh the answer must be.
         read: ReadConsistency,
     },
-    /// Write many keys atomically. Answered by `Stored` (the version given to all of them).
+    /// Write many keys atomically. Answered by `Stored` with the version of the last key
+    /// written (each key gets its own version, in the order given).
     MultiSet {
         /// Alternating key, value, key, value...; an even number of items, all `Some`.
         #[serde(borrow)]
