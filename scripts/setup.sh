@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine needs for scripts/test.sh. Idempotent; quiet when all is present.
+#
+# - Debian's rustc-web, cargo-web, rust-web-src, binutils-arm-none-eabi (thumbv6m check),
+# - cargo-fuzz (fuzzing, with the rustup nightly toolchain),
+# - checks that rustup has a nightly toolchain and that stable has rustfmt and clippy
+#   (rustup cannot download anything here, so these can only be reported, not installed).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+ok=1
+
+ensure_debian_rust
+
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    log "setup: installing cargo-fuzz (cargo install --locked cargo-fuzz)"
+    cargo install --locked --quiet cargo-fuzz
+fi
+
+if ! command -v rustup >/dev/null 2>&1; then
+    log "setup: ERROR: rustup not found (expected at ~/.cargo/bin/rustup)"
+    ok=0
+elif ! rustup toolchain list | grep -q '^nightly'; then
+    log "setup: ERROR: no nightly toolchain in \`rustup toolchain list\`; cargo fuzz needs one"
+    log "       (install it with \`rustup toolchain install nightly\` where the rustup server is reachable)"
+    ok=0
+fi
+
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        log "setup: ERROR: \`cargo $tool\` is missing from the stable toolchain (rustup component add ${tool/fmt/rustfmt})"
+        ok=0
+    fi
+done
+
+[ "$ok" = 1 ]
