@@ -216,6 +216,32 @@ enum Lookup {
 /// The fixed-capacity hash store. See the [module documentation](self).
 ///
 /// `M` is the caller-owned memory, of at least [`StoreLimits::memory_bytes`] bytes.
+///
+/// ```
+/// use memdi_core::store::{SetExpiry, SetOptions, SetOutcome, Store, StoreLimits, WriteError};
+///
+/// let limits = StoreLimits {
+///     max_keys: 2,
+///     max_key_bytes: 16,
+///     max_value_bytes: 64,
+///     max_total_bytes: 1024,
+/// };
+/// let memory = vec![0u8; limits.memory_bytes().unwrap()];
+/// let mut store = Store::new(memory, limits, 0x5eed).unwrap();
+///
+/// let ttl = SetOptions { expiry: SetExpiry::At(1_000), ..SetOptions::default() };
+/// assert_eq!(store.set(b"a", b"1", ttl, 0), Ok(SetOutcome::Stored { version: 1 }));
+/// assert_eq!(store.get(b"a", 999).unwrap().value, b"1");
+/// assert!(store.get(b"a", 1_000).is_none()); // expired
+///
+/// store.set(b"b", b"2", SetOptions::default(), 0).unwrap();
+/// // Two keys is the limit, but "a" has expired, so its slot is reclaimed for "c".
+/// assert!(store.set(b"c", b"3", SetOptions::default(), 1_000).is_ok());
+/// assert!(matches!(
+///     store.set(b"d", b"4", SetOptions::default(), 1_000),
+///     Err(WriteError::Full(_))
+/// ));
+/// ```
 #[derive(Debug)]
 pub struct Store<M> {
     memory: M,
