@@ -16,6 +16,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod cluster;
 pub mod snapshot;
 pub mod store;
 pub mod wire;

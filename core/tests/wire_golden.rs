@@ -187,6 +187,7 @@ fn golden_error_codes() {
         (ErrorCode::Unauthorized, "0c"),
         (ErrorCode::Unsupported, "0d"),
         (ErrorCode::Internal, "0e"),
+        (ErrorCode::Busy, "0f"),
     ];
     for (code, hex) in codes {
         golden!(g, ErrorCode, code, hex);

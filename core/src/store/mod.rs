@@ -31,7 +31,7 @@
 
 mod arena;
 mod index;
-mod integer;
+pub(crate) mod integer;
 mod limits;
 mod record;
 
@@ -258,6 +258,9 @@ pub struct Store<M> {
     /// No key expires before this instant (a lower bound, exact after a full pass), so a
     /// refused write scans for expired keys only when some may exist.
     next_expiry_ms: u64,
+    /// Whether a write that finds the store full reclaims expired keys by itself. A cluster
+    /// turns this off: there every removal must go through the log.
+    reclaim_expired: bool,
 }
 
 /// Splits the memory into index and arena.
@@ -298,6 +301,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
             last_version: 0,
             mutations: 0,
             next_expiry_ms: u64::MAX,
+            reclaim_expired: true,
         })
     }
 
@@ -335,6 +339,12 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
     /// later writes must get versions above every version seen before.
     pub fn raise_last_version(&mut self, version: u64) {
         self.last_version = self.last_version.max(version);
+    }
+
+    /// Sets the version counter exactly: for a replica whose versions must follow its log
+    /// (after a resync from an empty log, 0; after loading a snapshot, the snapshot's).
+    pub fn set_last_version(&mut self, version: u64) {
+        self.last_version = version;
     }
 
     /// A number that changes whenever the contents change.
@@ -595,7 +605,9 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         mut write: impl FnMut(&mut Self) -> Result<T, E>,
     ) -> Result<T, E> {
         match write(self) {
-            Err(error) if is_full(&error) && self.next_expiry_ms <= now_ms => {
+            Err(error)
+                if is_full(&error) && self.reclaim_expired && self.next_expiry_ms <= now_ms =>
+            {
                 self.purge_expired(now_ms);
                 write(self)
             }
@@ -727,6 +739,35 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         self.len = 0;
         self.mutations += 1;
         self.next_expiry_ms = u64::MAX;
+    }
+
+    /// Sets whether a write that finds the store full first reclaims expired keys (the
+    /// default). With it off, expired keys stay until deleted: a replicated store turns it
+    /// off so that every replica removes the same keys, through its log.
+    pub fn set_reclaim_expired(&mut self, enabled: bool) {
+        self.reclaim_expired = enabled;
+    }
+
+    /// The first index slot at or after `from` holding a key expired at `now_ms`, if any.
+    /// Answers at once when no key can have expired yet. A pass from slot 0 that finds none
+    /// makes that check exact again.
+    pub fn expired_slot(&mut self, now_ms: u64, from: usize) -> Option<usize> {
+        if self.next_expiry_ms > now_ms {
+            return None;
+        }
+        let mut next_expiry_ms = u64::MAX;
+        for slot in from..self.slot_count() {
+            if let Some(expires_at_ms) = self.entry_at_slot(slot).and_then(|e| e.expires_at_ms) {
+                if expires_at_ms <= now_ms {
+                    return Some(slot);
+                }
+                next_expiry_ms = next_expiry_ms.min(expires_at_ms);
+            }
+        }
+        if from == 0 {
+            self.next_expiry_ms = next_expiry_ms;
+        }
+        None
     }
 
     /// Removes every key expired at `now_ms`, in one pass over the index. Returns how many.

@@ -52,4 +52,8 @@ pub enum ErrorCode {
     /// A bug or an I/O failure on the node; the outcome of a write is unknown. The connection
     /// stays open.
     Internal,
+    /// The node cannot take more requests now: too many are waiting, or its log is full of
+    /// writes the followers have not yet confirmed. Nothing changed; retry after a pause.
+    /// The connection stays open.
+    Busy,
 }

@@ -37,6 +37,7 @@ mod frame;
 mod handshake;
 mod message;
 mod packed;
+mod peer;
 mod types;
 mod varint;
 
@@ -49,6 +50,7 @@ pub use frame::{
 pub use handshake::{Capacities, HandshakeError, Hello, HelloAck, Sender, MAGIC, PROTOCOL_VERSION};
 pub use message::{ClientMessage, ErrorReply, Request, Response, ServerMessage, ValueRef};
 pub use packed::{Packed, PackedError, PackedIter, PackedPushError, PackedWriter};
+pub use peer::{AppendOutcome, PeerMessage};
 pub use types::{
     AckLevel, ClusterId, Durability, Expiry, LogIndex, LogPosition, NodeId, ReadConsistency,
     SetCondition, Term, WriteOptions,

@@ -200,28 +200,42 @@ impl<'b> PackedWriter<'b> {
 
     /// Appends one item. On error nothing is written, so the list built so far stays valid.
     pub fn push(&mut self, item: Option<&[u8]>) -> Result<(), PackedPushError> {
-        let (tag, bytes): (u32, &[u8]) = match item {
-            None => (0, &[]),
-            Some(bytes) => {
-                let tag = u32::try_from(bytes.len())
-                    .ok()
-                    .and_then(|len| len.checked_add(1))
-                    .ok_or(PackedPushError::ItemTooLarge)?;
-                (tag, bytes)
-            }
-        };
+        match item {
+            None => self.push_tag(0, 0).map(|_| ()),
+            Some(bytes) => self.push_with(bytes.len(), |out| out.copy_from_slice(bytes)),
+        }
+    }
+
+    /// Appends one item of `len` bytes that `fill` writes in place, so that an item made of
+    /// several parts (a log entry's term and command) needs no buffer of its own. On error
+    /// nothing is written.
+    pub fn push_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), PackedPushError> {
+        let tag = u32::try_from(len)
+            .ok()
+            .and_then(|len| len.checked_add(1))
+            .ok_or(PackedPushError::ItemTooLarge)?;
+        let start = self.push_tag(tag, len)?;
+        fill(&mut self.buffer[start..start + len]);
+        Ok(())
+    }
+
+    /// Writes an item's tag and reserves `len` bytes after it; returns where they start.
+    fn push_tag(&mut self, tag: u32, len: usize) -> Result<usize, PackedPushError> {
         let mut tag_bytes = [0; MAX_U32_BYTES];
         let tag_len = varint::encode_u32(tag, &mut tag_bytes);
         let tag_end = self.written_bytes + tag_len;
         let item_end = tag_end
-            .checked_add(bytes.len())
+            .checked_add(len)
             .filter(|&end| end <= self.buffer.len())
             .ok_or(PackedPushError::BufferFull)?;
         self.buffer[self.written_bytes..tag_end].copy_from_slice(&tag_bytes[..tag_len]);
-        self.buffer[tag_end..item_end].copy_from_slice(bytes);
         self.written_bytes = item_end;
         self.len += 1;
-        Ok(())
+        Ok(tag_end)
     }
 
     /// Ends the list, giving it the writer's borrow of the buffer.

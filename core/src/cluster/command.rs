@@ -1,0 +1,108 @@
+//! What a log entry says to do to the store.
+//!
+//! Entries are *state-based*: the leader executes a client request against its own store
+//! (so a conditional write, a compare-and-set or an increment is decided once, by the
+//! leader) and logs only the resulting change: put this value with this expiry, or delete
+//! this key. Applying such an entry needs nothing but the entry, so it gives the same result
+//! on every replica, including one whose store was loaded from a snapshot taken while writes
+//! went on (see `snapshot_send`): replaying an entry twice changes nothing.
+//!
+//! An entry's bytes are postcard of [`Command`]; the leader's no-op, which a new leader
+//! commits to learn its commit index, is [`Command::Noop`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{SetCondition, SetExpiry, SetOptions, Store, WriteError};
+
+/// A change to the store, as the log carries it.
+///
+/// VARIANT ORDER IS FROZEN: the log and snapshots on disk, and peers of other versions,
+/// hold these bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command<'a> {
+    /// Changes nothing: a new leader's first entry.
+    Noop,
+    /// Sets `key` to `value`, expiring at `expires_at_ms` on the cluster clock (or never).
+    Put {
+        /// The key.
+        #[serde(borrow)]
+        key: &'a [u8],
+        /// The new value.
+        #[serde(borrow)]
+        value: &'a [u8],
+        /// The expiry on the cluster clock.
+        expires_at_ms: Option<u64>,
+    },
+    /// Removes `key`, if present.
+    Delete {
+        /// The key.
+        #[serde(borrow)]
+        key: &'a [u8],
+    },
+    /// Removes every key.
+    Clear,
+}
+
+/// Why a committed entry could not be applied. On a follower this means its store is
+/// smaller than the leader's: the entry's change did not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyError {
+    /// The entry's bytes are not a [`Command`].
+    Malformed,
+    /// The store refused the change.
+    Store(WriteError),
+}
+
+impl<'a> Command<'a> {
+    /// Decodes an entry's bytes.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, ApplyError> {
+        match postcard::take_from_bytes::<Command<'a>>(bytes) {
+            Ok((command, [])) => Ok(command),
+            _ => Err(ApplyError::Malformed),
+        }
+    }
+
+    /// Bytes of the encoding.
+    pub fn encoded_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
+
+    /// Encodes into `out`, which must be [`Command::encoded_len`] bytes.
+    pub fn encode(&self, out: &mut [u8]) {
+        // The length was measured with the same serializer, so this cannot fail.
+        let _ = postcard::to_slice(self, out);
+    }
+
+    /// Applies the change. Expiry is never evaluated here (`now_ms` 0): whether a key has
+    /// expired is the leader's decision, logged as a `Delete`.
+    pub fn apply<M: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        store: &mut Store<M>,
+    ) -> Result<(), ApplyError> {
+        match *self {
+            Command::Noop => Ok(()),
+            Command::Put {
+                key,
+                value,
+                expires_at_ms,
+            } => {
+                let options = SetOptions {
+                    condition: SetCondition::Always,
+                    expiry: expires_at_ms.map_or(SetExpiry::Clear, SetExpiry::At),
+                };
+                store
+                    .set(key, value, options, 0)
+                    .map(|_| ())
+                    .map_err(ApplyError::Store)
+            }
+            Command::Delete { key } => {
+                store.delete(key, 0);
+                Ok(())
+            }
+            Command::Clear => {
+                store.clear();
+                Ok(())
+            }
+        }
+    }
+}

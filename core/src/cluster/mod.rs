@@ -1,0 +1,25 @@
+//! The cluster logic: elections, replication, client requests, as a sans-IO state machine.
+//!
+//! A [`Node`] is one member of a cluster. It owns the [`Store`](crate::store::Store) and a
+//! bounded [`Log`], and is driven by its shell through `handle_*` calls (frames from peers
+//! and clients, timeouts), each given the current time, and drained through `poll_*` calls
+//! (frames for peers, ends of waiting requests, events to log). The protocol and the
+//! argument for each guarantee are in docs/protocol.md.
+
+mod clock;
+mod command;
+mod config;
+mod election;
+mod log;
+mod node;
+mod replication;
+mod requests;
+mod rng;
+mod tickets;
+
+pub use command::{ApplyError, Command};
+pub use config::{NodeConfig, MAX_MEMBERS};
+pub use log::{AppendError, Log, LogInitError, LogLimits};
+pub use node::{Node, NodeEvent, PeerAction, Role};
+pub use requests::ClientAction;
+pub use tickets::{Ticket, TicketEvent};

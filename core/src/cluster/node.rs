@@ -1,0 +1,638 @@
+//! The node: one member of a cluster, driven by its shell.
+//!
+//! # Call order
+//!
+//! A shell (tokio, embassy, the simulator) owns the sockets and the clock and drives a
+//! [`Node`] like this, always passing the current time in milliseconds:
+//!
+//! 1. When a frame arrives from a peer: [`Node::handle_peer_frame`]; from a client:
+//!    [`Node::handle_client_frame`]. Each returns at once what to do with the bytes it
+//!    may have written into the caller's buffer (reply, hold, forward).
+//! 2. When [`Node::poll_timeout`] passes: [`Node::handle_timeout`].
+//! 3. After any of these, drain the outputs until they return `None`:
+//!    [`Node::poll_peer_transmit`] (frames for peers), [`Node::poll_ticket_event`] (what to
+//!    do with waiting requests) and [`Node::poll_event`] (what to log).
+//!
+//! The node never blocks, never reads a clock and never allocates; everything it keeps is
+//! bounded by the [`NodeConfig`], the store's and log's limits and `TICKETS`.
+
+use heapless::{Deque, Vec};
+
+use super::clock::ClusterClock;
+use super::command::Command;
+use super::config::{NodeConfig, MAX_MEMBERS};
+use super::log::Log;
+use super::rng::Rng;
+use super::tickets::{Ending, TicketEvent, Tickets};
+use crate::store::Store;
+use crate::wire::{
+    decode, encode_frame, AppendOutcome, LogIndex, LogPosition, NodeId, PeerMessage, Term,
+};
+
+/// Capacity of the queue of small peer messages (votes, replies) awaiting transmission.
+/// A full queue drops the message, as a lossy network would; the protocol retries.
+const OUTBOX: usize = 64;
+/// Capacity of the queue of events for the shell's log.
+const EVENTS: usize = 32;
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asks the voters whether it could win an election, without changing any term.
+    PreCandidate,
+    /// Stands for election in its current term.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// Something a shell may want to log or count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The node took a new role.
+    RoleChanged {
+        /// The new role.
+        role: Role,
+        /// The term.
+        term: u64,
+    },
+    /// The node learned who leads (or that nobody it knows of does).
+    LeaderChanged {
+        /// The leader, if known.
+        leader: Option<NodeId>,
+        /// The term.
+        term: u64,
+    },
+    /// A committed entry could not be applied to the store (it is smaller than the
+    /// leader's): this node's store no longer matches the cluster's.
+    ApplyFailed {
+        /// The entry.
+        index: u64,
+    },
+    /// This node had applied entries that a new leader discarded; its store was cleared
+    /// and it is being brought back up to date from the leader.
+    Resyncing {
+        /// The term.
+        term: u64,
+    },
+}
+
+/// What the node knows of one other member.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    pub id: NodeId,
+    pub voter: bool,
+    /// Next entry to send (leader).
+    pub next_index: u64,
+    /// Highest entry known to be replicated there (leader).
+    pub match_index: u64,
+    /// `Append`s with entries sent and not yet answered (leader).
+    pub inflight: u32,
+    /// A heartbeat is due (leader).
+    pub heartbeat_due: bool,
+    /// When it last answered us (leader: check quorum).
+    pub last_heard_ms: u64,
+    /// Highest heartbeat round it answered (leader: read index).
+    pub acked_round: u64,
+    /// Its answer in the current (pre-)election.
+    pub granted: bool,
+    /// Forwarded requests already taken from it (leader), so that a duplicated message
+    /// is never executed twice.
+    pub forwards: ReplayWindow,
+}
+
+/// Which ids of a sender's forwarded requests were seen: the highest, and a bitmap of the
+/// 64 below it (the anti-replay window of IPsec). A follower numbers its forwards in
+/// increasing order, so an id at or below the window was either seen or arrived more than
+/// 64 forwards late; both are dropped (the latter's client times out, outcome unknown).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReplayWindow {
+    highest: u64,
+    seen_below: u64,
+}
+
+impl ReplayWindow {
+    /// Records `id`; returns false if it must not be executed (seen, or too old).
+    pub fn accept(&mut self, id: u64) -> bool {
+        if id > self.highest {
+            let shift = id - self.highest;
+            // The old highest (if there was one) joins the bitmap, `shift` below the new.
+            let old_highest = if self.highest > 0 && shift <= 64 {
+                1 << (shift - 1)
+            } else {
+                0
+            };
+            let kept = if shift >= 64 {
+                0
+            } else {
+                self.seen_below << shift
+            };
+            self.seen_below = kept | old_highest;
+            self.highest = id;
+            return true;
+        }
+        let below = self.highest - id;
+        if below == 0 || below > 64 {
+            return false;
+        }
+        let bit = 1u64 << (below - 1);
+        let fresh = self.seen_below & bit == 0;
+        self.seen_below |= bit;
+        fresh
+    }
+}
+
+/// Small peer messages queued for transmission.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outgoing {
+    PreVote {
+        term: u64,
+    },
+    PreVoteReply {
+        term: u64,
+        granted: bool,
+    },
+    Vote {
+        term: u64,
+    },
+    VoteReply {
+        term: u64,
+        granted: bool,
+    },
+    AppendReply {
+        term: u64,
+        round: u64,
+        outcome: AppendOutcome,
+    },
+}
+
+/// What the shell does after [`Node::handle_peer_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerAction {
+    /// Nothing (any replies were queued for [`Node::poll_peer_transmit`]).
+    None,
+    /// Send the first `len` bytes of the buffer to peer `to` now.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// Bytes written.
+        len: usize,
+    },
+    /// Hold the first `len` bytes of the buffer under `ticket`; send them to peer `to` when
+    /// the ticket is released.
+    Wait {
+        /// The ticket.
+        ticket: super::tickets::Ticket,
+        /// The peer to send them to.
+        to: NodeId,
+        /// Bytes written.
+        len: usize,
+    },
+    /// The answer to a forwarded request: send the first `len` bytes of the buffer to the
+    /// client that holds `ticket`, which is now done.
+    ClientReply {
+        /// The ticket.
+        ticket: super::tickets::Ticket,
+        /// Bytes written.
+        len: usize,
+    },
+}
+
+/// A member of a memdi cluster. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Node<M, L, const TICKETS: usize> {
+    pub(crate) config: NodeConfig,
+    pub(crate) store: Store<M>,
+    pub(crate) log: Log<L>,
+    pub(crate) term: u64,
+    pub(crate) voted_for: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader_id: Option<NodeId>,
+    pub(crate) commit_index: u64,
+    /// Entries applied to the store. On a leader this runs ahead of the commit index: a
+    /// leader applies a write when it accepts it.
+    pub(crate) applied_index: u64,
+    pub(crate) peers: Vec<Peer, MAX_MEMBERS>,
+    pub(crate) election_deadline_ms: u64,
+    pub(crate) heartbeat_deadline_ms: u64,
+    pub(crate) last_leader_contact_ms: Option<u64>,
+    /// Leader: the current heartbeat round.
+    pub(crate) round: u64,
+    pub(crate) rng: Rng,
+    pub(crate) clock: ClusterClock,
+    pub(crate) outbox: Deque<(NodeId, Outgoing), OUTBOX>,
+    pub(crate) events: Deque<NodeEvent, EVENTS>,
+    pub(crate) tickets: Tickets<TICKETS>,
+    /// Leader: where the next append round-robin starts, so no peer starves.
+    pub(crate) next_peer: usize,
+    /// Leader: the index slot where the next expiry sweep starts.
+    pub(crate) expiry_cursor: usize,
+    /// Leader: a linearizable read waits for a heartbeat round that has not begun yet.
+    /// Reads arriving together share one round.
+    pub(crate) read_round_requested: bool,
+}
+
+impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
+where
+    M: AsRef<[u8]> + AsMut<[u8]>,
+    L: AsRef<[u8]> + AsMut<[u8]>,
+{
+    /// A node that starts as a follower with an empty log and `store` (empty, or loaded
+    /// from a snapshot of the state through `log`'s base).
+    pub fn new(config: NodeConfig, mut store: Store<M>, log: Log<L>, now_ms: u64) -> Self {
+        // Expired keys leave the store only through logged deletes, decided by the leader,
+        // so that every replica removes the same keys.
+        store.set_reclaim_expired(false);
+        let mut peers = Vec::new();
+        for &id in config.voters.iter().filter(|&&id| id != config.node_id) {
+            let _ = peers.push(Peer {
+                id,
+                voter: true,
+                next_index: 1,
+                match_index: 0,
+                inflight: 0,
+                heartbeat_due: false,
+                last_heard_ms: now_ms,
+                acked_round: 0,
+                granted: false,
+                forwards: ReplayWindow::default(),
+            });
+        }
+        let applied = log.first_index() - 1;
+        let mut node = Self {
+            rng: Rng::new(config.rng_seed),
+            config,
+            store,
+            log,
+            term: 0,
+            voted_for: None,
+            role: Role::Follower,
+            leader_id: None,
+            commit_index: applied,
+            applied_index: applied,
+            peers,
+            election_deadline_ms: 0,
+            heartbeat_deadline_ms: u64::MAX,
+            last_leader_contact_ms: None,
+            round: 0,
+            clock: ClusterClock::new(),
+            outbox: Deque::new(),
+            events: Deque::new(),
+            tickets: Tickets::new(),
+            next_peer: 0,
+            expiry_cursor: 0,
+            read_round_requested: false,
+        };
+        node.reset_election_deadline(now_ms);
+        node
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The leader this node follows, if known (itself when leading).
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+
+    /// Index of the last entry known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.commit_index
+    }
+
+    /// Index of the last entry applied to the store.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The store (for stale reads by a shell, and for checks).
+    pub fn store(&self) -> &Store<M> {
+        &self.store
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log<L> {
+        &self.log
+    }
+
+    /// Requests waiting on this node.
+    pub fn waiting_requests(&self) -> usize {
+        self.tickets.waiting()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The cluster clock as this node sees it now.
+    pub fn cluster_time_ms(&mut self, now_ms: u64) -> u64 {
+        self.clock.now(now_ms)
+    }
+
+    pub(crate) fn push_event(&mut self, event: NodeEvent) {
+        if self.events.is_full() {
+            self.events.pop_front();
+        }
+        let _ = self.events.push_back(event);
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, message: Outgoing) {
+        let _ = self.outbox.push_back((to, message));
+    }
+
+    pub(crate) fn last_log(&self) -> LogPosition {
+        LogPosition {
+            term: Term(self.log.last_term()),
+            index: LogIndex(self.log.last_index()),
+        }
+    }
+
+    pub(crate) fn reset_election_deadline(&mut self, now_ms: u64) {
+        let timeout = self.rng.between(
+            self.config.election_timeout_min_ms,
+            self.config.election_timeout_max_ms,
+        );
+        self.election_deadline_ms = now_ms + timeout;
+    }
+
+    pub(crate) fn set_role(&mut self, role: Role) {
+        if self.role != role {
+            self.role = role;
+            self.push_event(NodeEvent::RoleChanged {
+                role,
+                term: self.term,
+            });
+        }
+    }
+
+    pub(crate) fn set_leader(&mut self, leader: Option<NodeId>) {
+        if self.leader_id != leader {
+            self.leader_id = leader;
+            self.push_event(NodeEvent::LeaderChanged {
+                leader,
+                term: self.term,
+            });
+            if leader.is_some() {
+                // Requests held for want of a leader can go now.
+                self.tickets.end_where(|pending| {
+                    matches!(pending.wait, super::tickets::Wait::Leader).then_some(Ending::Resubmit)
+                });
+            }
+        }
+    }
+
+    /// When to call [`Node::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> u64 {
+        let timer = if self.role == Role::Leader {
+            self.heartbeat_deadline_ms.min(self.election_deadline_ms)
+        } else {
+            self.election_deadline_ms
+        };
+        match self.tickets.earliest_deadline_ms() {
+            Some(deadline) => timer.min(deadline),
+            None => timer,
+        }
+    }
+
+    /// Runs whatever timers have expired by `now_ms`.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.expire_tickets(now_ms);
+        if self.role == Role::Leader {
+            if now_ms >= self.heartbeat_deadline_ms {
+                self.start_round(now_ms);
+                self.sweep_expired_keys(now_ms);
+            }
+            if now_ms >= self.election_deadline_ms {
+                self.check_quorum(now_ms);
+            }
+        } else if now_ms >= self.election_deadline_ms {
+            self.start_pre_vote(now_ms);
+        }
+    }
+
+    /// Takes one frame payload from peer `from`. Replies go to the outbox, except the
+    /// answers to forwarded requests, which are written into `out` (see [`PeerAction`]).
+    pub fn handle_peer_frame(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> PeerAction {
+        let Ok(message) = decode::<PeerMessage<'_>>(payload) else {
+            return PeerAction::None;
+        };
+        if !self.peers.iter().any(|peer| peer.id == from) {
+            // Not a member: ignore, as if the message had been lost.
+            return PeerAction::None;
+        }
+        match message {
+            PeerMessage::PreVote { term, last_log } => {
+                self.handle_pre_vote(now_ms, from, term.0, last_log)
+            }
+            PeerMessage::PreVoteReply { term, granted } => {
+                self.handle_pre_vote_reply(now_ms, from, term.0, granted)
+            }
+            PeerMessage::Vote { term, last_log } => {
+                self.handle_vote(now_ms, from, term.0, last_log)
+            }
+            PeerMessage::VoteReply { term, granted } => {
+                self.handle_vote_reply(now_ms, from, term.0, granted)
+            }
+            PeerMessage::Append {
+                term,
+                prev,
+                commit,
+                round,
+                cluster_time_ms,
+                entries,
+            } => self.handle_append(
+                now_ms,
+                from,
+                term.0,
+                prev,
+                commit.0,
+                round,
+                cluster_time_ms,
+                entries,
+            ),
+            PeerMessage::AppendReply {
+                term,
+                round,
+                outcome,
+            } => self.handle_append_reply(now_ms, from, term.0, round, outcome),
+            PeerMessage::Forward {
+                forward_id,
+                request,
+            } => {
+                let fresh = self
+                    .peers
+                    .iter_mut()
+                    .find(|p| p.id == from)
+                    .is_some_and(|peer| peer.forwards.accept(forward_id));
+                if !fresh {
+                    return PeerAction::None;
+                }
+                return self.handle_forward(now_ms, from, forward_id, request, out);
+            }
+            PeerMessage::ForwardReply {
+                forward_id,
+                response,
+            } => return self.handle_forward_reply(forward_id, response, out),
+            // Snapshot transfer: not built yet (the leader never sends one).
+            PeerMessage::Snapshot { .. } | PeerMessage::SnapshotReply { .. } => {}
+        }
+        PeerAction::None
+    }
+
+    /// A message of a higher term: adopt it and follow.
+    pub(crate) fn step_down(&mut self, now_ms: u64, term: u64, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+        }
+        let was_leader = self.role == Role::Leader;
+        self.set_role(Role::Follower);
+        self.set_leader(leader);
+        if was_leader {
+            self.heartbeat_deadline_ms = u64::MAX;
+            self.fail_leader_tickets();
+            self.reset_election_deadline(now_ms);
+        }
+    }
+
+    /// The next frame for a peer, written into `out`, or `None` when nothing is due.
+    /// `out` must hold a frame of `max_append_bytes` plus the same again as scratch.
+    pub fn poll_peer_transmit(&mut self, now_ms: u64, out: &mut [u8]) -> Option<(NodeId, usize)> {
+        while let Some((to, message)) = self.outbox.pop_front() {
+            if let Some(len) = self.encode_outgoing(message, out) {
+                return Some((to, len));
+            }
+        }
+        if self.role == Role::Leader {
+            if self.read_round_requested {
+                self.read_round_requested = false;
+                self.start_round(now_ms);
+            }
+            return self.next_append(now_ms, out);
+        }
+        None
+    }
+
+    fn encode_outgoing(&self, message: Outgoing, out: &mut [u8]) -> Option<usize> {
+        let last_log = self.last_log();
+        let frame = match message {
+            Outgoing::PreVote { term } => PeerMessage::PreVote {
+                term: Term(term),
+                last_log,
+            },
+            Outgoing::PreVoteReply { term, granted } => PeerMessage::PreVoteReply {
+                term: Term(term),
+                granted,
+            },
+            Outgoing::Vote { term } => PeerMessage::Vote {
+                term: Term(term),
+                last_log,
+            },
+            Outgoing::VoteReply { term, granted } => PeerMessage::VoteReply {
+                term: Term(term),
+                granted,
+            },
+            Outgoing::AppendReply {
+                term,
+                round,
+                outcome,
+            } => PeerMessage::AppendReply {
+                term: Term(term),
+                round,
+                outcome,
+            },
+        };
+        encode_frame(&frame, out).ok()
+    }
+
+    /// The next event for the shell's log.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next thing to do for a waiting request; error replies are written into `out`.
+    pub fn poll_ticket_event(&mut self, out: &mut [u8]) -> Option<TicketEvent> {
+        let (pending, ending) = self.tickets.next_ending()?;
+        Some(match ending {
+            Ending::Release => TicketEvent::Release {
+                ticket: pending.ticket,
+            },
+            Ending::Resubmit => TicketEvent::Resubmit {
+                ticket: pending.ticket,
+            },
+            Ending::Fail { code, detail } => TicketEvent::Reply {
+                ticket: pending.ticket,
+                len: self.error_frame(pending.reply_to, code, detail, out),
+            },
+        })
+    }
+
+    /// Applies committed entries a follower has not applied yet.
+    pub(crate) fn apply_committed(&mut self) {
+        self.apply_through(self.commit_index);
+    }
+
+    /// Applies the entries after the applied index up to `last`.
+    pub(crate) fn apply_through(&mut self, last: u64) {
+        while self.applied_index < last {
+            let index = self.applied_index + 1;
+            let Some((_, bytes)) = self.log.entry(index) else {
+                break;
+            };
+            let failed = match Command::decode(bytes) {
+                Ok(command) => command.apply(&mut self.store).is_err(),
+                Err(_) => true,
+            };
+            self.applied_index = index;
+            if failed {
+                self.push_event(NodeEvent::ApplyFailed { index });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReplayWindow;
+
+    #[test]
+    fn replay_window_takes_each_id_once_in_any_order_within_64() {
+        let mut window = ReplayWindow::default();
+        assert!(window.accept(5));
+        assert!(!window.accept(5));
+        assert!(window.accept(3));
+        assert!(!window.accept(3));
+        assert!(window.accept(4));
+        assert!(window.accept(70));
+        assert!(!window.accept(4), "more than 64 behind the highest");
+        assert!(window.accept(69));
+        assert!(!window.accept(69));
+        assert!(!window.accept(70));
+        assert!(window.accept(200));
+        assert!(window.accept(137));
+        assert!(window.accept(136), "exactly 64 below: still in the window");
+        assert!(!window.accept(136));
+        assert!(!window.accept(135), "65 below: too old");
+    }
+}

@@ -1,0 +1,479 @@
+//! Log replication: the leader's `Append`s, the followers' answers, and commitment.
+//!
+//! The leader pipelines: it sends entries from a peer's `next_index` and moves
+//! `next_index` past them at once, keeping up to `max_inflight_appends` such messages
+//! unanswered per peer; heartbeats go out every `heartbeat_interval_ms` whatever the window.
+//! A rejection (the follower lacks the entry before the ones sent, after a loss or a leader
+//! change) moves `next_index` back to just after the follower's last entry and empties the
+//! window. Lost messages are repaired the same way: the next heartbeat's `prev` is one the
+//! follower lacks, it rejects, and the leader resends.
+//!
+//! An entry is committed when a majority of voters hold it and it is of the leader's term
+//! (Raft's rule; earlier entries commit with it). Followers apply committed entries; the
+//! leader has already applied every entry when it accepted it.
+
+use super::command::Command;
+use super::log::AppendError;
+use super::node::{Node, NodeEvent, Outgoing, Role};
+use super::tickets::{Ending, Wait};
+use crate::wire::{
+    encode_frame, AppendOutcome, LogIndex, LogPosition, NodeId, Packed, PackedWriter, PeerMessage,
+    Term,
+};
+
+/// Bytes of an entry's term in an `Append`.
+const ENTRY_TERM_BYTES: usize = 8;
+
+/// Why the leader could not accept a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProposeError {
+    /// The log is full of entries not yet committed: the followers are behind.
+    LogFull,
+    /// The entry is larger than the log.
+    TooLarge,
+}
+
+impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
+where
+    M: AsRef<[u8]> + AsMut<[u8]>,
+    L: AsRef<[u8]> + AsMut<[u8]>,
+{
+    /// Whether the log has room for `command` now, discarding applied and committed
+    /// entries if need be (a follower that still needs them will get a snapshot).
+    pub(crate) fn make_room(&mut self, command: &Command<'_>) -> Result<(), ProposeError> {
+        self.make_room_for(command.encoded_len())
+    }
+
+    /// Whether the log has room for an entry of `len` bytes, discarding applied and
+    /// committed entries if need be.
+    pub(crate) fn make_room_for(&mut self, len: usize) -> Result<(), ProposeError> {
+        while !self.log.has_room(len) {
+            let discardable = self.commit_index.min(self.applied_index);
+            if self.log.first_index() > discardable {
+                return Err(if self.log.is_empty() {
+                    ProposeError::TooLarge
+                } else {
+                    ProposeError::LogFull
+                });
+            }
+            self.log.discard_through(self.log.first_index());
+        }
+        Ok(())
+    }
+
+    /// Leader: appends a command that has already been applied to the store (or needs no
+    /// applying), returning its index. The caller checked room with `make_room`.
+    pub(crate) fn append_applied(&mut self, command: &Command<'_>) -> Result<u64, ProposeError> {
+        let len = command.encoded_len();
+        let index = self
+            .log
+            .append_with(self.term, len, |out| command.encode(out))
+            .map_err(|error| match error {
+                AppendError::Full => ProposeError::LogFull,
+                AppendError::TooLarge => ProposeError::TooLarge,
+            })?;
+        debug_assert_eq!(
+            self.applied_index + 1,
+            index,
+            "leader appended past unapplied entries"
+        );
+        self.applied_index = index;
+        for peer in self.peers.iter_mut() {
+            peer.heartbeat_due |= peer.inflight == 0;
+        }
+        Ok(index)
+    }
+
+    /// Leader: applies and appends a command.
+    pub(crate) fn propose(
+        &mut self,
+        _now_ms: u64,
+        command: Command<'_>,
+    ) -> Result<u64, ProposeError> {
+        self.make_room(&command)?;
+        // Noop and Delete cannot fail; a Put is checked by the caller before proposing.
+        let _ = command.apply(&mut self.store);
+        let index = self.append_applied(&command)?;
+        self.advance_commit();
+        Ok(index)
+    }
+
+    /// Leader: starts a heartbeat round; every peer gets an `Append` soon.
+    pub(crate) fn start_round(&mut self, now_ms: u64) {
+        self.round += 1;
+        self.heartbeat_deadline_ms = now_ms + self.config.heartbeat_interval_ms;
+        for peer in self.peers.iter_mut() {
+            peer.heartbeat_due = true;
+            // Answers lost: after a quiet election timeout, resend from the last match.
+            if peer.inflight > 0
+                && now_ms.saturating_sub(peer.last_heard_ms) > self.config.election_timeout_min_ms
+            {
+                peer.inflight = 0;
+                peer.next_index = peer.match_index + 1;
+            }
+        }
+        self.release_confirmed_reads();
+    }
+
+    /// Leader: the next `Append` due to some peer, written into `out`.
+    pub(crate) fn next_append(&mut self, now_ms: u64, out: &mut [u8]) -> Option<(NodeId, usize)> {
+        let count = self.peers.len();
+        for step in 0..count {
+            let at = (self.next_peer + step) % count;
+            let peer = self.peers[at];
+            let has_entries = peer.next_index <= self.log.last_index()
+                && peer.inflight < self.config.max_inflight_appends
+                && peer.next_index >= self.log.first_index();
+            if !(peer.heartbeat_due || has_entries) {
+                continue;
+            }
+            self.next_peer = (at + 1) % count;
+            let (len, last_sent) = self.encode_append(now_ms, peer.next_index, has_entries, out)?;
+            let peer = &mut self.peers[at];
+            peer.heartbeat_due = false;
+            if last_sent >= peer.next_index {
+                peer.next_index = last_sent + 1;
+                peer.inflight += 1;
+            }
+            return Some((peer.id, len));
+        }
+        None
+    }
+
+    /// Writes an `Append` from `next_index` (with entries if `with_entries`) into `out`;
+    /// returns its length and the index of the last entry in it.
+    fn encode_append(
+        &mut self,
+        now_ms: u64,
+        next_index: u64,
+        with_entries: bool,
+        out: &mut [u8],
+    ) -> Option<(usize, u64)> {
+        let prev_index = next_index - 1;
+        let prev_term = self.log.term_at(prev_index).unwrap_or(0);
+        // The entries are packed into the back half of `out`, then the message that
+        // carries them is encoded into the front half.
+        let (front, back) = out.split_at_mut(out.len() / 2);
+        let limit = self.config.max_append_bytes.min(back.len());
+        let mut writer = PackedWriter::new(&mut back[..limit]);
+        let mut last_sent = prev_index;
+        if with_entries {
+            let mut index = next_index;
+            while let Some((term, bytes)) = self.log.entry(index) {
+                if writer
+                    .push_with(ENTRY_TERM_BYTES + bytes.len(), |item| {
+                        item[..ENTRY_TERM_BYTES].copy_from_slice(&term.to_le_bytes());
+                        item[ENTRY_TERM_BYTES..].copy_from_slice(bytes);
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+                last_sent = index;
+                index += 1;
+            }
+        }
+        let entries = writer.finish();
+        let message = PeerMessage::Append {
+            term: Term(self.term),
+            prev: LogPosition {
+                term: Term(prev_term),
+                index: LogIndex(prev_index),
+            },
+            commit: LogIndex(self.commit_index),
+            round: self.round,
+            cluster_time_ms: self.clock.now(now_ms),
+            entries,
+        };
+        let len = encode_frame(&message, front).ok()?;
+        Some((len, last_sent))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn handle_append(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        term: u64,
+        prev: LogPosition,
+        commit: u64,
+        round: u64,
+        cluster_time_ms: u64,
+        entries: Packed<'_>,
+    ) {
+        if term < self.term {
+            let outcome = AppendOutcome::Rejected {
+                last_index: LogIndex(self.log.last_index()),
+            };
+            self.send(
+                from,
+                Outgoing::AppendReply {
+                    term: self.term,
+                    round,
+                    outcome,
+                },
+            );
+            return;
+        }
+        if term > self.term || self.role != Role::Follower || self.leader_id != Some(from) {
+            self.step_down(now_ms, term, Some(from));
+        }
+        self.last_leader_contact_ms = Some(now_ms);
+        self.reset_election_deadline(now_ms);
+        self.clock.observe(now_ms, cluster_time_ms);
+        let outcome = self.accept_entries(prev, entries);
+        if let AppendOutcome::Accepted { match_index } = outcome {
+            // Only what is known to match the leader's log may be committed here.
+            let commit = commit.min(match_index.0);
+            if commit > self.commit_index {
+                self.commit_index = commit;
+                self.apply_committed();
+            }
+        }
+        self.send(
+            from,
+            Outgoing::AppendReply {
+                term: self.term,
+                round,
+                outcome,
+            },
+        );
+    }
+
+    /// Checks `prev` and appends the entries that are new, truncating a conflicting tail.
+    fn accept_entries(&mut self, prev: LogPosition, entries: Packed<'_>) -> AppendOutcome {
+        let last_index = self.log.last_index();
+        let base = self.log.first_index() - 1;
+        // An entry at or before the base is committed, so it matches the leader's.
+        let prev_matches =
+            prev.index.0 < base || self.log.term_at(prev.index.0) == Some(prev.term.0);
+        if !prev_matches {
+            let hint = last_index.min(prev.index.0.saturating_sub(1));
+            return AppendOutcome::Rejected {
+                last_index: LogIndex(hint),
+            };
+        }
+        let mut index = prev.index.0;
+        for item in entries.iter() {
+            index += 1;
+            let Some(item) = item.filter(|item| item.len() > ENTRY_TERM_BYTES) else {
+                break;
+            };
+            let mut term = [0; ENTRY_TERM_BYTES];
+            term.copy_from_slice(&item[..ENTRY_TERM_BYTES]);
+            let term = u64::from_le_bytes(term);
+            if index <= base {
+                continue;
+            }
+            match self.log.term_at(index) {
+                Some(existing) if existing == term => continue,
+                Some(_) => {
+                    if index <= self.applied_index {
+                        // This node (a former leader) applied entries that are being
+                        // replaced: its store no longer matches any log. Start over.
+                        self.resync();
+                        return AppendOutcome::Rejected {
+                            last_index: LogIndex(self.log.last_index()),
+                        };
+                    }
+                    self.log.truncate_from(index);
+                }
+                None => {}
+            }
+            let command = &item[ENTRY_TERM_BYTES..];
+            if self.make_room_for(command.len()).is_err() || self.log.append(term, command).is_err()
+            {
+                // Log full of entries not yet applied: take what fitted; the leader
+                // resends the rest.
+                index -= 1;
+                break;
+            }
+        }
+        AppendOutcome::Accepted {
+            match_index: LogIndex(index),
+        }
+    }
+
+    /// Forgets the store and log, to be brought back up to date by the leader.
+    fn resync(&mut self) {
+        self.store.clear();
+        // Versions are a function of the log: replaying from index 1 must give the same.
+        self.store.set_last_version(0);
+        self.log.reset(0, 0);
+        self.commit_index = 0;
+        self.applied_index = 0;
+        self.push_event(NodeEvent::Resyncing { term: self.term });
+    }
+
+    pub(crate) fn handle_append_reply(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        term: u64,
+        round: u64,
+        outcome: AppendOutcome,
+    ) {
+        if term > self.term {
+            self.step_down(now_ms, term, None);
+            return;
+        }
+        if self.role != Role::Leader || term != self.term {
+            return;
+        }
+        let Some(peer) = self.peers.iter_mut().find(|p| p.id == from) else {
+            return;
+        };
+        peer.last_heard_ms = now_ms;
+        peer.acked_round = peer.acked_round.max(round);
+        match outcome {
+            AppendOutcome::Accepted { match_index } => {
+                peer.match_index = peer.match_index.max(match_index.0);
+                peer.next_index = peer.next_index.max(peer.match_index + 1);
+                peer.inflight = if peer.match_index + 1 >= peer.next_index {
+                    0
+                } else {
+                    peer.inflight.saturating_sub(1)
+                };
+            }
+            AppendOutcome::Rejected { last_index } => {
+                peer.next_index = (last_index.0 + 1)
+                    .min(peer.next_index)
+                    .max(peer.match_index + 1);
+                peer.inflight = 0;
+                peer.heartbeat_due = true;
+            }
+        }
+        self.advance_commit();
+        self.release_confirmed_reads();
+    }
+
+    /// Leader: commits what a majority holds, if of the current term, and releases the
+    /// writes waiting for it.
+    pub(crate) fn advance_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let mut matches: heapless::Vec<u64, { super::config::MAX_MEMBERS }> = self
+            .peers
+            .iter()
+            .filter(|p| p.voter)
+            .map(|p| p.match_index)
+            .collect();
+        if self.config.is_voter() {
+            let _ = matches.push(self.log.last_index());
+        }
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&majority_index) = matches.get(self.config.quorum() - 1) else {
+            return;
+        };
+        if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term)
+        {
+            self.commit_index = majority_index;
+            let commit = self.commit_index;
+            let log = &self.log;
+            self.tickets.end_where(|pending| match pending.wait {
+                Wait::Commit { index, term } if index <= commit => {
+                    Some(if log.term_at(index).is_none_or(|t| t == term) {
+                        Ending::Release
+                    } else {
+                        Ending::Fail {
+                            code: crate::wire::ErrorCode::Timeout,
+                            detail: "write replaced in a leader change; outcome unknown",
+                        }
+                    })
+                }
+                _ => None,
+            });
+            self.release_confirmed_reads();
+        }
+    }
+
+    /// Leader: the highest heartbeat round a majority has answered.
+    fn confirmed_round(&self) -> u64 {
+        let mut rounds: heapless::Vec<u64, { super::config::MAX_MEMBERS }> = self
+            .peers
+            .iter()
+            .filter(|p| p.voter)
+            .map(|p| p.acked_round)
+            .collect();
+        if self.config.is_voter() {
+            let _ = rounds.push(self.round);
+        }
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        rounds.get(self.config.quorum() - 1).copied().unwrap_or(0)
+    }
+
+    /// Leader: releases linearizable reads whose round a majority confirmed and whose read
+    /// index has committed.
+    pub(crate) fn release_confirmed_reads(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let confirmed = self.confirmed_round();
+        let commit = self.commit_index;
+        let current_term = self.term;
+        self.tickets.end_where(|pending| match pending.wait {
+            Wait::Read { index, round, term }
+                if term == current_term && round <= confirmed && index <= commit =>
+            {
+                Some(Ending::Release)
+            }
+            _ => None,
+        });
+    }
+
+    /// Leader: logs deletes for keys whose expiry has passed on the cluster clock, a few
+    /// index slots per heartbeat (Redis's active expiry, made cluster-wide).
+    pub(crate) fn sweep_expired_keys(&mut self, now_ms: u64) {
+        const SLOTS_PER_SWEEP: usize = 256;
+        let cluster_now = self.clock.now(now_ms);
+        let slot_count = self.store.slot_count();
+        let mut slot = self.expiry_cursor.min(slot_count);
+        let mut examined = 0;
+        while examined < SLOTS_PER_SWEEP {
+            if slot >= slot_count {
+                slot = 0;
+            }
+            examined += 1;
+            if !self.expire_at_slot(now_ms, slot, cluster_now) {
+                slot += 1;
+            }
+        }
+        self.expiry_cursor = slot;
+    }
+
+    /// If the key in `slot` has expired, logs and applies its delete; returns whether it did
+    /// (a later key may then have moved into the slot).
+    pub(crate) fn expire_at_slot(&mut self, now_ms: u64, slot: usize, cluster_now: u64) -> bool {
+        let Some(entry) = self.store.entry_at_slot(slot) else {
+            return false;
+        };
+        if !entry.expires_at_ms.is_some_and(|at| at <= cluster_now) {
+            return false;
+        }
+        let len = Command::Delete { key: entry.key }.encoded_len();
+        // Copy the key through the log: append it, then apply the logged command.
+        if self.make_room(&Command::Delete { key: &[] }).is_err() || !self.log.has_room(len) {
+            return false;
+        }
+        let entry = self.store.entry_at_slot(slot).map(|e| e.key);
+        let Some(key) = entry else { return false };
+        let command = Command::Delete { key };
+        let term = self.term;
+        let Ok(index) = self.log.append_with(term, len, |out| command.encode(out)) else {
+            return false;
+        };
+        self.applied_index = index;
+        if let Some((_, bytes)) = self.log.entry(index) {
+            if let Ok(Command::Delete { key }) = Command::decode(bytes) {
+                self.store.delete(key, 0);
+            }
+        }
+        for peer in self.peers.iter_mut() {
+            peer.heartbeat_due |= peer.inflight == 0;
+        }
+        self.advance_commit();
+        let _ = now_ms;
+        true
+    }
+}

@@ -1,0 +1,776 @@
+//! Client requests: the handshake, execution on the leader, forwarding from followers.
+//!
+//! - **Writes** are executed by the leader when they arrive, against its store: a condition
+//!   (NX/XX), a compare-and-set or an increment is decided there, once, and the resulting
+//!   change is logged (see `command`). With `ack: leader` the answer goes out at once;
+//!   with `ack: quorum` it waits (a ticket) until the entry commits.
+//! - **Linearizable reads** use ReadIndex: the leader reads its store when the request
+//!   arrives, then holds the answer until (a) everything up to its last log index has
+//!   committed, which covers the writes it acknowledged with `ack: leader` before the read,
+//!   and (b) a majority has answered a heartbeat round begun after the read arrived, which
+//!   proves no newer leader could have committed anything the read missed. ReadIndex rather
+//!   than a lease because it needs no assumption about clock drift: the price is one round
+//!   trip per batch of reads.
+//! - **Stale reads** are answered by any node from its own store.
+//! - A follower **forwards** writes and linearizable reads to the leader it knows and relays
+//!   the answer; knowing none, it holds them until a leader is elected or the request
+//!   timeout passes.
+
+use super::command::{ApplyError, Command};
+use super::node::{Node, PeerAction, Role};
+use super::replication::ProposeError;
+use super::tickets::{ReplyTo, Ticket, Wait};
+use crate::store::{integer, SetCondition, WriteError};
+use crate::wire::{
+    decode, encode, encode_frame, AckLevel, Capacities, ClientMessage, ErrorCode, ErrorReply,
+    Expiry, HelloAck, NodeId, PackedWriter, PeerMessage, ReadConsistency, Request, Response,
+    ServerMessage, ValueRef, WriteOptions, PROTOCOL_VERSION,
+};
+
+/// What the shell does after [`Node::handle_client_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAction {
+    /// Send the first `len` bytes of the buffer to the client; then close the connection if
+    /// `close`.
+    Reply {
+        /// Bytes written.
+        len: usize,
+        /// Whether to close the connection after sending.
+        close: bool,
+    },
+    /// Hold the first `len` bytes of the buffer (the answer) under `ticket` until the node
+    /// releases or replaces them.
+    Wait {
+        /// The ticket.
+        ticket: Ticket,
+        /// Bytes written.
+        len: usize,
+    },
+    /// Send the first `len` bytes of the buffer to peer `to` (the request, forwarded to the
+    /// leader); the client's answer comes later under `ticket`.
+    Forward {
+        /// The ticket.
+        ticket: Ticket,
+        /// The leader.
+        to: NodeId,
+        /// Bytes written.
+        len: usize,
+    },
+    /// Keep the request's bytes under `ticket`: no leader is known yet. The node asks for
+    /// them again ([`TicketEvent::Resubmit`](super::TicketEvent::Resubmit)) or answers with
+    /// an error when the request timeout passes.
+    Hold {
+        /// The ticket.
+        ticket: Ticket,
+    },
+}
+
+/// What executing a request came to.
+enum Exec {
+    Reply(usize),
+    Wait(Ticket, usize),
+    NeedsLeader,
+}
+
+/// Whether a request only reads.
+fn read_consistency(request: &Request<'_>) -> Option<ReadConsistency> {
+    match *request {
+        Request::Get { read, .. }
+        | Request::Exists { read, .. }
+        | Request::MultiGet { read, .. }
+        | Request::Scan { read, .. }
+        | Request::DbSize { read } => Some(read),
+        _ => None,
+    }
+}
+
+fn write_options(request: &Request<'_>) -> Option<WriteOptions> {
+    match *request {
+        Request::Set { write, .. }
+        | Request::Delete { write, .. }
+        | Request::IncrBy { write, .. }
+        | Request::CompareAndSet { write, .. }
+        | Request::MultiSet { write, .. } => Some(write),
+        _ => None,
+    }
+}
+
+fn error_response(code: ErrorCode, detail: &str) -> Response<'_> {
+    Response::Error(ErrorReply { code, detail })
+}
+
+fn write_error(error: WriteError) -> Response<'static> {
+    match error {
+        WriteError::KeyTooLarge { .. } => error_response(ErrorCode::KeyTooLarge, "key too large"),
+        WriteError::ValueTooLarge { .. } => {
+            error_response(ErrorCode::ValueTooLarge, "value too large")
+        }
+        WriteError::Full(_) => error_response(
+            ErrorCode::StoreFull,
+            "OOM: the store is full; delete keys or raise its limits",
+        ),
+    }
+}
+
+fn propose_error(error: ProposeError) -> Response<'static> {
+    match error {
+        ProposeError::LogFull => error_response(
+            ErrorCode::Busy,
+            "the log is full of writes the followers have not confirmed; retry",
+        ),
+        ProposeError::TooLarge => {
+            error_response(ErrorCode::ValueTooLarge, "entry larger than the log")
+        }
+    }
+}
+
+/// A write's result: the answer, and the log entry to wait for (none if nothing changed).
+struct WriteOutcome {
+    response: Response<'static>,
+    index: Option<u64>,
+}
+
+impl WriteOutcome {
+    fn immediate(response: Response<'static>) -> Self {
+        Self {
+            response,
+            index: None,
+        }
+    }
+}
+
+impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
+where
+    M: AsRef<[u8]> + AsMut<[u8]>,
+    L: AsRef<[u8]> + AsMut<[u8]>,
+{
+    /// Answers the first frame of a client connection, which must be a `Hello`. Returns the
+    /// bytes written into `out` and whether the connection is accepted (if not, send the
+    /// answer and close).
+    pub fn handle_client_hello(&self, payload: &[u8], out: &mut [u8]) -> (usize, bool) {
+        let (request_id, checked) = match decode::<ClientMessage<'_>>(payload) {
+            Ok(ClientMessage {
+                request_id,
+                request: Request::Hello(hello),
+            }) => (
+                request_id,
+                hello
+                    .check(self.config.cluster_id)
+                    .map_err(|e| e.error_code()),
+            ),
+            Ok(message) => (message.request_id, Err(ErrorCode::Malformed)),
+            Err(_) => (0, Err(ErrorCode::Malformed)),
+        };
+        let reply_to = ReplyTo::Client { request_id };
+        match checked {
+            Ok(()) => {
+                let limits = self.store.limits();
+                let ack = HelloAck {
+                    protocol_version: PROTOCOL_VERSION,
+                    cluster_id: self.config.cluster_id,
+                    node_id: self.config.node_id,
+                    max_frame_bytes: self.config.max_frame_bytes,
+                    capacities: Capacities {
+                        max_keys: limits.max_keys,
+                        max_key_bytes: limits.max_key_bytes,
+                        max_value_bytes: limits.max_value_bytes,
+                        max_total_bytes: limits.max_total_bytes,
+                    },
+                };
+                (self.reply(reply_to, &Response::HelloAck(ack), out), true)
+            }
+            Err(code) => (
+                self.error_frame(reply_to, code, "handshake refused", out),
+                false,
+            ),
+        }
+    }
+
+    /// Takes one frame payload from a client whose handshake was accepted.
+    pub fn handle_client_frame(
+        &mut self,
+        now_ms: u64,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> ClientAction {
+        let message = match decode::<ClientMessage<'_>>(payload) {
+            Ok(message) => message,
+            Err(_) => {
+                let reply_to = ReplyTo::Client { request_id: 0 };
+                let len =
+                    self.error_frame(reply_to, ErrorCode::Malformed, "undecodable request", out);
+                return ClientAction::Reply { len, close: false };
+            }
+        };
+        let reply_to = ReplyTo::Client {
+            request_id: message.request_id,
+        };
+        match self.execute(now_ms, &message.request, reply_to, out) {
+            Exec::Reply(len) => ClientAction::Reply { len, close: false },
+            Exec::Wait(ticket, len) => ClientAction::Wait { ticket, len },
+            Exec::NeedsLeader => self.forward_or_hold(now_ms, reply_to, payload, out),
+        }
+    }
+
+    /// A follower passes the request to the leader, or holds it while there is none.
+    fn forward_or_hold(
+        &mut self,
+        now_ms: u64,
+        reply_to: ReplyTo,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> ClientAction {
+        let deadline_ms = now_ms + self.config.request_timeout_ms;
+        let busy = |node: &Self, out: &mut [u8]| {
+            let len = node.error_frame(reply_to, ErrorCode::Busy, "too many requests waiting", out);
+            ClientAction::Reply { len, close: false }
+        };
+        match self
+            .leader_id
+            .filter(|&leader| leader != self.config.node_id)
+        {
+            Some(leader) => {
+                let Some(ticket) =
+                    self.tickets
+                        .open(reply_to, Wait::Forwarded { to: leader }, deadline_ms)
+                else {
+                    return busy(self, out);
+                };
+                let message = PeerMessage::Forward {
+                    forward_id: ticket.0,
+                    request: payload,
+                };
+                match encode_frame(&message, out) {
+                    Ok(len) => ClientAction::Forward {
+                        ticket,
+                        to: leader,
+                        len,
+                    },
+                    Err(_) => {
+                        self.tickets.take(ticket);
+                        let len = self.error_frame(
+                            reply_to,
+                            ErrorCode::FrameTooLarge,
+                            "request too large to forward",
+                            out,
+                        );
+                        ClientAction::Reply { len, close: false }
+                    }
+                }
+            }
+            None => match self.tickets.open(reply_to, Wait::Leader, deadline_ms) {
+                Some(ticket) => ClientAction::Hold { ticket },
+                None => busy(self, out),
+            },
+        }
+    }
+
+    /// Leader: a request a follower forwarded.
+    pub(crate) fn handle_forward(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        forward_id: u64,
+        request: &[u8],
+        out: &mut [u8],
+    ) -> PeerAction {
+        let reply_to = ReplyTo::Peer {
+            node: from,
+            forward_id,
+        };
+        let exec = match decode::<ClientMessage<'_>>(request) {
+            Ok(message) if !matches!(message.request, Request::Hello(_)) => {
+                self.execute(now_ms, &message.request, reply_to, out)
+            }
+            _ => Exec::Reply(self.error_frame(
+                reply_to,
+                ErrorCode::Malformed,
+                "undecodable forwarded request",
+                out,
+            )),
+        };
+        match exec {
+            Exec::Reply(len) => PeerAction::Send { to: from, len },
+            Exec::Wait(ticket, len) => PeerAction::Wait {
+                ticket,
+                to: from,
+                len,
+            },
+            // Leadership moved while the request travelled: the client retries.
+            Exec::NeedsLeader => PeerAction::Send {
+                to: from,
+                len: self.error_frame(
+                    reply_to,
+                    ErrorCode::NoLeader,
+                    "this node is no longer the leader; retry",
+                    out,
+                ),
+            },
+        }
+    }
+
+    /// Follower: the leader's answer to a forwarded request.
+    pub(crate) fn handle_forward_reply(
+        &mut self,
+        forward_id: u64,
+        response: &[u8],
+        out: &mut [u8],
+    ) -> PeerAction {
+        let ticket = Ticket(forward_id);
+        if !matches!(
+            self.tickets.get(ticket).map(|p| p.wait),
+            Some(Wait::Forwarded { .. })
+        ) {
+            return PeerAction::None;
+        }
+        let Some(pending) = self.tickets.take(ticket) else {
+            return PeerAction::None;
+        };
+        let len = match decode::<Response<'_>>(response) {
+            Ok(response) => self.reply(pending.reply_to, &response, out),
+            Err(_) => self.error_frame(
+                pending.reply_to,
+                ErrorCode::Internal,
+                "undecodable answer from the leader",
+                out,
+            ),
+        };
+        PeerAction::ClientReply { ticket, len }
+    }
+
+    /// Fails waiting requests whose deadline has passed.
+    pub(crate) fn expire_tickets(&mut self, now_ms: u64) {
+        use super::tickets::Ending;
+        self.tickets.end_where(|pending| {
+            if pending.deadline_ms > now_ms {
+                return None;
+            }
+            let (code, detail) = match pending.wait {
+                Wait::Leader => (
+                    ErrorCode::NoLeader,
+                    "no leader elected within the request timeout",
+                ),
+                Wait::Forwarded { .. } => (
+                    ErrorCode::Timeout,
+                    "the leader did not answer in time; outcome unknown",
+                ),
+                Wait::Commit { .. } => (
+                    ErrorCode::Timeout,
+                    "no quorum acknowledged the write in time; outcome unknown",
+                ),
+                Wait::Read { .. } => (
+                    ErrorCode::Timeout,
+                    "the read could not be confirmed in time",
+                ),
+            };
+            Some(Ending::Fail { code, detail })
+        });
+    }
+
+    /// Encodes `response` for `reply_to` into `out`: a client frame, or a `ForwardReply`
+    /// frame to the follower that forwarded the request.
+    pub(crate) fn reply(
+        &self,
+        reply_to: ReplyTo,
+        response: &Response<'_>,
+        out: &mut [u8],
+    ) -> usize {
+        let encoded = match reply_to {
+            ReplyTo::Client { request_id } => encode_frame(
+                &ServerMessage {
+                    request_id,
+                    response: *response,
+                },
+                out,
+            ),
+            ReplyTo::Peer { forward_id, .. } => {
+                let (front, back) = out.split_at_mut(out.len() / 2);
+                match encode(response, back) {
+                    Ok(bytes) => encode_frame(
+                        &PeerMessage::ForwardReply {
+                            forward_id,
+                            response: bytes,
+                        },
+                        front,
+                    ),
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        match encoded {
+            Ok(len) => len,
+            Err(_) if !matches!(response, Response::Error(_)) => self.error_frame(
+                reply_to,
+                ErrorCode::FrameTooLarge,
+                "answer larger than a frame",
+                out,
+            ),
+            Err(_) => 0,
+        }
+    }
+
+    pub(crate) fn error_frame(
+        &self,
+        reply_to: ReplyTo,
+        code: ErrorCode,
+        detail: &str,
+        out: &mut [u8],
+    ) -> usize {
+        self.reply(reply_to, &error_response(code, detail), out)
+    }
+
+    fn execute(
+        &mut self,
+        now_ms: u64,
+        request: &Request<'_>,
+        reply_to: ReplyTo,
+        out: &mut [u8],
+    ) -> Exec {
+        match *request {
+            Request::Hello(_) => {
+                return Exec::Reply(self.error_frame(
+                    reply_to,
+                    ErrorCode::Malformed,
+                    "Hello after the handshake",
+                    out,
+                ))
+            }
+            Request::Ping => return Exec::Reply(self.reply(reply_to, &Response::Pong, out)),
+            _ => {}
+        }
+        if let Some(read) = read_consistency(request) {
+            if read == ReadConsistency::Stale {
+                return Exec::Reply(self.read(now_ms, request, reply_to, out));
+            }
+            if self.role != Role::Leader {
+                return Exec::NeedsLeader;
+            }
+            let len = self.read(now_ms, request, reply_to, out);
+            if self.config.quorum() <= 1 {
+                return Exec::Reply(len);
+            }
+            let wait = Wait::Read {
+                index: self.log.last_index(),
+                round: self.round + 1,
+                term: self.term,
+            };
+            return self.wait(now_ms, reply_to, wait, len, out);
+        }
+        let Some(write) = write_options(request) else {
+            return Exec::Reply(self.error_frame(
+                reply_to,
+                ErrorCode::Unsupported,
+                "unknown request",
+                out,
+            ));
+        };
+        if self.role != Role::Leader {
+            return Exec::NeedsLeader;
+        }
+        if write.durability == Some(crate::wire::Durability::Disk) {
+            return Exec::Reply(self.error_frame(
+                reply_to,
+                ErrorCode::Unsupported,
+                "durability disk is not available in this version",
+                out,
+            ));
+        }
+        let outcome = self.write(now_ms, request);
+        let len = self.reply(reply_to, &outcome.response, out);
+        let ack = write.ack.unwrap_or(self.config.default_ack);
+        match outcome.index {
+            Some(index) if ack == AckLevel::Quorum && index > self.commit_index => {
+                let wait = Wait::Commit {
+                    index,
+                    term: self.term,
+                };
+                self.wait(now_ms, reply_to, wait, len, out)
+            }
+            _ => Exec::Reply(len),
+        }
+    }
+
+    /// Opens a ticket for an answer already written into `out`.
+    fn wait(
+        &mut self,
+        now_ms: u64,
+        reply_to: ReplyTo,
+        wait: Wait,
+        len: usize,
+        out: &mut [u8],
+    ) -> Exec {
+        if matches!(wait, Wait::Read { .. }) {
+            self.read_round_requested = true;
+        }
+        let deadline_ms = now_ms + self.config.request_timeout_ms;
+        match self.tickets.open(reply_to, wait, deadline_ms) {
+            Some(ticket) => Exec::Wait(ticket, len),
+            None => Exec::Reply(self.error_frame(
+                reply_to,
+                if matches!(wait, Wait::Commit { .. }) {
+                    ErrorCode::Timeout
+                } else {
+                    ErrorCode::Busy
+                },
+                "too many requests waiting; a write's outcome is unknown",
+                out,
+            )),
+        }
+    }
+
+    /// Answers a read from this node's store, as of the cluster clock.
+    fn read(
+        &mut self,
+        now_ms: u64,
+        request: &Request<'_>,
+        reply_to: ReplyTo,
+        out: &mut [u8],
+    ) -> usize {
+        let cluster_now = self.clock.now(now_ms);
+        let store = &self.store;
+        match *request {
+            Request::Get { key, .. } => {
+                let value = store.get(key, cluster_now).map(|entry| ValueRef {
+                    value: entry.value,
+                    version: entry.version,
+                    expires_at_ms: entry.expires_at_ms,
+                });
+                self.reply(reply_to, &Response::Value(value), out)
+            }
+            Request::Exists { key, .. } => {
+                let count = u64::from(store.exists(key, cluster_now));
+                self.reply(reply_to, &Response::Count(count), out)
+            }
+            Request::DbSize { .. } => {
+                self.reply(reply_to, &Response::Count(u64::from(store.len())), out)
+            }
+            Request::MultiGet { keys, .. } => {
+                let (front, back) = out.split_at_mut(out.len() / 2);
+                let mut writer = PackedWriter::new(back);
+                let mut fits = true;
+                for key in keys.iter() {
+                    let value = key
+                        .and_then(|key| store.get(key, cluster_now))
+                        .map(|e| e.value);
+                    fits &= writer.push(value).is_ok();
+                }
+                let values = writer.finish();
+                if !fits {
+                    return self.error_frame(
+                        reply_to,
+                        ErrorCode::FrameTooLarge,
+                        "MGET answer larger than a frame",
+                        front,
+                    );
+                }
+                self.reply(reply_to, &Response::Values(values), front)
+            }
+            Request::Scan {
+                cursor,
+                prefix,
+                count,
+                ..
+            } => {
+                let (front, back) = out.split_at_mut(out.len() / 2);
+                let mut writer = PackedWriter::new(back);
+                let next_cursor =
+                    store.scan(cursor, prefix, count as usize, cluster_now, |entry| {
+                        writer.push(Some(entry.key)).is_ok()
+                    });
+                self.reply(
+                    reply_to,
+                    &Response::ScanPage {
+                        next_cursor,
+                        keys: writer.finish(),
+                    },
+                    front,
+                )
+            }
+            _ => self.error_frame(reply_to, ErrorCode::Unsupported, "not a read", out),
+        }
+    }
+
+    /// Leader: executes a write against the store and logs the change.
+    fn write(&mut self, now_ms: u64, request: &Request<'_>) -> WriteOutcome {
+        let cluster_now = self.clock.now(now_ms);
+        match *request {
+            Request::Set {
+                key,
+                value,
+                condition,
+                expiry,
+                ..
+            } => {
+                let current = self.store.get(key, cluster_now).map(|e| e.expires_at_ms);
+                let allowed = match condition {
+                    SetCondition::Always => true,
+                    SetCondition::IfAbsent => current.is_none(),
+                    SetCondition::IfPresent => current.is_some(),
+                };
+                if !allowed {
+                    return WriteOutcome::immediate(Response::NotStored);
+                }
+                let expires_at_ms = match expiry {
+                    Expiry::None => None,
+                    Expiry::Keep => current.flatten(),
+                    Expiry::AfterMs(ms) => Some(cluster_now.saturating_add(ms)),
+                };
+                self.put(
+                    now_ms,
+                    Command::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    },
+                    |version| Response::Stored { version },
+                )
+            }
+            Request::CompareAndSet {
+                key,
+                expected_version,
+                value,
+                expiry,
+                ..
+            } => {
+                let current = self
+                    .store
+                    .get(key, cluster_now)
+                    .map(|e| (e.version, e.expires_at_ms));
+                let current_version = current.map_or(0, |(version, _)| version);
+                if current_version != expected_version {
+                    return WriteOutcome::immediate(Response::VersionMismatch { current_version });
+                }
+                let expires_at_ms = match expiry {
+                    Expiry::None => None,
+                    Expiry::Keep => current.and_then(|(_, expires)| expires),
+                    Expiry::AfterMs(ms) => Some(cluster_now.saturating_add(ms)),
+                };
+                self.put(
+                    now_ms,
+                    Command::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    },
+                    |version| Response::Stored { version },
+                )
+            }
+            Request::IncrBy { key, delta, .. } => {
+                let current = match self.store.get(key, cluster_now) {
+                    Some(entry) => match integer::parse_i64(entry.value) {
+                        Some(value) => Some((value, entry.expires_at_ms)),
+                        None => {
+                            return WriteOutcome::immediate(error_response(
+                                ErrorCode::NotAnInteger,
+                                "value is not an integer or out of range",
+                            ))
+                        }
+                    },
+                    None => None,
+                };
+                let (value, expires_at_ms) = current.unwrap_or((0, None));
+                let Some(value) = value.checked_add(delta) else {
+                    return WriteOutcome::immediate(error_response(
+                        ErrorCode::IntegerOverflow,
+                        "increment or decrement would overflow",
+                    ));
+                };
+                let mut text = [0; integer::MAX_DECIMAL_BYTES];
+                let text = integer::format_i64(value, &mut text);
+                self.put(
+                    now_ms,
+                    Command::Put {
+                        key,
+                        value: text,
+                        expires_at_ms,
+                    },
+                    |_| Response::Integer(value),
+                )
+            }
+            Request::Delete { key, .. } => {
+                let live = self.store.exists(key, cluster_now);
+                // An expired key still held is deleted too (through the log), but counts 0.
+                if !live && self.store.get(key, 0).is_none() {
+                    return WriteOutcome::immediate(Response::Count(0));
+                }
+                match self.propose(now_ms, Command::Delete { key }) {
+                    Ok(index) => WriteOutcome {
+                        response: Response::Count(u64::from(live)),
+                        index: Some(index),
+                    },
+                    Err(error) => WriteOutcome::immediate(propose_error(error)),
+                }
+            }
+            Request::MultiSet { .. } => WriteOutcome::immediate(error_response(
+                ErrorCode::Unsupported,
+                "MSET is not available in a cluster yet; set the keys one by one",
+            )),
+            _ => WriteOutcome::immediate(error_response(ErrorCode::Unsupported, "not a write")),
+        }
+    }
+
+    /// Applies and logs a `Put`. If the store is full and expired keys are held, logs their
+    /// deletes first and tries once more.
+    fn put(
+        &mut self,
+        now_ms: u64,
+        command: Command<'_>,
+        answer: impl Fn(u64) -> Response<'static>,
+    ) -> WriteOutcome {
+        for attempt in 0..2 {
+            if let Err(error) = self.make_room(&command) {
+                return WriteOutcome::immediate(propose_error(error));
+            }
+            match command.apply(&mut self.store) {
+                Ok(()) => {
+                    let version = self.store.last_version();
+                    return match self.append_applied(&command) {
+                        Ok(index) => {
+                            self.advance_commit();
+                            WriteOutcome {
+                                response: answer(version),
+                                index: Some(index),
+                            }
+                        }
+                        // Room was made above, so this cannot happen.
+                        Err(error) => WriteOutcome::immediate(propose_error(error)),
+                    };
+                }
+                Err(ApplyError::Store(WriteError::Full(reason))) if attempt == 0 => {
+                    if !self.reclaim_expired(now_ms) {
+                        return WriteOutcome::immediate(write_error(WriteError::Full(reason)));
+                    }
+                }
+                Err(ApplyError::Store(error)) => {
+                    return WriteOutcome::immediate(write_error(error))
+                }
+                Err(ApplyError::Malformed) => {
+                    return WriteOutcome::immediate(error_response(
+                        ErrorCode::Internal,
+                        "malformed command",
+                    ))
+                }
+            }
+        }
+        WriteOutcome::immediate(write_error(WriteError::Full(
+            crate::store::FullReason::Bytes,
+        )))
+    }
+
+    /// Leader: logs deletes for every expired key; returns whether it removed any.
+    fn reclaim_expired(&mut self, now_ms: u64) -> bool {
+        let cluster_now = self.clock.now(now_ms);
+        let mut removed = false;
+        let mut slot = 0;
+        while let Some(found) = self.store.expired_slot(cluster_now, slot) {
+            if self.expire_at_slot(now_ms, found, cluster_now) {
+                removed = true;
+                slot = found;
+            } else {
+                // No room in the log for the delete: give up for now.
+                break;
+            }
+        }
+        removed
+    }
+}

@@ -1,0 +1,133 @@
+//! The peer protocol: the messages nodes of one cluster exchange after the handshake.
+//!
+//! A peer connection starts with a [`Hello`](super::Hello) whose sender is
+//! [`Sender::Peer`](super::Sender::Peer); every later frame is one postcard-encoded
+//! [`PeerMessage`]. The sender of a message is the node at the other end of the connection,
+//! so messages do not repeat it. The meaning of each message, and why the protocol built
+//! from them is safe, is in docs/protocol.md.
+
+use serde::{Deserialize, Serialize};
+
+use super::packed::Packed;
+use super::types::{LogIndex, LogPosition, Term};
+
+/// A message between two nodes of one cluster.
+///
+/// VARIANT ORDER IS FROZEN (postcard encodes the variant index); new messages go at the end.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage<'a> {
+    /// "Would you vote for me in `term`?" (PreVote): sent before a real election, changes no
+    /// state on the receiver, so a node that cannot win cannot disturb the cluster.
+    PreVote {
+        /// The term the sender would stand in (its current term + 1).
+        term: Term,
+        /// The sender's last log entry, for the up-to-date check.
+        last_log: LogPosition,
+    },
+    /// Answer to `PreVote`.
+    PreVoteReply {
+        /// The term asked about.
+        term: Term,
+        /// Whether the receiver would vote.
+        granted: bool,
+    },
+    /// A vote request for `term` (Raft's RequestVote).
+    Vote {
+        /// The sender's new term.
+        term: Term,
+        /// The sender's last log entry, for the up-to-date check.
+        last_log: LogPosition,
+    },
+    /// Answer to `Vote`.
+    VoteReply {
+        /// The receiver's current term.
+        term: Term,
+        /// Whether the vote was granted.
+        granted: bool,
+    },
+    /// Log entries (none for a heartbeat) from the leader (Raft's AppendEntries).
+    Append {
+        /// The leader's term.
+        term: Term,
+        /// The entry just before `entries`, which the receiver must hold to accept them.
+        prev: LogPosition,
+        /// The leader's commit index.
+        commit: LogIndex,
+        /// The leader's heartbeat round, echoed in the reply: a reply for round r proves the
+        /// receiver still followed this leader after round r began (read index, check quorum).
+        round: u64,
+        /// The cluster clock, so that followers agree on expiry without a wall clock.
+        cluster_time_ms: u64,
+        /// The entries, each encoded as `term` (8 bytes, little-endian) then the command.
+        #[serde(borrow)]
+        entries: Packed<'a>,
+    },
+    /// Answer to `Append`.
+    AppendReply {
+        /// The receiver's current term.
+        term: Term,
+        /// The round of the `Append` answered.
+        round: u64,
+        /// Whether the entries were accepted.
+        outcome: AppendOutcome,
+    },
+    /// A client request a follower passes to the leader, which answers with `ForwardReply`.
+    Forward {
+        /// The follower's id for the request, echoed in the reply.
+        forward_id: u64,
+        /// The client's request, an encoded [`ClientMessage`](super::ClientMessage).
+        #[serde(borrow)]
+        request: &'a [u8],
+    },
+    /// The leader's answer to a `Forward`.
+    ForwardReply {
+        /// The follower's id for the request.
+        forward_id: u64,
+        /// The answer, an encoded [`Response`](super::Response).
+        #[serde(borrow)]
+        response: &'a [u8],
+    },
+    /// A chunk of a snapshot from the leader to a follower behind its log.
+    Snapshot {
+        /// The leader's term.
+        term: Term,
+        /// The log position the snapshot starts from: the follower replays entries after it.
+        base: LogPosition,
+        /// Which snapshot of this follower this chunk belongs to (a new one restarts).
+        snapshot_id: u64,
+        /// The chunk's position in the snapshot stream, starting at 0.
+        offset: u64,
+        /// Whether this is the last chunk.
+        done: bool,
+        /// Bytes of the snapshot stream (see [`crate::snapshot`]).
+        #[serde(borrow)]
+        data: &'a [u8],
+    },
+    /// Answer to a `Snapshot` chunk: the next offset wanted.
+    SnapshotReply {
+        /// The receiver's current term.
+        term: Term,
+        /// The snapshot the answer is about.
+        snapshot_id: u64,
+        /// Bytes received so far; the leader sends from here.
+        next_offset: u64,
+        /// Set when the receiver could not load the snapshot (the leader starts again).
+        failed: bool,
+    },
+}
+
+/// Whether a follower took an `Append`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendOutcome {
+    /// The follower's log now matches the leader's up to `match_index`.
+    Accepted {
+        /// The last index known to match.
+        match_index: LogIndex,
+    },
+    /// The follower does not hold `prev`; its log ends at or before `last_index`, so the
+    /// leader retries from there (or sends a snapshot if it no longer has those entries).
+    Rejected {
+        /// The follower's last log index.
+        last_index: LogIndex,
+    },
+}

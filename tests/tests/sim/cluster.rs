@@ -1,0 +1,376 @@
+//! Simulated nodes: real `memdi_core::cluster::Node`s driven the way a shell drives them.
+//!
+//! The harness does what the tokio and embassy shells do: it hands each node the frames
+//! that arrive and the time, holds the bytes of waiting requests under their tickets, and
+//! sends what the node's `poll_*` calls give. Framing is left out (the 4-byte header of each
+//! frame a node writes is stripped; framing has its own tests), and so is the handshake.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use memdi_core::cluster::{
+    ClientAction, Command, Log, LogLimits, Node, NodeConfig, NodeEvent, PeerAction, Role, Ticket,
+    TicketEvent,
+};
+use memdi_core::store::{Store, StoreLimits};
+use memdi_core::wire::{ClusterId, NodeId, FRAME_HEADER_BYTES};
+
+use super::net::{Endpoint, Network, Packet};
+use super::rng::SimRng;
+
+/// Waiting requests per node.
+pub const TICKETS: usize = 256;
+pub type CoreNode = Node<Vec<u8>, Vec<u8>, TICKETS>;
+
+/// Scratch for a node's outputs: a frame and as much again for the node's own staging.
+const OUT_BYTES: usize = 256 * 1024;
+
+pub const STORE_LIMITS: StoreLimits = StoreLimits {
+    max_keys: 512,
+    max_key_bytes: 32,
+    max_value_bytes: 64,
+    max_total_bytes: 512 * 128,
+};
+
+pub const LOG_LIMITS: LogLimits = LogLimits {
+    max_entries: 512,
+    max_bytes: 64 * 1024,
+};
+
+/// What a shell holds for a waiting request.
+#[derive(Debug, Clone)]
+enum Held {
+    /// An answer to send to `to` when released.
+    Answer { to: Endpoint, bytes: Vec<u8> },
+    /// A request forwarded to the leader: its answer arrives as a `ClientReply`.
+    Forwarded { client: u64 },
+    /// A request to submit again when a leader is known.
+    Request { client: u64, bytes: Vec<u8> },
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct NodeStats {
+    pub elections_won: u64,
+    pub resyncs: u64,
+    pub apply_failures: u64,
+}
+
+pub struct SimNode {
+    pub id: u64,
+    pub core: CoreNode,
+    /// A paused node (SIGSTOP, or a crashed process not yet restarted) receives nothing and
+    /// its timers do not fire.
+    pub paused: bool,
+    held: HashMap<Ticket, Held>,
+    out: Vec<u8>,
+    /// Highest commit index whose entries were recorded as committed.
+    recorded_commit: u64,
+}
+
+/// Everything the harness observed that the checkers need.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Term → the node that led it.
+    pub leaders: BTreeMap<u64, u64>,
+    /// Violations found while running.
+    pub violations: Vec<String>,
+    /// Values of every committed `Put` (values are unique per write).
+    pub committed_values: HashSet<Vec<u8>>,
+    pub stats: NodeStats,
+}
+
+pub struct Cluster {
+    pub now_ms: u64,
+    pub nodes: Vec<SimNode>,
+    pub net: Network,
+    pub rng: SimRng,
+    pub observed: Observed,
+    /// Answers for clients delivered by the network, taken by the workload.
+    pub client_inbox: Vec<(u64, Vec<u8>)>,
+}
+
+impl Cluster {
+    pub fn new(seed: u64, size: u64) -> Self {
+        let voters: Vec<NodeId> = (1..=size).map(NodeId).collect();
+        let nodes = voters
+            .iter()
+            .map(|&id| {
+                let mut config = NodeConfig::new(id, ClusterId(7), &voters);
+                config.rng_seed = seed.wrapping_mul(31).wrapping_add(id.0);
+                config.max_append_bytes = 16 * 1024;
+                let store = Store::new(
+                    vec![0; STORE_LIMITS.memory_bytes().unwrap()],
+                    STORE_LIMITS,
+                    seed ^ id.0,
+                )
+                .unwrap();
+                let log = Log::new(vec![0; LOG_LIMITS.memory_bytes()], LOG_LIMITS).unwrap();
+                SimNode {
+                    id: id.0,
+                    core: Node::new(config, store, log, 0),
+                    paused: false,
+                    held: HashMap::new(),
+                    out: vec![0; OUT_BYTES],
+                    recorded_commit: 0,
+                }
+            })
+            .collect();
+        Self {
+            now_ms: 0,
+            nodes,
+            net: Network::new(),
+            rng: SimRng::new(seed),
+            observed: Observed::default(),
+            client_inbox: Vec::new(),
+        }
+    }
+
+    fn index_of(&self, id: u64) -> usize {
+        (id - 1) as usize
+    }
+
+    /// The earliest time anything is due: a packet or a node timer.
+    pub fn next_event_ms(&self) -> Option<u64> {
+        let timers = self
+            .nodes
+            .iter()
+            .filter(|n| !n.paused)
+            .map(|n| n.core.poll_timeout());
+        timers.chain(self.net.next_delivery_ms()).min()
+    }
+
+    /// Runs everything due at `now_ms`.
+    pub fn step_to(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        while let Some(packet) = self.net.pop_due(self.now_ms) {
+            self.deliver(packet);
+        }
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].paused && self.nodes[i].core.poll_timeout() <= self.now_ms {
+                self.nodes[i].core.handle_timeout(self.now_ms);
+                self.drain(i);
+            }
+        }
+    }
+
+    /// A client sends a request payload to a node.
+    pub fn client_send(&mut self, client: u64, node: u64, bytes: Vec<u8>) {
+        let packet = Packet {
+            from: Endpoint::Client(client),
+            to: Endpoint::Node(node),
+            bytes,
+        };
+        self.net.send(&mut self.rng, self.now_ms, packet);
+    }
+
+    fn send(&mut self, from: u64, to: Endpoint, bytes: Vec<u8>) {
+        let packet = Packet {
+            from: Endpoint::Node(from),
+            to,
+            bytes,
+        };
+        self.net.send(&mut self.rng, self.now_ms, packet);
+    }
+
+    fn deliver(&mut self, packet: Packet) {
+        match packet.to {
+            Endpoint::Client(client) => self.client_inbox.push((client, packet.bytes)),
+            Endpoint::Node(id) => {
+                let i = self.index_of(id);
+                if self.nodes[i].paused {
+                    return;
+                }
+                match packet.from {
+                    Endpoint::Client(client) => self.client_request(i, client, &packet.bytes),
+                    Endpoint::Node(from) => self.peer_frame(i, from, &packet.bytes),
+                }
+                self.drain(i);
+            }
+        }
+    }
+
+    fn client_request(&mut self, i: usize, client: u64, payload: &[u8]) {
+        let now = self.now_ms;
+        let node = &mut self.nodes[i];
+        let action = node.core.handle_client_frame(now, payload, &mut node.out);
+        let id = node.id;
+        match action {
+            ClientAction::Reply { len, .. } => {
+                let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
+                self.send(id, Endpoint::Client(client), bytes);
+            }
+            ClientAction::Wait { ticket, len } => {
+                let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
+                node.held.insert(
+                    ticket,
+                    Held::Answer {
+                        to: Endpoint::Client(client),
+                        bytes,
+                    },
+                );
+            }
+            ClientAction::Forward { ticket, to, len } => {
+                let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
+                node.held.insert(ticket, Held::Forwarded { client });
+                self.send(id, Endpoint::Node(to.0), bytes);
+            }
+            ClientAction::Hold { ticket } => {
+                node.held.insert(
+                    ticket,
+                    Held::Request {
+                        client,
+                        bytes: payload.to_vec(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn peer_frame(&mut self, i: usize, from: u64, payload: &[u8]) {
+        let now = self.now_ms;
+        let node = &mut self.nodes[i];
+        let action = node
+            .core
+            .handle_peer_frame(now, NodeId(from), payload, &mut node.out);
+        let id = node.id;
+        match action {
+            PeerAction::None => {}
+            PeerAction::Send { to, len } => {
+                let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
+                self.send(id, Endpoint::Node(to.0), bytes);
+            }
+            PeerAction::Wait { ticket, to, len } => {
+                let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
+                node.held.insert(
+                    ticket,
+                    Held::Answer {
+                        to: Endpoint::Node(to.0),
+                        bytes,
+                    },
+                );
+            }
+            PeerAction::ClientReply { ticket, len } => {
+                let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
+                if let Some(Held::Forwarded { client }) = node.held.remove(&ticket) {
+                    self.send(id, Endpoint::Client(client), bytes);
+                }
+            }
+        }
+    }
+
+    /// Sends everything the node has to send, and records what the checkers need.
+    fn drain(&mut self, i: usize) {
+        let now = self.now_ms;
+        // Bounded: each poll consumes queued work; a node never produces endlessly.
+        for _ in 0..100_000 {
+            let node = &mut self.nodes[i];
+            let id = node.id;
+            if let Some((to, len)) = node.core.poll_peer_transmit(now, &mut node.out) {
+                let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
+                self.send(id, Endpoint::Node(to.0), bytes);
+                continue;
+            }
+            if let Some(event) = node.core.poll_ticket_event(&mut node.out) {
+                self.ticket_event(i, event);
+                continue;
+            }
+            if let Some(event) = node.core.poll_event() {
+                match event {
+                    NodeEvent::RoleChanged {
+                        role: Role::Leader, ..
+                    } => self.observed.stats.elections_won += 1,
+                    NodeEvent::Resyncing { .. } => self.observed.stats.resyncs += 1,
+                    NodeEvent::ApplyFailed { index } => {
+                        self.observed.stats.apply_failures += 1;
+                        self.observed
+                            .violations
+                            .push(format!("node {id} failed to apply entry {index}"));
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            break;
+        }
+        self.record(i);
+    }
+
+    fn ticket_event(&mut self, i: usize, event: TicketEvent) {
+        let node = &mut self.nodes[i];
+        let id = node.id;
+        match event {
+            TicketEvent::Release { ticket } => {
+                if let Some(Held::Answer { to, bytes }) = node.held.remove(&ticket) {
+                    self.send(id, to, bytes);
+                }
+            }
+            TicketEvent::Reply { ticket, len } => {
+                let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
+                let to = match node.held.remove(&ticket) {
+                    Some(Held::Answer { to, .. }) => Some(to),
+                    Some(Held::Forwarded { client }) | Some(Held::Request { client, .. }) => {
+                        Some(Endpoint::Client(client))
+                    }
+                    None => None,
+                };
+                if let Some(to) = to {
+                    self.send(id, to, bytes);
+                }
+            }
+            TicketEvent::Resubmit { ticket } => {
+                if let Some(Held::Request { client, bytes }) = node.held.remove(&ticket) {
+                    self.client_request(i, client, &bytes);
+                }
+            }
+        }
+    }
+
+    /// Checks one leader per term, and records newly committed entries.
+    fn record(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if node.core.role() == Role::Leader {
+            let term = node.core.term();
+            match self.observed.leaders.get(&term) {
+                Some(&other) if other != node.id => self.observed.violations.push(format!(
+                    "two leaders in term {term}: nodes {other} and {} (at {} ms)",
+                    node.id, self.now_ms
+                )),
+                _ => {
+                    self.observed.leaders.insert(term, node.id);
+                }
+            }
+        }
+        let commit = node.core.commit_index();
+        let log = node.core.log();
+        let from = node
+            .recorded_commit
+            .max(log.first_index().saturating_sub(1))
+            + 1;
+        for index in from..=commit {
+            if let Some((_, bytes)) = log.entry(index) {
+                if let Ok(Command::Put { value, .. }) = Command::decode(bytes) {
+                    self.observed.committed_values.insert(value.to_vec());
+                }
+            }
+        }
+        node.recorded_commit = node.recorded_commit.max(commit);
+    }
+
+    pub fn pause(&mut self, id: u64) {
+        let i = self.index_of(id);
+        self.nodes[i].paused = true;
+    }
+
+    pub fn resume(&mut self, id: u64) {
+        let i = self.index_of(id);
+        self.nodes[i].paused = false;
+    }
+
+    /// The leader a majority would recognize now, if any: a live leader of the highest term.
+    pub fn leader(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.paused && n.core.role() == Role::Leader)
+            .max_by_key(|n| n.core.term())
+            .map(|n| n.id)
+    }
+}

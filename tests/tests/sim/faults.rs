@@ -1,0 +1,161 @@
+//! The fault schedule of a run, drawn from its seed.
+//!
+//! Faults come one after another at random intervals, each undone after a random time:
+//! symmetric partitions (a minority cut off from a majority), the leader isolated, one-way
+//! link failures, paused nodes (a process stopped, or crashed and later restarted with its
+//! memory: a node that loses its state is not simulated yet, see docs/protocol.md), and
+//! bad weather (loss, duplication, long and reordering delays).
+
+use std::collections::BTreeMap;
+
+use super::cluster::Cluster;
+use super::net::Weather;
+use super::rng::SimRng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    Partition,
+    IsolateLeader,
+    OneWay,
+    Pause,
+    PauseLeader,
+    Weather,
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Start(FaultKind),
+    HealLinks,
+    Resume(u64),
+    CalmWeather,
+}
+
+pub struct Faults {
+    rng: SimRng,
+    schedule: BTreeMap<(u64, u64), Action>,
+    sequence: u64,
+    next_fault_ms: u64,
+    pub until_ms: u64,
+    pub counts: BTreeMap<FaultKind, u64>,
+}
+
+impl Faults {
+    pub fn new(seed: u64, until_ms: u64) -> Self {
+        Self {
+            rng: SimRng::new(seed ^ 0xFA17),
+            schedule: BTreeMap::new(),
+            sequence: 0,
+            next_fault_ms: 500,
+            until_ms,
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn at(&mut self, when: u64, action: Action) {
+        self.sequence += 1;
+        self.schedule.insert((when, self.sequence), action);
+    }
+
+    pub fn next_event_ms(&self) -> Option<u64> {
+        let scheduled = self.schedule.keys().next().map(|&(at, _)| at);
+        let next = (self.next_fault_ms < self.until_ms).then_some(self.next_fault_ms);
+        scheduled.into_iter().chain(next).min()
+    }
+
+    pub fn apply_due(&mut self, cluster: &mut Cluster) {
+        let now = cluster.now_ms;
+        if self.next_fault_ms <= now && now < self.until_ms {
+            let kind = match self.rng.range(0, 6) {
+                0 => FaultKind::Partition,
+                1 => FaultKind::IsolateLeader,
+                2 => FaultKind::OneWay,
+                3 => FaultKind::Pause,
+                4 => FaultKind::PauseLeader,
+                _ => FaultKind::Weather,
+            };
+            self.at(now, Action::Start(kind));
+            self.next_fault_ms = now + self.rng.range(300, 1_500);
+        }
+        while let Some((&key, _)) = self.schedule.iter().next() {
+            if key.0 > now {
+                break;
+            }
+            let action = self.schedule.remove(&key).unwrap();
+            self.run(action, cluster);
+        }
+    }
+
+    fn run(&mut self, action: Action, cluster: &mut Cluster) {
+        let now = cluster.now_ms;
+        let size = cluster.nodes.len() as u64;
+        let lasting = self.rng.range(200, 2_500);
+        match action {
+            Action::Start(kind) => {
+                *self.counts.entry(kind).or_default() += 1;
+                match kind {
+                    FaultKind::Partition => {
+                        // A random minority against the rest.
+                        let minority = self.rng.range(1, size.div_ceil(2));
+                        let mut ids: Vec<u64> = (1..=size).collect();
+                        for i in (1..ids.len()).rev() {
+                            ids.swap(i, self.rng.range(0, i as u64 + 1) as usize);
+                        }
+                        let (small, large) = ids.split_at(minority as usize);
+                        for &a in small {
+                            for &b in large {
+                                cluster.net.block(a, b);
+                                cluster.net.block(b, a);
+                            }
+                        }
+                        self.at(now + lasting, Action::HealLinks);
+                    }
+                    FaultKind::IsolateLeader => {
+                        if let Some(leader) = cluster.leader() {
+                            for other in (1..=size).filter(|&o| o != leader) {
+                                cluster.net.block(leader, other);
+                                cluster.net.block(other, leader);
+                            }
+                        }
+                        self.at(now + lasting, Action::HealLinks);
+                    }
+                    FaultKind::OneWay => {
+                        let a = 1 + self.rng.range(0, size);
+                        let b = 1 + (a + self.rng.range(0, size - 1)) % size;
+                        cluster.net.block(a, b);
+                        self.at(now + lasting, Action::HealLinks);
+                    }
+                    FaultKind::Pause | FaultKind::PauseLeader => {
+                        let node = match (kind, cluster.leader()) {
+                            (FaultKind::PauseLeader, Some(leader)) => leader,
+                            _ => 1 + self.rng.range(0, size),
+                        };
+                        cluster.pause(node);
+                        self.at(now + lasting, Action::Resume(node));
+                    }
+                    FaultKind::Weather => {
+                        cluster.net.weather = Weather {
+                            drop: self.rng.range(0, 30) as f64 / 100.0,
+                            duplicate: self.rng.range(0, 15) as f64 / 100.0,
+                            min_delay_ms: 1,
+                            max_delay_ms: self.rng.range(2, 80),
+                        };
+                        self.at(now + lasting, Action::CalmWeather);
+                    }
+                }
+            }
+            Action::HealLinks => cluster.net.heal(),
+            Action::Resume(node) => cluster.resume(node),
+            Action::CalmWeather => cluster.net.weather = Weather::CALM,
+        }
+    }
+
+    /// Ends every fault now.
+    pub fn heal_all(&mut self, cluster: &mut Cluster) {
+        self.schedule.clear();
+        cluster.net.heal();
+        cluster.net.weather = Weather::CALM;
+        for id in 1..=cluster.nodes.len() as u64 {
+            cluster.resume(id);
+        }
+    }
+}
