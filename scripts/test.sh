@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, in order; stops at the first failing step and names it.
 #   MEMDI_FUZZ_SECS: seconds per fuzz target (default 20).
+#   MEMDI_SIM_SEEDS: seeds the cluster simulator runs (default 1000).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
@@ -32,6 +33,8 @@ fmt_check() {
 
 step "fmt" fmt_check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
+# The simulator runs MEMDI_SIM_SEEDS seeds (CI: 1,000).
+export MEMDI_SIM_SEEDS="${MEMDI_SIM_SEEDS:-1000}"
 step "test" cargo test --workspace --release
 step "thumbv6m" bash scripts/check-thumbv6m.sh
 step "fuzz" bash scripts/fuzz.sh "${MEMDI_FUZZ_SECS:-20}"

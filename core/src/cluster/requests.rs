@@ -478,15 +478,30 @@ where
         let outcome = self.write(now_ms, request);
         let len = self.reply(reply_to, &outcome.response, out);
         let ack = write.ack.unwrap_or(self.config.default_ack);
+        if ack != AckLevel::Quorum || self.config.quorum() <= 1 {
+            return Exec::Reply(len);
+        }
         match outcome.index {
-            Some(index) if ack == AckLevel::Quorum && index > self.commit_index => {
+            Some(index) if index > self.commit_index => {
                 let wait = Wait::Commit {
                     index,
                     term: self.term,
                 };
                 self.wait(now_ms, reply_to, wait, len, out)
             }
-            _ => Exec::Reply(len),
+            Some(_) => Exec::Reply(len),
+            // A write that changed nothing (a condition not met, a version mismatch, an
+            // absent key deleted, a value that is not an integer) reported what the state
+            // is: that answer is a read, and is confirmed like one, or a deposed leader
+            // could give it from a state already overwritten.
+            None => {
+                let wait = Wait::Read {
+                    index: self.log.last_index(),
+                    round: self.round + 1,
+                    term: self.term,
+                };
+                self.wait(now_ms, reply_to, wait, len, out)
+            }
         }
     }
 
