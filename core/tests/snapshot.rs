@@ -127,6 +127,7 @@ proptest! {
             log_index,
             last_version: store.last_version(),
             entry_count: u64::from(store.len()),
+            fuzzy: false,
         });
         prop_assert_eq!(contents(&loaded), contents(&store));
         prop_assert_eq!(loaded.last_version(), store.last_version());
@@ -329,4 +330,126 @@ fn golden_bytes_of_a_one_entry_snapshot() {
     assert_eq!(&hex[..hex.len() - 8], expected);
     let crc = crc32fast::hash(&bytes[..bytes.len() - 4]);
     assert_eq!(&bytes[bytes.len() - 4..], &crc.to_le_bytes());
+}
+
+#[derive(Debug, Clone)]
+enum Change {
+    Put(u8, Vec<u8>),
+    Delete(u8),
+}
+
+fn apply_change(store: &mut Store<Vec<u8>>, change: &Change) {
+    match change {
+        Change::Put(key, value) => {
+            store
+                .set(&[b'k', *key], value, SetOptions::default(), 0)
+                .unwrap();
+        }
+        Change::Delete(key) => {
+            store.delete(&[b'k', *key], 0);
+        }
+    }
+}
+
+fn change_strategy() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        3 => (0u8..60, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(k, v)| Change::Put(k, v)),
+        2 => (0u8..60).prop_map(Change::Delete),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// A fuzzy snapshot taken while the store changes, loaded and brought forward by
+    /// replaying the changes made since it started, gives exactly the final store.
+    #[test]
+    fn fuzzy_snapshot_plus_replay_gives_the_final_store(
+        seed: u64,
+        initial in proptest::collection::vec(change_strategy(), 0..120),
+        during in proptest::collection::vec(proptest::collection::vec(change_strategy(), 0..6), 0..60),
+        chunk in 80usize..400,
+    ) {
+        let limits = StoreLimits { max_keys: 64, max_key_bytes: 4, max_value_bytes: 40, max_total_bytes: 64 * 80 };
+        let mut store = new_store(limits, seed);
+        for change in &initial {
+            apply_change(&mut store, change);
+        }
+        let mut encoder = SnapshotEncoder::new_fuzzy(&store, 2, 40);
+        let mut bytes = Vec::new();
+        let mut replay = Vec::new();
+        let mut batches = during.iter();
+        let mut buffer = vec![0; chunk];
+        for _ in 0..100_000 {
+            if encoder.is_done() {
+                break;
+            }
+            let n = encoder.fill(&store, &mut buffer).unwrap();
+            bytes.extend_from_slice(&buffer[..n]);
+            // The store changes between chunks.
+            for change in batches.next().into_iter().flatten() {
+                apply_change(&mut store, change);
+                replay.push(change.clone());
+            }
+        }
+        prop_assert!(encoder.is_done());
+        // Changes after the snapshot ended are replayed too.
+        for change in batches.flatten() {
+            apply_change(&mut store, change);
+            replay.push(change.clone());
+        }
+        let mut loaded = new_store(limits, seed ^ 1);
+        let meta = decode(&mut loaded, &bytes, &[7, 64]).unwrap();
+        prop_assert!(meta.fuzzy);
+        prop_assert_eq!((meta.term, meta.log_index), (2, 40));
+        for change in &replay {
+            apply_change(&mut loaded, change);
+        }
+        prop_assert_eq!(contents(&loaded), contents(&store));
+        prop_assert_eq!(loaded.last_version(), store.last_version());
+    }
+}
+
+#[test]
+fn fuzzy_snapshots_are_rejected_when_damaged() {
+    let store = sample_store();
+    let mut encoder = SnapshotEncoder::new_fuzzy(&store, 1, 1);
+    let mut bytes = Vec::new();
+    let mut buffer = [0; 300];
+    while !encoder.is_done() {
+        let n = encoder.fill(&store, &mut buffer).unwrap();
+        bytes.extend_from_slice(&buffer[..n]);
+    }
+    let mut target = new_store(LIMITS, 2);
+    assert!(decode(&mut target, &bytes, &[5]).unwrap().fuzzy);
+    for cut in 0..bytes.len() {
+        let mut target = new_store(LIMITS, 2);
+        assert_eq!(
+            decode(&mut target, &bytes[..cut], &[9]),
+            Err(SnapshotDecodeError::Truncated)
+        );
+    }
+    for bit in 0..bytes.len() * 8 {
+        let mut damaged = bytes.clone();
+        damaged[bit / 8] ^= 1 << (bit % 8);
+        let mut target = new_store(LIMITS, 2);
+        assert!(
+            decode(&mut target, &damaged, &[64]).is_err(),
+            "flip of bit {bit} was loaded"
+        );
+        assert!(target.is_empty());
+    }
+}
+
+#[test]
+fn a_fuzzy_snapshot_needs_room_for_a_whole_entry() {
+    let store = sample_store();
+    let mut encoder = SnapshotEncoder::new_fuzzy(&store, 1, 1);
+    let mut big = [0; 48];
+    assert_eq!(encoder.fill(&store, &mut big), Ok(48));
+    let mut small = [0; 10];
+    assert!(matches!(
+        encoder.fill(&store, &mut small),
+        Err(SnapshotEncodeError::BufferTooSmall { .. })
+    ));
 }

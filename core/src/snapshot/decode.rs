@@ -1,8 +1,8 @@
 //! Loading snapshot bytes into a store.
 
 use super::format::{
-    u16_at, u32_at, u64_at, EntryHead, SnapshotMeta, ENTRY_HAS_EXPIRY, FORMAT_VERSION,
-    HEADER_BYTES, SNAPSHOT_MAGIC, TRAILER_BYTES, TRAILER_MAGIC,
+    u16_at, u32_at, u64_at, EntryHead, SnapshotMeta, END_OF_ENTRIES, ENTRY_HAS_EXPIRY,
+    FORMAT_VERSION, HEADER_BYTES, HEADER_FUZZY, SNAPSHOT_MAGIC, TRAILER_BYTES, TRAILER_MAGIC,
 };
 use crate::store::{InsertError, PendingInsert, Store};
 
@@ -118,7 +118,13 @@ impl SnapshotDecoder {
     ) -> Result<SnapshotMeta, SnapshotDecodeError> {
         match self.state {
             State::Done => {
-                store.raise_last_version(self.meta.last_version);
+                if self.meta.fuzzy {
+                    // The counter as it was at `log_index`: replaying the log after it
+                    // gives every later write the version it had.
+                    store.set_last_version(self.meta.last_version);
+                } else {
+                    store.raise_last_version(self.meta.last_version);
+                }
                 Ok(self.meta)
             }
             State::Failed(error) => Err(error),
@@ -165,6 +171,11 @@ impl SnapshotDecoder {
                     let rest = self.stage(bytes, need);
                     self.crc.update(&bytes[..bytes.len() - rest.len()]);
                     bytes = rest;
+                    if self.staged_len == 1 && self.meta.fuzzy && self.staged[0] == END_OF_ENTRIES {
+                        self.staged_len = 0;
+                        self.state = State::Trailer;
+                        continue;
+                    }
                     if self.staged_len == 1 && self.staged[0] & !ENTRY_HAS_EXPIRY != 0 {
                         return Err(SnapshotDecodeError::BadEntryFlags {
                             flags: self.staged[0],
@@ -214,7 +225,8 @@ impl SnapshotDecoder {
         if version != FORMAT_VERSION {
             return Err(SnapshotDecodeError::UnsupportedVersion { found: version });
         }
-        if u16_at(header, 10) != 0 || u32_at(header, 12) != 0 {
+        let flags = u16_at(header, 10);
+        if flags & !HEADER_FUZZY != 0 || u32_at(header, 12) != 0 {
             return Err(SnapshotDecodeError::ReservedFieldSet);
         }
         self.meta = SnapshotMeta {
@@ -222,7 +234,11 @@ impl SnapshotDecoder {
             log_index: u64_at(header, 24),
             last_version: u64_at(header, 32),
             entry_count: u64_at(header, 40),
+            fuzzy: flags & HEADER_FUZZY != 0,
         };
+        if self.meta.fuzzy && self.meta.entry_count != 0 {
+            return Err(SnapshotDecodeError::ReservedFieldSet);
+        }
         self.staged_len = 0;
         self.state = self.after_entries();
         Ok(())
@@ -230,7 +246,7 @@ impl SnapshotDecoder {
 
     /// The state after an entry (or the header): another entry, or the trailer.
     fn after_entries(&self) -> State {
-        if self.entries_read == self.meta.entry_count {
+        if !self.meta.fuzzy && self.entries_read == self.meta.entry_count {
             State::Trailer
         } else {
             State::EntryHead
@@ -243,7 +259,8 @@ impl SnapshotDecoder {
     ) -> Result<(), SnapshotDecodeError> {
         let head = EntryHead::decode(&self.staged[..self.staged_len]);
         self.staged_len = 0;
-        if head.version > self.meta.last_version {
+        // A fuzzy snapshot's entries may be newer than its start, and so its counter.
+        if !self.meta.fuzzy && head.version > self.meta.last_version {
             return Err(SnapshotDecodeError::VersionAboveHeader);
         }
         let pending = store
@@ -269,7 +286,12 @@ impl SnapshotDecoder {
         let State::Body(pending) = core::mem::replace(&mut self.state, State::EntryHead) else {
             unreachable!("commit_entry outside an entry body");
         };
-        store.commit_insert(pending).map_err(|error| match error {
+        let committed = if self.meta.fuzzy {
+            store.commit_insert_replacing(pending)
+        } else {
+            store.commit_insert(pending)
+        };
+        committed.map_err(|error| match error {
             InsertError::Stale => SnapshotDecodeError::StoreChanged,
             other => SnapshotDecodeError::Entry(other),
         })?;

@@ -1,8 +1,8 @@
 //! Streaming a store out as snapshot bytes.
 
 use super::format::{
-    encode_header, EntryHead, SnapshotMeta, ENTRY_FIXED_BYTES, EXPIRY_BYTES, HEADER_BYTES,
-    TRAILER_MAGIC,
+    encode_header, EntryHead, SnapshotMeta, END_OF_ENTRIES, ENTRY_FIXED_BYTES, EXPIRY_BYTES,
+    HEADER_BYTES, TRAILER_MAGIC,
 };
 use crate::store::Store;
 
@@ -12,6 +12,21 @@ pub enum SnapshotEncodeError {
     /// The store was written to between two calls of [`SnapshotEncoder::fill`]: the
     /// snapshot would mix two states, so it is abandoned (start a new one).
     StoreChanged,
+    /// A fuzzy snapshot writes whole entries only, and the buffer cannot hold the next one
+    /// (or the 48-byte header).
+    BufferTooSmall {
+        /// Bytes the next entry needs.
+        needed: usize,
+    },
+}
+
+/// Where a fuzzy snapshot's walk over the index is (see [`SnapshotEncoder::new_fuzzy`]).
+#[derive(Debug, Clone, Copy)]
+struct FuzzyCursor {
+    /// First slot of the run of occupied slots the walk is in.
+    run_start: usize,
+    /// Whether the last fill stopped inside a run, and the store's removal count then.
+    stopped_mid_run: Option<u64>,
 }
 
 /// Where the encoder is in the stream.
@@ -43,6 +58,8 @@ pub struct SnapshotEncoder {
     body: Option<(usize, usize)>,
     entries_written: u64,
     phase: Phase,
+    /// Set for a fuzzy snapshot.
+    fuzzy: Option<FuzzyCursor>,
 }
 
 impl SnapshotEncoder {
@@ -54,6 +71,7 @@ impl SnapshotEncoder {
             log_index,
             last_version: store.last_version(),
             entry_count: u64::from(store.len()),
+            fuzzy: false,
         };
         let mut encoder = Self {
             meta,
@@ -66,8 +84,39 @@ impl SnapshotEncoder {
             body: None,
             entries_written: 0,
             phase: Phase::Entries,
+            fuzzy: None,
         };
         encoder.stage(&encode_header(&meta));
+        encoder
+    }
+
+    /// Starts a *fuzzy* snapshot of `store`: one the store may change under, between calls
+    /// of [`SnapshotEncoder::fill`], as a leader's store does while it streams a snapshot to
+    /// a follower. `term` and `log_index` name the last log entry the store reflects now.
+    ///
+    /// Each entry is a key's state at some moment of the snapshot; loaded, then brought
+    /// forward by replaying the log after `log_index` (whose entries set keys to values
+    /// rather than change them, so replaying one twice is harmless), it gives the store's
+    /// exact state. For that, every key present throughout must be written at least once:
+    /// the walk follows the index like SCAN, which guarantees this when each call ends at
+    /// an empty slot; a call that must end inside a run (the buffer is full) resumes there
+    /// only if no key was removed meanwhile (removals are what move keys to earlier slots),
+    /// and otherwise starts the run again, writing some keys twice. Each call writes whole
+    /// entries, so the buffer must hold the largest entry.
+    pub fn new_fuzzy<M: AsRef<[u8]> + AsMut<[u8]>>(
+        store: &Store<M>,
+        term: u64,
+        log_index: u64,
+    ) -> Self {
+        let mut encoder = Self::new(store, term, log_index);
+        encoder.meta.entry_count = 0;
+        encoder.meta.fuzzy = true;
+        encoder.crc = crc32fast::Hasher::new();
+        encoder.stage(&encode_header(&encoder.meta));
+        encoder.fuzzy = Some(FuzzyCursor {
+            run_start: 0,
+            stopped_mid_run: None,
+        });
         encoder
     }
 
@@ -99,6 +148,9 @@ impl SnapshotEncoder {
         store: &Store<M>,
         out: &mut [u8],
     ) -> Result<usize, SnapshotEncodeError> {
+        if self.fuzzy.is_some() {
+            return self.fill_fuzzy(store, out);
+        }
         if store.mutations() != self.mutations {
             return Err(SnapshotEncodeError::StoreChanged);
         }
@@ -153,6 +205,92 @@ impl SnapshotEncoder {
                 Phase::Done => return Ok(written),
             }
         }
+    }
+
+    /// Sends staged bytes; returns how many went out and whether all did.
+    fn flush_staged(&mut self, out: &mut [u8]) -> (usize, bool) {
+        let pending = &self.staged[self.staged_sent..self.staged_len];
+        let n = pending.len().min(out.len());
+        out[..n].copy_from_slice(&pending[..n]);
+        self.staged_sent += n;
+        (n, self.staged_sent == self.staged_len)
+    }
+
+    /// Stages the end-of-entries marker and the trailer of a fuzzy snapshot.
+    fn stage_fuzzy_end(&mut self) {
+        let mut end = [0; 13];
+        end[0] = END_OF_ENTRIES;
+        end[1..9].copy_from_slice(&TRAILER_MAGIC);
+        // The CRC covers everything before its own field.
+        self.crc.update(&end[..9]);
+        let crc = self.crc.clone().finalize();
+        end[9..].copy_from_slice(&crc.to_le_bytes());
+        self.stage_without_crc(&end);
+        self.phase = Phase::Done;
+    }
+
+    fn fill_fuzzy<M: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        store: &Store<M>,
+        out: &mut [u8],
+    ) -> Result<usize, SnapshotEncodeError> {
+        let Some(mut cursor) = self.fuzzy else {
+            return Ok(0);
+        };
+        // Keys moved backwards while this walk was stopped inside a run: start it again.
+        if cursor
+            .stopped_mid_run
+            .is_some_and(|removals| removals != store.removals())
+        {
+            self.next_slot = cursor.run_start;
+        }
+        cursor.stopped_mid_run = None;
+        let (mut written, all_sent) = self.flush_staged(out);
+        if !all_sent {
+            self.fuzzy = Some(cursor);
+            return Ok(written);
+        }
+        while self.phase == Phase::Entries {
+            if self.next_slot >= store.slot_count() {
+                self.stage_fuzzy_end();
+                break;
+            }
+            let Some(entry) = store.entry_at_slot(self.next_slot) else {
+                self.next_slot += 1;
+                cursor.run_start = self.next_slot;
+                continue;
+            };
+            let head = EntryHead {
+                key_len: entry.key.len() as u32,
+                value_len: entry.value.len() as u32,
+                version: entry.version,
+                expires_at_ms: entry.expires_at_ms,
+            };
+            let mut head_bytes = [0; ENTRY_FIXED_BYTES + EXPIRY_BYTES];
+            let head_len = head.encode(&mut head_bytes);
+            let needed = head_len + entry.key.len() + entry.value.len();
+            if needed > out.len() - written {
+                if written == 0 {
+                    return Err(SnapshotEncodeError::BufferTooSmall { needed });
+                }
+                if self.next_slot > cursor.run_start {
+                    cursor.stopped_mid_run = Some(store.removals());
+                }
+                self.fuzzy = Some(cursor);
+                return Ok(written);
+            }
+            for part in [&head_bytes[..head_len], entry.key, entry.value] {
+                out[written..written + part.len()].copy_from_slice(part);
+                self.crc.update(part);
+                written += part.len();
+            }
+            self.entries_written += 1;
+            self.next_slot += 1;
+        }
+        let (n, _) = self.flush_staged(&mut out[written..]);
+        written += n;
+        self.fuzzy = Some(cursor);
+        Ok(written)
     }
 
     /// Stages the head of the next entry, or moves on to the trailer after the last.

@@ -1,12 +1,20 @@
 //! The snapshot byte format, version 1. All integers are little-endian.
 //!
 //! ```text
-//! header   magic "MEMDISNP" (8) | format_version u16 | reserved u16 = 0 | reserved u32 = 0
+//! header   magic "MEMDISNP" (8) | format_version u16 | flags u16 | reserved u32 = 0
 //!          | term u64 | log_index u64 | last_version u64 | entry_count u64        (48 bytes)
 //! entry    flags u8 (bit 0: has expiry; others 0) | key_len u32 | value_len u32
 //!          | version u64 | expires_at_ms u64 (only with the flag) | key | value
+//! end      0xFF (fuzzy snapshots only: the entry count is not known in advance)
 //! trailer  magic "MEMDIEND" (8) | crc32 u32 over every byte before it           (12 bytes)
 //! ```
+//!
+//! Header flag bit 0 marks a **fuzzy** snapshot: one taken while the store kept changing
+//! (see [`SnapshotEncoder::new_fuzzy`](super::SnapshotEncoder::new_fuzzy)). Its entries are
+//! each a key's state at some moment during the snapshot, a key may appear more than once
+//! (the later copy wins), the entry count is 0 and the entries end with the `0xFF` byte, and
+//! `last_version` and `log_index` are the store's at the start. Replaying the log entries
+//! after `log_index` on it gives exactly the state of the store that took it.
 //!
 //! Fixed-width fields keep the decoder a small state machine with no varint edge cases.
 //! The entry count in the header tells the decoder where the trailer starts, so a cut
@@ -25,6 +33,10 @@ pub(crate) const TRAILER_BYTES: usize = 12;
 pub(crate) const ENTRY_FIXED_BYTES: usize = 17;
 pub(crate) const EXPIRY_BYTES: usize = 8;
 pub(crate) const ENTRY_HAS_EXPIRY: u8 = 1;
+/// Ends the entries of a fuzzy snapshot (never a valid entry flags byte).
+pub(crate) const END_OF_ENTRIES: u8 = 0xFF;
+/// Header flag: a fuzzy snapshot.
+pub(crate) const HEADER_FUZZY: u16 = 1;
 
 /// What a snapshot says about the state it captures, besides the keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,14 +47,19 @@ pub struct SnapshotMeta {
     pub log_index: u64,
     /// The store's version counter, so versions keep rising after a load.
     pub last_version: u64,
-    /// Entries that follow the header.
+    /// Entries that follow the header (0 in a fuzzy snapshot, which ends them with a
+    /// marker instead).
     pub entry_count: u64,
+    /// Whether the snapshot was taken while the store changed (see the module docs).
+    pub fuzzy: bool,
 }
 
 pub(crate) fn encode_header(meta: &SnapshotMeta) -> [u8; HEADER_BYTES] {
     let mut out = [0; HEADER_BYTES];
     out[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
     out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let flags = if meta.fuzzy { HEADER_FUZZY } else { 0 };
+    out[10..12].copy_from_slice(&flags.to_le_bytes());
     out[16..24].copy_from_slice(&meta.term.to_le_bytes());
     out[24..32].copy_from_slice(&meta.log_index.to_le_bytes());
     out[32..40].copy_from_slice(&meta.last_version.to_le_bytes());

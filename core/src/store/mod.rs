@@ -261,6 +261,10 @@ pub struct Store<M> {
     /// Whether a write that finds the store full reclaims expired keys by itself. A cluster
     /// turns this off: there every removal must go through the log.
     reclaim_expired: bool,
+    /// Counts removals: only a removal moves keys to other index slots (backwards), so a
+    /// cursor that stopped mid-run knows from this whether it must go back to the run's
+    /// start (see the fuzzy snapshot encoder).
+    removals: u64,
 }
 
 /// Splits the memory into index and arena.
@@ -302,6 +306,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
             mutations: 0,
             next_expiry_ms: u64::MAX,
             reclaim_expired: true,
+            removals: 0,
         })
     }
 
@@ -594,6 +599,13 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         self.index.remove(slots, slot);
         self.len -= 1;
         self.mutations += 1;
+        self.removals += 1;
+    }
+
+    /// A number that changes whenever a key is removed (and so other keys may move to
+    /// earlier index slots).
+    pub fn removals(&self) -> u64 {
+        self.removals
     }
 
     /// Runs `write`; if it found the store full and some key may have expired by `now_ms`,
@@ -738,6 +750,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         self.arena.reset();
         self.len = 0;
         self.mutations += 1;
+        self.removals += 1;
         self.next_expiry_ms = u64::MAX;
     }
 
@@ -945,6 +958,16 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
 
     /// Makes a filled-in record visible. A duplicate key is refused and its space freed.
     pub fn commit_insert(&mut self, pending: PendingInsert) -> Result<(), InsertError> {
+        self.commit_pending(pending, false)
+    }
+
+    /// Makes a filled-in record visible, replacing the key's record if there is one (a
+    /// fuzzy snapshot may carry a key twice; the later copy is the newer).
+    pub fn commit_insert_replacing(&mut self, pending: PendingInsert) -> Result<(), InsertError> {
+        self.commit_pending(pending, true)
+    }
+
+    fn commit_pending(&mut self, pending: PendingInsert, replace: bool) -> Result<(), InsertError> {
         if pending.mutations != self.mutations {
             return Err(InsertError::Stale);
         }
@@ -960,8 +983,13 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         let hash = self.hash(&arena_bytes[key_range.clone()]);
         // The key is looked up while its own chunk is live but not yet indexed, so a match
         // can only be another record.
-        let key = &self.parts().1[key_range];
-        let lookup = self.lookup(key, hash);
+        let key = &self.parts().1[key_range.clone()];
+        let mut lookup = self.lookup(key, hash);
+        if let (true, Lookup::Found { slot, record_at }) = (replace, lookup) {
+            self.remove_at(slot, record_at);
+            let key = &self.parts().1[key_range];
+            lookup = self.lookup(key, hash);
+        }
         match lookup {
             Lookup::Found { .. } => {
                 let (_, arena_bytes) =
