@@ -27,57 +27,85 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank]
 }
 
+/// Counts added up over every run.
+#[derive(Default)]
+struct Totals {
+    elections: u64,
+    stale_stores: u64,
+    snapshots: u64,
+    quorum_writes: u64,
+    leader_writes: u64,
+    leader_writes_lost: u64,
+    reads: u64,
+    stale_reads: u64,
+    operations: u64,
+    errors: u64,
+    timeouts: u64,
+    dropped: u64,
+    duplicated: u64,
+    blocked: u64,
+}
+
 fn summarize(reports: &[RunReport]) -> String {
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
-    let (
-        mut elections,
-        mut resyncs,
-        mut quorum,
-        mut leader,
-        mut lost,
-        mut reads,
-        mut stale,
-        mut ops,
-    ) = (0, 0, 0, 0, 0, 0, 0, 0);
-    let (mut dropped, mut duplicated, mut blocked, mut errors, mut timeouts) = (0, 0, 0, 0, 0);
+    let mut t = Totals::default();
     let mut recovery: Vec<u64> = Vec::new();
     let mut converge: Vec<u64> = Vec::new();
     for r in reports {
         for (kind, count) in &r.faults {
             *faults.entry(format!("{kind:?}")).or_default() += count;
         }
-        elections += r.node_stats.elections_won;
-        resyncs += r.node_stats.resyncs;
-        quorum += r.workload.quorum_writes_acked;
-        leader += r.workload.leader_writes_acked;
-        lost += r.leader_writes_lost;
-        reads += r.workload.reads_ok;
-        stale += r.workload.stale_reads_ok;
-        errors += r.workload.errors;
-        timeouts += r.workload.timeouts;
-        ops += r.operations as u64;
-        dropped += r.net.dropped;
-        duplicated += r.net.duplicated;
-        blocked += r.net.blocked;
+        t.elections += r.node_stats.elections_won;
+        t.stale_stores += r.node_stats.stale_stores;
+        t.snapshots += r.node_stats.snapshots_installed;
+        t.quorum_writes += r.workload.quorum_writes_acked;
+        t.leader_writes += r.workload.leader_writes_acked;
+        t.leader_writes_lost += r.leader_writes_lost;
+        t.reads += r.workload.reads_ok;
+        t.stale_reads += r.workload.stale_reads_ok;
+        t.errors += r.workload.errors;
+        t.timeouts += r.workload.timeouts;
+        t.operations += r.operations as u64;
+        t.dropped += r.net.dropped;
+        t.duplicated += r.net.duplicated;
+        t.blocked += r.net.blocked;
         recovery.extend(r.recovery_ms);
         converge.extend(r.converge_ms);
     }
     recovery.sort_unstable();
     converge.sort_unstable();
     let faults: Vec<String> = faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let lost_percent = if t.leader_writes == 0 {
+        0.0
+    } else {
+        t.leader_writes_lost as f64 * 100.0 / t.leader_writes as f64
+    };
     format!(
         "seeds: {}\n\
          faults injected: {}\n\
-         network: {dropped} packets dropped, {duplicated} duplicated, {blocked} blocked by partitions\n\
-         elections won: {elections}; resyncs of deposed leaders: {resyncs}\n\
-         checked operations: {ops}; quorum writes acknowledged: {quorum}; leader writes acknowledged: {leader}; \
-         linearizable reads: {reads}; stale reads: {stale}; errors: {errors}; client timeouts: {timeouts}\n\
-         leader-acknowledged writes lost on failover: {lost} ({:.2}%)\n\
+         network: {} packets dropped, {} duplicated, {} blocked by partitions\n\
+         elections won: {}; deposed leaders with a stale store: {}; snapshots installed: {}\n\
+         checked operations: {}; quorum writes acknowledged: {}; leader writes acknowledged: {}; \
+         linearizable reads: {}; stale reads: {}; errors: {}; client timeouts: {}\n\
+         leader-acknowledged writes lost on failover: {} ({lost_percent:.2}%)\n\
          time to first quorum write after healing (ms): p50 {} p99 {} max {}\n\
          time to converge after clients stop (ms): p50 {} p99 {} max {}",
         reports.len(),
         faults.join(", "),
-        if leader == 0 { 0.0 } else { lost as f64 * 100.0 / leader as f64 },
+        t.dropped,
+        t.duplicated,
+        t.blocked,
+        t.elections,
+        t.stale_stores,
+        t.snapshots,
+        t.operations,
+        t.quorum_writes,
+        t.leader_writes,
+        t.reads,
+        t.stale_reads,
+        t.errors,
+        t.timeouts,
+        t.leader_writes_lost,
         percentile(&recovery, 0.5),
         percentile(&recovery, 0.99),
         recovery.last().copied().unwrap_or(0),

@@ -43,7 +43,8 @@ where
 
     pub(crate) fn start_pre_vote(&mut self, now_ms: u64) {
         self.reset_election_deadline(now_ms);
-        if !self.config.is_voter() {
+        // A node whose store is stale could not serve as leader: it waits for a snapshot.
+        if !self.config.is_voter() || self.store_stale || self.incoming.is_some() {
             return;
         }
         self.set_leader(None);
@@ -187,6 +188,10 @@ where
             peer.inflight = 0;
             peer.last_heard_ms = now_ms;
             peer.acked_round = 0;
+            // Unknown until it reports: no snapshot may wipe it before then.
+            peer.held_index = None;
+            peer.needs_snapshot = false;
+            peer.snapshot = None;
         }
         // Continue the cluster clock from the last reading this node saw.
         let _ = self.clock.now(now_ms);

@@ -15,11 +15,12 @@ mod node;
 mod replication;
 mod requests;
 mod rng;
+mod snapshot_transfer;
 mod tickets;
 
 pub use command::{ApplyError, Command};
 pub use config::{NodeConfig, MAX_MEMBERS};
 pub use log::{AppendError, Log, LogInitError, LogLimits};
-pub use node::{Node, NodeEvent, PeerAction, Role};
+pub use node::{MemberStatus, Node, NodeEvent, PeerAction, Role};
 pub use requests::ClientAction;
 pub use tickets::{Ticket, TicketEvent};

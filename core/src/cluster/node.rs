@@ -71,16 +71,28 @@ pub enum NodeEvent {
         /// The entry.
         index: u64,
     },
-    /// This node had applied entries that a new leader discarded; its store was cleared
-    /// and it is being brought back up to date from the leader.
-    Resyncing {
+    /// This node had applied entries that a new leader discarded: its store will be
+    /// replaced by a snapshot from the leader.
+    StoreStale {
         /// The term.
         term: u64,
+    },
+    /// A snapshot was installed: the store now reflects the log through `index`.
+    SnapshotInstalled {
+        /// The last entry the snapshot reflects.
+        index: u64,
+    },
+    /// A snapshot started streaming to a follower behind this leader's log.
+    SnapshotStarted {
+        /// The follower.
+        to: NodeId,
+        /// The last entry the snapshot reflects.
+        index: u64,
     },
 }
 
 /// What the node knows of one other member.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Peer {
     pub id: NodeId,
     pub voter: bool,
@@ -101,6 +113,13 @@ pub(crate) struct Peer {
     /// Forwarded requests already taken from it (leader), so that a duplicated message
     /// is never executed twice.
     pub forwards: ReplayWindow,
+    /// The last log index it reported holding (leader; `None` until it reports): what a
+    /// snapshot would wipe.
+    pub held_index: Option<u64>,
+    /// It asked for a snapshot, or needs entries this leader discarded (leader).
+    pub needs_snapshot: bool,
+    /// The snapshot being sent to it (leader).
+    pub snapshot: Option<super::snapshot_transfer::OutgoingSnapshot>,
 }
 
 /// Which ids of a sender's forwarded requests were seen: the highest, and a bitmap of the
@@ -166,6 +185,31 @@ pub(crate) enum Outgoing {
         round: u64,
         outcome: AppendOutcome,
     },
+    SnapshotReply {
+        term: u64,
+        snapshot_id: u64,
+        next_offset: u64,
+        failed: bool,
+    },
+}
+
+/// What a node knows of another member, for `cluster status` and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The member.
+    pub id: NodeId,
+    /// Whether it votes.
+    pub voter: bool,
+    /// Leader: the highest entry known replicated there.
+    pub match_index: u64,
+    /// Leader: the next entry to send.
+    pub next_index: u64,
+    /// Leader: appends in flight.
+    pub inflight: u32,
+    /// Leader: it needs (or is receiving) a snapshot.
+    pub needs_snapshot: bool,
+    /// Leader: when it last answered, in this node's milliseconds.
+    pub last_heard_ms: u64,
 }
 
 /// What the shell does after [`Node::handle_peer_frame`].
@@ -232,6 +276,15 @@ pub struct Node<M, L, const TICKETS: usize> {
     /// Leader: a linearizable read waits for a heartbeat round that has not begun yet.
     /// Reads arriving together share one round.
     pub(crate) read_round_requested: bool,
+    /// The store does not match the log (this node applied entries a new leader discarded,
+    /// or a snapshot it was loading was interrupted): it must be replaced by a snapshot.
+    /// Meanwhile the node keeps its log (it still votes on it), but applies nothing,
+    /// answers no read from its store and does not stand for election.
+    pub(crate) store_stale: bool,
+    /// The snapshot being received (follower).
+    pub(crate) incoming: Option<super::snapshot_transfer::IncomingSnapshot>,
+    /// Numbers the snapshots this node sends.
+    pub(crate) snapshots_started: u64,
 }
 
 impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
@@ -258,6 +311,9 @@ where
                 acked_round: 0,
                 granted: false,
                 forwards: ReplayWindow::default(),
+                held_index: None,
+                needs_snapshot: false,
+                snapshot: None,
             });
         }
         let applied = log.first_index() - 1;
@@ -284,6 +340,9 @@ where
             next_peer: 0,
             expiry_cursor: 0,
             read_round_requested: false,
+            store_stale: false,
+            incoming: None,
+            snapshots_started: 0,
         };
         node.reset_election_deadline(now_ms);
         node
@@ -327,6 +386,19 @@ where
     /// The log.
     pub fn log(&self) -> &Log<L> {
         &self.log
+    }
+
+    /// What this node knows of the other members (replication progress when leading).
+    pub fn members(&self) -> impl Iterator<Item = MemberStatus> + '_ {
+        self.peers.iter().map(|peer| MemberStatus {
+            id: peer.id,
+            voter: peer.voter,
+            match_index: peer.match_index,
+            next_index: peer.next_index,
+            inflight: peer.inflight,
+            needs_snapshot: peer.needs_snapshot || peer.snapshot.is_some(),
+            last_heard_ms: peer.last_heard_ms,
+        })
     }
 
     /// Requests waiting on this node.
@@ -494,8 +566,20 @@ where
                 forward_id,
                 response,
             } => return self.handle_forward_reply(forward_id, response, out),
-            // Snapshot transfer: not built yet (the leader never sends one).
-            PeerMessage::Snapshot { .. } | PeerMessage::SnapshotReply { .. } => {}
+            PeerMessage::Snapshot {
+                term,
+                base,
+                snapshot_id,
+                offset,
+                done,
+                data,
+            } => self.handle_snapshot(now_ms, from, term.0, base, snapshot_id, offset, done, data),
+            PeerMessage::SnapshotReply {
+                term,
+                snapshot_id,
+                next_offset,
+                failed,
+            } => self.handle_snapshot_reply(now_ms, from, term.0, snapshot_id, next_offset, failed),
         }
         PeerAction::None
     }
@@ -562,6 +646,17 @@ where
                 round,
                 outcome,
             },
+            Outgoing::SnapshotReply {
+                term,
+                snapshot_id,
+                next_offset,
+                failed,
+            } => PeerMessage::SnapshotReply {
+                term: Term(term),
+                snapshot_id,
+                next_offset,
+                failed,
+            },
         };
         encode_frame(&frame, out).ok()
     }
@@ -595,6 +690,9 @@ where
 
     /// Applies the entries after the applied index up to `last`.
     pub(crate) fn apply_through(&mut self, last: u64) {
+        if self.store_stale {
+            return;
+        }
         while self.applied_index < last {
             let index = self.applied_index + 1;
             let Some((_, bytes)) = self.log.entry(index) else {

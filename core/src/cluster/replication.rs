@@ -120,18 +120,35 @@ where
         let count = self.peers.len();
         for step in 0..count {
             let at = (self.next_peer + step) % count;
-            let peer = self.peers[at];
-            let has_entries = peer.next_index <= self.log.last_index()
+            let wants_snapshot =
+                self.peers[at].needs_snapshot || self.peers[at].next_index < self.log.first_index();
+            if wants_snapshot && (self.peers[at].snapshot.is_some() || self.may_wipe(at)) {
+                if let Some(sent) = self.next_snapshot_chunk(at, now_ms, out) {
+                    self.next_peer = (at + 1) % count;
+                    return Some(sent);
+                }
+                if self.peers[at].snapshot.is_some() {
+                    // A chunk is in flight; it keeps the follower following.
+                    continue;
+                }
+            }
+            // Until a snapshot may start, the log is replicated as usual, so that commit
+            // advances and the follower's answers tell what it holds. Discarded entries
+            // cannot be sent: then only heartbeats go, from the log's base.
+            let peer = &self.peers[at];
+            let next_index = peer.next_index.max(self.log.first_index());
+            let has_entries = next_index <= self.log.last_index()
                 && peer.inflight < self.config.max_inflight_appends
                 && peer.next_index >= self.log.first_index();
             if !(peer.heartbeat_due || has_entries) {
                 continue;
             }
             self.next_peer = (at + 1) % count;
-            let (len, last_sent) = self.encode_append(now_ms, peer.next_index, has_entries, out)?;
+            let (len, last_sent) = self.encode_append(now_ms, next_index, has_entries, out)?;
             let peer = &mut self.peers[at];
             peer.heartbeat_due = false;
-            if last_sent >= peer.next_index {
+            // Only entries sent move the window; a heartbeat leaves it where it was.
+            if has_entries && last_sent >= peer.next_index {
                 peer.next_index = last_sent + 1;
                 peer.inflight += 1;
             }
@@ -203,6 +220,7 @@ where
     ) {
         if term < self.term {
             let outcome = AppendOutcome::Rejected {
+                next_hint: LogIndex(self.log.last_index()),
                 last_index: LogIndex(self.log.last_index()),
             };
             self.send(
@@ -221,7 +239,28 @@ where
         self.last_leader_contact_ms = Some(now_ms);
         self.reset_election_deadline(now_ms);
         self.clock.observe(now_ms, cluster_time_ms);
-        let outcome = self.accept_entries(prev, entries);
+        if self.incoming.take().is_some() {
+            // A snapshot was being loaded and a leader sends entries instead: what was
+            // loaded is incomplete.
+            self.store_stale = true;
+        }
+        let mut outcome = self.accept_entries(prev, entries);
+        if self.store_stale {
+            let last_index = LogIndex(self.log.last_index());
+            outcome = match outcome {
+                AppendOutcome::Accepted { match_index }
+                | AppendOutcome::NeedsSnapshot { match_index, .. } => {
+                    AppendOutcome::NeedsSnapshot {
+                        match_index,
+                        last_index,
+                    }
+                }
+                AppendOutcome::Rejected { .. } => AppendOutcome::NeedsSnapshot {
+                    match_index: LogIndex(0),
+                    last_index,
+                },
+            };
+        }
         if let AppendOutcome::Accepted { match_index } = outcome {
             // Only what is known to match the leader's log may be committed here.
             let commit = commit.min(match_index.0);
@@ -250,7 +289,8 @@ where
         if !prev_matches {
             let hint = last_index.min(prev.index.0.saturating_sub(1));
             return AppendOutcome::Rejected {
-                last_index: LogIndex(hint),
+                next_hint: LogIndex(hint),
+                last_index: LogIndex(last_index),
             };
         }
         let mut index = prev.index.0;
@@ -268,13 +308,13 @@ where
             match self.log.term_at(index) {
                 Some(existing) if existing == term => continue,
                 Some(_) => {
-                    if index <= self.applied_index {
+                    if index <= self.applied_index && !self.store_stale {
                         // This node (a former leader) applied entries that are being
-                        // replaced: its store no longer matches any log. Start over.
-                        self.resync();
-                        return AppendOutcome::Rejected {
-                            last_index: LogIndex(self.log.last_index()),
-                        };
+                        // replaced: its store no longer matches the log. It keeps its log,
+                        // which is a valid Raft log and may hold committed entries a
+                        // majority needs, and gets its store back from a snapshot.
+                        self.store_stale = true;
+                        self.push_event(NodeEvent::StoreStale { term: self.term });
                     }
                     self.log.truncate_from(index);
                 }
@@ -294,17 +334,6 @@ where
         }
     }
 
-    /// Forgets the store and log, to be brought back up to date by the leader.
-    fn resync(&mut self) {
-        self.store.clear();
-        // Versions are a function of the log: replaying from index 1 must give the same.
-        self.store.set_last_version(0);
-        self.log.reset(0, 0);
-        self.commit_index = 0;
-        self.applied_index = 0;
-        self.push_event(NodeEvent::Resyncing { term: self.term });
-    }
-
     pub(crate) fn handle_append_reply(
         &mut self,
         now_ms: u64,
@@ -320,13 +349,26 @@ where
         if self.role != Role::Leader || term != self.term {
             return;
         }
+        // What a follower holds that may be committed: no entry the leader lacks is.
+        let leader_last = self.log.last_index();
         let Some(peer) = self.peers.iter_mut().find(|p| p.id == from) else {
             return;
         };
         peer.last_heard_ms = now_ms;
         peer.acked_round = peer.acked_round.max(round);
         match outcome {
+            AppendOutcome::NeedsSnapshot {
+                match_index,
+                last_index,
+            } => {
+                peer.match_index = peer.match_index.max(match_index.0);
+                peer.held_index = Some(last_index.0.min(leader_last));
+                peer.needs_snapshot = true;
+                peer.inflight = 0;
+            }
             AppendOutcome::Accepted { match_index } => {
+                let held = peer.held_index.unwrap_or(0).max(match_index.0);
+                peer.held_index = Some(held.min(leader_last));
                 peer.match_index = peer.match_index.max(match_index.0);
                 peer.next_index = peer.next_index.max(peer.match_index + 1);
                 peer.inflight = if peer.match_index + 1 >= peer.next_index {
@@ -335,8 +377,14 @@ where
                     peer.inflight.saturating_sub(1)
                 };
             }
-            AppendOutcome::Rejected { last_index } => {
-                peer.next_index = (last_index.0 + 1)
+            AppendOutcome::Rejected {
+                next_hint,
+                last_index,
+            } => {
+                // It lacks the entry before those sent, so what it holds from there on
+                // conflicts with the leader's log, or is missing: none of it is committed.
+                peer.held_index = Some(last_index.0.min(next_hint.0).min(leader_last));
+                peer.next_index = (next_hint.0 + 1)
                     .min(peer.next_index)
                     .max(peer.match_index + 1);
                 peer.inflight = 0;
@@ -448,7 +496,7 @@ where
         let Some(entry) = self.store.entry_at_slot(slot) else {
             return false;
         };
-        if !entry.expires_at_ms.is_some_and(|at| at <= cluster_now) {
+        if entry.expires_at_ms.is_none_or(|at| at > cluster_now) {
             return false;
         }
         let len = Command::Delete { key: entry.key }.encoded_len();

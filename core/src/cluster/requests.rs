@@ -440,6 +440,10 @@ where
         }
         if let Some(read) = read_consistency(request) {
             if read == ReadConsistency::Stale {
+                if self.store_stale || self.incoming.is_some() {
+                    // This node's store is being replaced: ask the leader instead.
+                    return Exec::NeedsLeader;
+                }
                 return Exec::Reply(self.read(now_ms, request, reply_to, out));
             }
             if self.role != Role::Leader {

@@ -117,6 +117,8 @@ pub enum PeerMessage<'a> {
 }
 
 /// Whether a follower took an `Append`.
+///
+/// VARIANT ORDER IS FROZEN, as for [`PeerMessage`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AppendOutcome {
     /// The follower's log now matches the leader's up to `match_index`.
@@ -124,9 +126,20 @@ pub enum AppendOutcome {
         /// The last index known to match.
         match_index: LogIndex,
     },
-    /// The follower does not hold `prev`; its log ends at or before `last_index`, so the
-    /// leader retries from there (or sends a snapshot if it no longer has those entries).
+    /// The follower does not hold `prev`: the leader retries from `next_hint + 1` (or
+    /// sends a snapshot if it no longer has those entries).
     Rejected {
+        /// The last index the follower may share with the leader.
+        next_hint: LogIndex,
+        /// The follower's last log index: what it holds, and would lose to a snapshot.
+        last_index: LogIndex,
+    },
+    /// The follower's log took the entries (up to `match_index`), but its store must be
+    /// replaced by a snapshot: it is a deposed leader whose applied entries were
+    /// discarded, or it was loading a snapshot that was interrupted.
+    NeedsSnapshot {
+        /// The last index known to match (0 if none).
+        match_index: LogIndex,
         /// The follower's last log index.
         last_index: LogIndex,
     },

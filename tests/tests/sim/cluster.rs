@@ -31,9 +31,10 @@ pub const STORE_LIMITS: StoreLimits = StoreLimits {
     max_total_bytes: 512 * 128,
 };
 
+/// Small, so that followers regularly fall behind the log and need snapshots.
 pub const LOG_LIMITS: LogLimits = LogLimits {
-    max_entries: 512,
-    max_bytes: 64 * 1024,
+    max_entries: 64,
+    max_bytes: 8 * 1024,
 };
 
 /// What a shell holds for a waiting request.
@@ -50,7 +51,8 @@ enum Held {
 #[derive(Debug, Default, Clone)]
 pub struct NodeStats {
     pub elections_won: u64,
-    pub resyncs: u64,
+    pub stale_stores: u64,
+    pub snapshots_installed: u64,
     pub apply_failures: u64,
 }
 
@@ -86,6 +88,8 @@ pub struct Cluster {
     pub observed: Observed,
     /// Answers for clients delivered by the network, taken by the workload.
     pub client_inbox: Vec<(u64, Vec<u8>)>,
+    /// Print every node event (`MEMDI_SIM_TRACE=1`), to debug a replayed seed.
+    pub trace: bool,
 }
 
 impl Cluster {
@@ -121,6 +125,7 @@ impl Cluster {
             rng: SimRng::new(seed),
             observed: Observed::default(),
             client_inbox: Vec::new(),
+            trace: std::env::var_os("MEMDI_SIM_TRACE").is_some(),
         }
     }
 
@@ -261,7 +266,13 @@ impl Cluster {
     fn drain(&mut self, i: usize) {
         let now = self.now_ms;
         // Bounded: each poll consumes queued work; a node never produces endlessly.
-        for _ in 0..100_000 {
+        for polls in 0..100_000 {
+            if polls == 1_000 && self.trace {
+                let node = &self.nodes[i];
+                println!("{now} ms node {}: 1000 outputs in one drain; log {}..={} commit {} applied {}; members {:?}",
+                    node.id, node.core.log().first_index(), node.core.log().last_index(), node.core.commit_index(), node.core.applied_index(),
+                    node.core.members().collect::<Vec<_>>());
+            }
             let node = &mut self.nodes[i];
             let id = node.id;
             if let Some((to, len)) = node.core.poll_peer_transmit(now, &mut node.out) {
@@ -274,11 +285,17 @@ impl Cluster {
                 continue;
             }
             if let Some(event) = node.core.poll_event() {
+                if self.trace {
+                    println!("{now:>6} ms node {id}: {event:?}");
+                }
                 match event {
                     NodeEvent::RoleChanged {
                         role: Role::Leader, ..
                     } => self.observed.stats.elections_won += 1,
-                    NodeEvent::Resyncing { .. } => self.observed.stats.resyncs += 1,
+                    NodeEvent::StoreStale { .. } => self.observed.stats.stale_stores += 1,
+                    NodeEvent::SnapshotInstalled { .. } => {
+                        self.observed.stats.snapshots_installed += 1
+                    }
                     NodeEvent::ApplyFailed { index } => {
                         self.observed.stats.apply_failures += 1;
                         self.observed

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::rng::SimRng;
 
+/// More packets in flight than a sane cluster of a few nodes ever has.
+const MAX_IN_FLIGHT: usize = 200_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Endpoint {
     Node(u64),
@@ -71,6 +74,14 @@ impl Network {
     }
 
     fn enqueue(&mut self, at: u64, packet: Packet) {
+        // Bounded: a protocol that floods the network fails the run instead of the machine.
+        assert!(
+            self.in_flight.len() < MAX_IN_FLIGHT,
+            "message storm: {MAX_IN_FLIGHT} packets in flight, the last from {:?} to {:?} starting {:?}",
+            packet.from,
+            packet.to,
+            &packet.bytes[..packet.bytes.len().min(24)]
+        );
         self.sequence += 1;
         self.in_flight.insert((at, self.sequence), packet);
     }
