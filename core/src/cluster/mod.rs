@@ -24,3 +24,19 @@ pub use log::{AppendError, Log, LogInitError, LogLimits};
 pub use node::{MemberStatus, Node, NodeEvent, PeerAction, Role};
 pub use requests::ClientAction;
 pub use tickets::{Ticket, TicketEvent};
+
+#[cfg(test)]
+mod tests {
+    /// Requests that may wait at once on a board (the default for the embedded shell).
+    const BOARD_TICKETS: usize = 32;
+
+    /// The cluster state of a node (everything but the store's and log's buffers, which the
+    /// caller sizes) must fit a board's RAM with room to spare: an RP2040 has 264 KiB.
+    #[test]
+    fn cluster_state_fits_a_board() {
+        type BoardNode = super::Node<&'static mut [u8], &'static mut [u8], BOARD_TICKETS>;
+        let bytes = core::mem::size_of::<BoardNode>();
+        std::println!("cluster state of a node (up to {} members, {BOARD_TICKETS} waiting requests): {bytes} bytes", super::MAX_MEMBERS);
+        assert!(bytes <= 20 * 1024, "cluster state grew to {bytes} bytes");
+    }
+}
