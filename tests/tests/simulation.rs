@@ -158,3 +158,84 @@ fn simulation() {
         reports.len()
     );
 }
+
+/// Expiry is the leader's decision, replicated as a delete: a key written with a TTL
+/// through the cluster is gone from every node's store once the cluster clock passes its
+/// expiry, and the stores agree.
+#[test]
+fn expiry_is_decided_by_the_leader_and_replicated() {
+    use memdi_core::wire::{
+        decode, encode, AckLevel, ClientMessage, Expiry, Request, Response, ServerMessage,
+        SetCondition, WriteOptions,
+    };
+    use sim::cluster::Cluster;
+
+    let mut cluster = Cluster::new(42, 3);
+    let run_until = |cluster: &mut Cluster, until_ms: u64| {
+        // Bounded by the time limit: each step moves virtual time forward.
+        while cluster.now_ms < until_ms {
+            let next = cluster
+                .next_event_ms()
+                .unwrap_or(until_ms)
+                .clamp(cluster.now_ms + 1, until_ms);
+            cluster.step_to(next);
+        }
+    };
+    run_until(&mut cluster, 2_000);
+    let leader = cluster.leader().expect("a leader within 2 s");
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let request = Request::Set {
+        key: b"session",
+        value: b"token",
+        condition: SetCondition::Always,
+        expiry: Expiry::AfterMs(500),
+        write: WriteOptions {
+            ack: Some(AckLevel::Quorum),
+            durability: None,
+        },
+    };
+    let mut bytes = vec![0; 256];
+    let len = encode(
+        &ClientMessage {
+            request_id: 1,
+            request,
+        },
+        &mut bytes,
+    )
+    .unwrap()
+    .len();
+    bytes.truncate(len);
+    // Sent to a follower, which forwards it.
+    cluster.client_send(1, follower, bytes);
+    run_until(&mut cluster, 2_100);
+    let answer = cluster.client_inbox.pop().expect("an answer within 100 ms");
+    let ServerMessage { response, .. } = decode::<ServerMessage<'_>>(&answer.1).unwrap();
+    assert!(matches!(response, Response::Stored { .. }), "{response:?}");
+    let expiries: Vec<Option<u64>> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.core
+                .store()
+                .get(b"session", 0)
+                .and_then(|e| e.expires_at_ms)
+        })
+        .collect();
+    assert!(
+        expiries[0].is_some() && expiries.iter().all(|e| *e == expiries[0]),
+        "{expiries:?}"
+    );
+    run_until(&mut cluster, 3_500);
+    for node in &cluster.nodes {
+        // `now` 0 shows expired keys too: the key must be physically deleted everywhere.
+        assert!(
+            node.core.store().get(b"session", 0).is_none(),
+            "node {} still holds the key",
+            node.id
+        );
+        assert_eq!(
+            node.core.commit_index(),
+            cluster.nodes[0].core.commit_index()
+        );
+    }
+}
