@@ -103,7 +103,17 @@ where
             && self.config.is_voter()
             && !self.leader_is_fresh(now_ms)
             && self.log_is_current(last_log);
-        self.send(from, Outgoing::PreVoteReply { term, granted });
+        // A rejection carries this node's term, so that a pre-candidate behind it learns
+        // the term exists (it could otherwise never ask for a high enough one). A grant
+        // echoes the term asked about.
+        let reply_term = if granted { term } else { self.term };
+        self.send(
+            from,
+            Outgoing::PreVoteReply {
+                term: reply_term,
+                granted,
+            },
+        );
     }
 
     pub(crate) fn handle_pre_vote_reply(
@@ -113,6 +123,12 @@ where
         term: u64,
         granted: bool,
     ) {
+        if !granted && term > self.term {
+            // A voter is in a later term than ours: it exists, so adopt it (this disturbs
+            // nobody) and ask again from there.
+            self.step_down(now_ms, term, None);
+            return;
+        }
         if self.role != Role::PreCandidate || term != self.term + 1 || !granted {
             return;
         }

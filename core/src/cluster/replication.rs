@@ -122,7 +122,7 @@ where
             let at = (self.next_peer + step) % count;
             let wants_snapshot =
                 self.peers[at].needs_snapshot || self.peers[at].next_index < self.log.first_index();
-            if wants_snapshot && (self.peers[at].snapshot.is_some() || self.may_wipe(at)) {
+            if wants_snapshot && (self.peers[at].snapshot.is_some() || self.may_wipe(at, now_ms)) {
                 if let Some(sent) = self.next_snapshot_chunk(at, now_ms, out) {
                     self.next_peer = (at + 1) % count;
                     return Some(sent);
@@ -361,7 +361,8 @@ where
                 match_index,
                 last_index,
             } => {
-                peer.match_index = peer.match_index.max(match_index.0);
+                // Holding less than recorded would mean it lost state.
+                peer.match_index = peer.match_index.max(match_index.0).min(last_index.0);
                 peer.held_index = Some(last_index.0.min(leader_last));
                 peer.needs_snapshot = true;
                 peer.inflight = 0;
@@ -384,11 +385,18 @@ where
                 // It lacks the entry before those sent, so what it holds from there on
                 // conflicts with the leader's log, or is missing: none of it is committed.
                 peer.held_index = Some(last_index.0.min(next_hint.0).min(leader_last));
-                peer.next_index = (next_hint.0 + 1)
+                peer.match_index = peer.match_index.min(last_index.0);
+                let next_index = (next_hint.0 + 1)
                     .min(peer.next_index)
                     .max(peer.match_index + 1);
-                peer.inflight = 0;
-                peer.heartbeat_due = true;
+                // Resend at once only on news: a duplicated or repeated rejection must not
+                // trigger another send, or duplication grows into a storm.
+                // (Lost messages are resent by the round timer in `start_round`.)
+                if next_index < peer.next_index {
+                    peer.heartbeat_due = true;
+                    peer.inflight = 0;
+                }
+                peer.next_index = next_index;
             }
         }
         self.advance_commit();

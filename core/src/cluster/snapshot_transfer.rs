@@ -56,7 +56,7 @@ where
 {
     /// Leader: whether loading a snapshot on peer `at` keeps every committed entry on a
     /// majority (see the module documentation).
-    pub(crate) fn may_wipe(&self, at: usize) -> bool {
+    pub(crate) fn may_wipe(&self, at: usize, now_ms: u64) -> bool {
         let peer = &self.peers[at];
         if !peer.voter {
             return true;
@@ -68,7 +68,14 @@ where
             .peers
             .iter()
             .enumerate()
-            .filter(|&(i, other)| i != at && other.voter && other.match_index >= held)
+            .filter(|&(i, other)| {
+                // Only voters heard from recently count.
+                i != at
+                    && other.voter
+                    && other.match_index >= held
+                    && now_ms.saturating_sub(other.last_heard_ms)
+                        < self.config.election_timeout_min_ms
+            })
             .count();
         others + usize::from(self.config.is_voter()) >= self.config.quorum()
     }
@@ -83,7 +90,7 @@ where
         let retransmit_ms = self.config.election_timeout_min_ms / 2;
         let peer_id = self.peers[at].id;
         if self.peers[at].snapshot.is_none() {
-            if !self.may_wipe(at) {
+            if !self.may_wipe(at, now_ms) {
                 return None;
             }
             self.snapshots_started += 1;

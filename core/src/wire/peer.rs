@@ -26,7 +26,8 @@ pub enum PeerMessage<'a> {
     },
     /// Answer to `PreVote`.
     PreVoteReply {
-        /// The term asked about.
+        /// The term asked about if granted; the replier's current term if not (so that a
+        /// node behind learns the term exists).
         term: Term,
         /// Whether the receiver would vote.
         granted: bool,
