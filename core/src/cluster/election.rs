@@ -57,6 +57,11 @@ where
             return;
         }
         let term = self.term + 1;
+        self.send_to_voters(Outgoing::PreVote { term });
+    }
+
+    /// Queues `message` for every other voter.
+    fn send_to_voters(&mut self, message: Outgoing) {
         let voters: heapless::Vec<NodeId, { super::config::MAX_MEMBERS }> = self
             .peers
             .iter()
@@ -64,7 +69,7 @@ where
             .map(|p| p.id)
             .collect();
         for id in voters {
-            self.send(id, Outgoing::PreVote { term });
+            self.send(id, message);
         }
     }
 
@@ -80,16 +85,7 @@ where
             self.become_leader(now_ms);
             return;
         }
-        let term = self.term;
-        let voters: heapless::Vec<NodeId, { super::config::MAX_MEMBERS }> = self
-            .peers
-            .iter()
-            .filter(|p| p.voter)
-            .map(|p| p.id)
-            .collect();
-        for id in voters {
-            self.send(id, Outgoing::Vote { term });
-        }
+        self.send_to_voters(Outgoing::Vote { term: self.term });
     }
 
     pub(crate) fn handle_pre_vote(

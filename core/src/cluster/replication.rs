@@ -72,6 +72,13 @@ where
                 AppendError::Full => ProposeError::LogFull,
                 AppendError::TooLarge => ProposeError::TooLarge,
             })?;
+        self.note_appended(index);
+        Ok(index)
+    }
+
+    /// Leader: an entry applied to the store was appended at `index`; idle followers get
+    /// it with the next `Append` rather than the next heartbeat.
+    fn note_appended(&mut self, index: u64) {
         debug_assert_eq!(
             self.applied_index + 1,
             index,
@@ -81,7 +88,6 @@ where
         for peer in self.peers.iter_mut() {
             peer.heartbeat_due |= peer.inflight == 0;
         }
-        Ok(index)
     }
 
     /// Leader: applies and appends a command.
@@ -409,19 +415,7 @@ where
         if self.role != Role::Leader {
             return;
         }
-        let mut matches: heapless::Vec<u64, { super::config::MAX_MEMBERS }> = self
-            .peers
-            .iter()
-            .filter(|p| p.voter)
-            .map(|p| p.match_index)
-            .collect();
-        if self.config.is_voter() {
-            let _ = matches.push(self.log.last_index());
-        }
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&majority_index) = matches.get(self.config.quorum() - 1) else {
-            return;
-        };
+        let majority_index = self.quorum_value(|p| p.match_index, self.log.last_index());
         if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term)
         {
             self.commit_index = majority_index;
@@ -444,19 +438,22 @@ where
         }
     }
 
+    /// Leader: the highest value that a majority of the voters has reached, each peer's
+    /// read by `of` and this node's being `own` (commit index: the match indexes; read
+    /// confirmation: the heartbeat rounds answered).
+    fn quorum_value(&self, of: impl Fn(&super::node::Peer) -> u64, own: u64) -> u64 {
+        let mut values: heapless::Vec<u64, { super::config::MAX_MEMBERS }> =
+            self.peers.iter().filter(|p| p.voter).map(of).collect();
+        if self.config.is_voter() {
+            let _ = values.push(own);
+        }
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values.get(self.config.quorum() - 1).copied().unwrap_or(0)
+    }
+
     /// Leader: the highest heartbeat round a majority has answered.
     fn confirmed_round(&self) -> u64 {
-        let mut rounds: heapless::Vec<u64, { super::config::MAX_MEMBERS }> = self
-            .peers
-            .iter()
-            .filter(|p| p.voter)
-            .map(|p| p.acked_round)
-            .collect();
-        if self.config.is_voter() {
-            let _ = rounds.push(self.round);
-        }
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        rounds.get(self.config.quorum() - 1).copied().unwrap_or(0)
+        self.quorum_value(|p| p.acked_round, self.round)
     }
 
     /// Leader: releases linearizable reads whose round a majority confirmed and whose read
@@ -491,7 +488,7 @@ where
                 slot = 0;
             }
             examined += 1;
-            if !self.expire_at_slot(now_ms, slot, cluster_now) {
+            if !self.expire_at_slot(slot, cluster_now) {
                 slot += 1;
             }
         }
@@ -500,36 +497,30 @@ where
 
     /// If the key in `slot` has expired, logs and applies its delete; returns whether it did
     /// (a later key may then have moved into the slot).
-    pub(crate) fn expire_at_slot(&mut self, now_ms: u64, slot: usize, cluster_now: u64) -> bool {
-        let Some(entry) = self.store.entry_at_slot(slot) else {
-            return false;
-        };
-        if entry.expires_at_ms.is_none_or(|at| at > cluster_now) {
-            return false;
-        }
-        let len = Command::Delete { key: entry.key }.encoded_len();
-        // Copy the key through the log: append it, then apply the logged command.
-        if self.make_room(&Command::Delete { key: &[] }).is_err() || !self.log.has_room(len) {
-            return false;
-        }
-        let entry = self.store.entry_at_slot(slot).map(|e| e.key);
-        let Some(key) = entry else { return false };
-        let command = Command::Delete { key };
-        let term = self.term;
-        let Ok(index) = self.log.append_with(term, len, |out| command.encode(out)) else {
-            return false;
-        };
-        self.applied_index = index;
-        if let Some((_, bytes)) = self.log.entry(index) {
-            if let Ok(Command::Delete { key }) = Command::decode(bytes) {
-                self.store.delete(key, 0);
+    pub(crate) fn expire_at_slot(&mut self, slot: usize, cluster_now: u64) -> bool {
+        let len = match self.store.entry_at_slot(slot) {
+            Some(entry) if entry.expires_at_ms.is_some_and(|at| at <= cluster_now) => {
+                Command::Delete { key: entry.key }.encoded_len()
             }
+            _ => return false,
+        };
+        if self.make_room_for(len).is_err() {
+            return false;
         }
-        for peer in self.peers.iter_mut() {
-            peer.heartbeat_due |= peer.inflight == 0;
-        }
+        // The key is copied from the store into the log; then the slot is emptied.
+        let Some(key) = self.store.entry_at_slot(slot).map(|entry| entry.key) else {
+            return false;
+        };
+        let command = Command::Delete { key };
+        let Ok(index) = self
+            .log
+            .append_with(self.term, len, |out| command.encode(out))
+        else {
+            return false;
+        };
+        self.store.delete_slot(slot);
+        self.note_appended(index);
         self.advance_commit();
-        let _ = now_ms;
         true
     }
 }

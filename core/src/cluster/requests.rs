@@ -124,6 +124,16 @@ fn propose_error(error: ProposeError) -> Response<'static> {
     }
 }
 
+/// The expiry a key gets from a write: none, the one it had (`current`, if live), or the
+/// TTL from now on the cluster clock.
+fn expiry_after_write(expiry: Expiry, current: Option<u64>, cluster_now: u64) -> Option<u64> {
+    match expiry {
+        Expiry::None => None,
+        Expiry::Keep => current,
+        Expiry::AfterMs(ms) => Some(cluster_now.saturating_add(ms)),
+    }
+}
+
 /// A write's result: the answer, and the log entry to wait for (none if nothing changed).
 struct WriteOutcome {
     response: Response<'static>,
@@ -629,11 +639,7 @@ where
                 if !allowed {
                     return WriteOutcome::immediate(Response::NotStored);
                 }
-                let expires_at_ms = match expiry {
-                    Expiry::None => None,
-                    Expiry::Keep => current.flatten(),
-                    Expiry::AfterMs(ms) => Some(cluster_now.saturating_add(ms)),
-                };
+                let expires_at_ms = expiry_after_write(expiry, current.flatten(), cluster_now);
                 self.put(
                     now_ms,
                     Command::Put {
@@ -659,11 +665,11 @@ where
                 if current_version != expected_version {
                     return WriteOutcome::immediate(Response::VersionMismatch { current_version });
                 }
-                let expires_at_ms = match expiry {
-                    Expiry::None => None,
-                    Expiry::Keep => current.and_then(|(_, expires)| expires),
-                    Expiry::AfterMs(ms) => Some(cluster_now.saturating_add(ms)),
-                };
+                let expires_at_ms = expiry_after_write(
+                    expiry,
+                    current.and_then(|(_, expires)| expires),
+                    cluster_now,
+                );
                 self.put(
                     now_ms,
                     Command::Put {
@@ -782,7 +788,7 @@ where
         let mut removed = false;
         let mut slot = 0;
         while let Some(found) = self.store.expired_slot(cluster_now, slot) {
-            if self.expire_at_slot(now_ms, found, cluster_now) {
+            if self.expire_at_slot(found, cluster_now) {
                 removed = true;
                 slot = found;
             } else {

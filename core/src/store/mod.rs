@@ -744,6 +744,19 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         }
     }
 
+    /// Removes the key in index slot `slot`, expired or not; returns whether there was one.
+    /// (A replicated store's leader removes an expired key it found by walking the slots.)
+    pub fn delete_slot(&mut self, slot: usize) -> bool {
+        let (slots, _) = self.parts();
+        match self.index.get(slots, slot) {
+            Some(found) => {
+                self.remove_at(slot, found.record_at);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes every key. The version counter is kept, so versions still never repeat.
     pub fn clear(&mut self) {
         self.memory.as_mut()[..self.index_bytes].fill(0);
