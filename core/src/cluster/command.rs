@@ -54,10 +54,11 @@ pub enum ApplyError {
 }
 
 impl<'a> Command<'a> {
-    /// Decodes an entry's bytes.
+    /// Decodes an entry's bytes. Only the canonical encoding is accepted (postcard also
+    /// reads overlong varints), so that a change has one byte form in every log and snapshot.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ApplyError> {
         match postcard::take_from_bytes::<Command<'a>>(bytes) {
-            Ok((command, [])) => Ok(command),
+            Ok((command, [])) if command.encoded_len() == bytes.len() => Ok(command),
             _ => Err(ApplyError::Malformed),
         }
     }
@@ -70,7 +71,12 @@ impl<'a> Command<'a> {
     /// Encodes into `out`, which must be [`Command::encoded_len`] bytes.
     pub fn encode(&self, out: &mut [u8]) {
         // The length was measured with the same serializer, so this cannot fail.
-        let _ = postcard::to_slice(self, out);
+        let written = postcard::to_slice(self, out).map(|bytes| bytes.len());
+        debug_assert_eq!(
+            written,
+            Ok(out.len()),
+            "encode given a buffer of the wrong size"
+        );
     }
 
     /// Applies the change. Expiry is never evaluated here (`now_ms` 0): whether a key has

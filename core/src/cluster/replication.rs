@@ -301,10 +301,12 @@ where
         }
         let mut index = prev.index.0;
         for item in entries.iter() {
-            index += 1;
+            // A malformed item (only a leader's bug or a hostile peer sends one) ends the
+            // entries taken; the reply's match index covers only what was stored.
             let Some(item) = item.filter(|item| item.len() > ENTRY_TERM_BYTES) else {
                 break;
             };
+            index += 1;
             let mut term = [0; ENTRY_TERM_BYTES];
             term.copy_from_slice(&item[..ENTRY_TERM_BYTES]);
             let term = u64::from_le_bytes(term);
