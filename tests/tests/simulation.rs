@@ -2,7 +2,9 @@
 //!
 //! `MEMDI_SIM_SEEDS` sets how many seeds run (default 200) and `MEMDI_SIM_FIRST_SEED` the
 //! first one (default 0), so any seed or range can be replayed: a failing seed prints the
-//! command that runs it alone, and reproduces exactly.
+//! command that runs it alone, and reproduces exactly. `MEMDI_SIM_TRACE=1` prints every
+//! node event; with `MEMDI_SIM_TRACE_STATE=1` too, every change of a node's applied index,
+//! version counter, log, commit index, role and term.
 //!
 //! Run: `cargo test -p memdi-tests --release --test simulation -- --nocapture`.
 

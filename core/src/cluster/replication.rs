@@ -289,7 +289,8 @@ where
     fn accept_entries(&mut self, prev: LogPosition, entries: Packed<'_>) -> AppendOutcome {
         let last_index = self.log.last_index();
         let base = self.log.first_index() - 1;
-        // An entry at or before the base is committed, so it matches the leader's.
+        // An entry at or before the base is committed (a snapshot's base is the leader's
+        // commit index), so it matches the leader's.
         let prev_matches =
             prev.index.0 < base || self.log.term_at(prev.index.0) == Some(prev.term.0);
         if !prev_matches {

@@ -66,6 +66,8 @@ pub struct SimNode {
     out: Vec<u8>,
     /// Highest commit index whose entries were recorded as committed.
     recorded_commit: u64,
+    /// (applied index, version counter) after the last event, for tracing.
+    last_seen: (u64, u64),
 }
 
 /// Everything the harness observed that the checkers need.
@@ -115,6 +117,7 @@ impl Cluster {
                     held: HashMap::new(),
                     out: vec![0; OUT_BYTES],
                     recorded_commit: 0,
+                    last_seen: (0, 0),
                 }
             })
             .collect();
@@ -286,7 +289,13 @@ impl Cluster {
             }
             if let Some(event) = node.core.poll_event() {
                 if self.trace {
-                    println!("{now:>6} ms node {id}: {event:?}");
+                    let core = &node.core;
+                    println!(
+                        "{now:>6} ms node {id}: {event:?} (applied {} commit {} versions {})",
+                        core.applied_index(),
+                        core.commit_index(),
+                        core.store().last_version()
+                    );
                 }
                 match event {
                     NodeEvent::RoleChanged {
@@ -344,6 +353,36 @@ impl Cluster {
     /// Checks one leader per term, and records newly committed entries.
     fn record(&mut self, i: usize) {
         let node = &mut self.nodes[i];
+        let seen = (node.core.applied_index(), node.core.store().last_version());
+        if self.trace
+            && seen != node.last_seen
+            && std::env::var_os("MEMDI_SIM_TRACE_STATE").is_some()
+        {
+            println!(
+                "{} ms node {}: applied {} versions {} log {}..={} commit {} {:?} term {}",
+                self.now_ms,
+                node.id,
+                seen.0,
+                seen.1,
+                node.core.log().first_index(),
+                node.core.log().last_index(),
+                node.core.commit_index(),
+                node.core.role(),
+                node.core.term()
+            );
+        }
+        if self.trace && seen.1 != node.last_seen.1 && seen.0 == node.last_seen.0 {
+            println!(
+                "{} ms node {}: versions {} -> {} with applied index {} unchanged ({:?})",
+                self.now_ms,
+                node.id,
+                node.last_seen.1,
+                seen.1,
+                seen.0,
+                node.core.role()
+            );
+        }
+        node.last_seen = seen;
         if node.core.role() == Role::Leader {
             let term = node.core.term();
             match self.observed.leaders.get(&term) {
