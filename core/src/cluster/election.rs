@@ -44,7 +44,16 @@ where
     pub(crate) fn start_pre_vote(&mut self, now_ms: u64) {
         self.reset_election_deadline(now_ms);
         // A node whose store is stale could not serve as leader: it waits for a snapshot.
-        if !self.config.is_voter() || self.store_stale || self.incoming.is_some() {
+        // So could not one whose store is ahead of its log (just after a snapshot, until the
+        // entries it reflects arrive): it would lead with effects of entries it lacks,
+        // which, since it could win without them, are not committed.
+        let store_ahead_of_log =
+            self.applied_index > self.log.last_index() || self.applied_term.is_some();
+        if !self.config.is_voter()
+            || self.store_stale
+            || self.incoming.is_some()
+            || store_ahead_of_log
+        {
             return;
         }
         self.set_leader(None);

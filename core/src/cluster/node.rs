@@ -283,6 +283,10 @@ pub struct Node<M, L, const TICKETS: usize> {
     pub(crate) store_stale: bool,
     /// The snapshot being received (follower).
     pub(crate) incoming: Option<super::snapshot_transfer::IncomingSnapshot>,
+    /// After a snapshot whose store is ahead of the log it came with: the term of the entry
+    /// at the applied index, which the log does not hold yet. When that entry arrives, a
+    /// different term means the store holds effects of entries a new leader replaced.
+    pub(crate) applied_term: Option<u64>,
     /// Numbers the snapshots this node sends.
     pub(crate) snapshots_started: u64,
 }
@@ -342,6 +346,7 @@ where
             read_round_requested: false,
             store_stale: false,
             incoming: None,
+            applied_term: None,
             snapshots_started: 0,
         };
         node.reset_election_deadline(now_ms);

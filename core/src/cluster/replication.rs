@@ -314,6 +314,17 @@ where
             if index <= base {
                 continue;
             }
+            if index == self.applied_index {
+                if let Some(expected) = self.applied_term.take() {
+                    // The entry whose effects the snapshot's store holds: the same term
+                    // means the same entries up to here (log matching); another means a new
+                    // leader replaced them.
+                    if expected != term && !self.store_stale {
+                        self.store_stale = true;
+                        self.push_event(NodeEvent::StoreStale { term: self.term });
+                    }
+                }
+            }
             match self.log.term_at(index) {
                 Some(existing) if existing == term => continue,
                 Some(_) => {

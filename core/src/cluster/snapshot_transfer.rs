@@ -256,6 +256,7 @@ where
             self.log.reset(0, 0);
             self.commit_index = 0;
             self.applied_index = 0;
+            self.applied_term = None;
             self.store_stale = true;
             self.incoming = Some(IncomingSnapshot {
                 id: snapshot_id,
@@ -297,6 +298,8 @@ where
                     self.log.reset(incoming.base.index.0, incoming.base.term.0);
                     self.commit_index = incoming.base.index.0;
                     self.applied_index = meta.log_index.max(incoming.base.index.0);
+                    self.applied_term =
+                        (meta.log_index > incoming.base.index.0).then_some(meta.term);
                     self.store_stale = false;
                     self.push_event(NodeEvent::SnapshotInstalled {
                         index: incoming.base.index.0,
