@@ -395,6 +395,26 @@ impl fmt::Display for CheckResult {
 /// and the search stops there; a key whose budget runs out is remembered and reported only if
 /// no key fails.
 ///
+/// ```
+/// use memdi_tests::linearizability::{check, History, Limits, Op, Output};
+///
+/// let mut history = History::new();
+/// let write = history.invoke(1, "k", Op::Put { value: b"a".to_vec() }, 0);
+/// history.complete(write, Output::Ok { version: Some(1) }, 10);
+/// // A read that starts after the write finished must see it...
+/// let read = history.invoke(2, "k", Op::Get, 20);
+/// history.complete(read, Output::Value(None), 30);
+/// assert!(!check(&history, Limits::default()).is_linearizable());
+///
+/// // ...while one concurrent with the write may see either state.
+/// let mut history = History::new();
+/// let write = history.invoke(1, "k", Op::Put { value: b"a".to_vec() }, 0);
+/// let read = history.invoke(2, "k", Op::Get, 5);
+/// history.complete(read, Output::Value(None), 8);
+/// history.complete(write, Output::Ok { version: Some(1) }, 10);
+/// assert!(check(&history, Limits::default()).is_linearizable());
+/// ```
+///
 /// # Panics
 ///
 /// If an operation returns before its call (a harness bug that no verdict could make sense of).
