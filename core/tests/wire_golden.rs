@@ -6,66 +6,16 @@
 //! a new variant appended at the end of an enum, by adding a new line here without touching the
 //! existing ones. Never "fix" a failing literal by pasting the new bytes without that bump.
 
-use std::fmt::Debug;
-use std::string::String;
-use std::vec::Vec;
-
 use memdi_core::wire::{
-    decode, encode, encode_frame, AckLevel, Capacities, ClientMessage, ClusterId, Durability,
-    ErrorCode, ErrorReply, Expiry, Hello, HelloAck, LogIndex, LogPosition, NodeId, Packed,
-    PackedWriter, ReadConsistency, Request, Response, Sender, ServerMessage, SetCondition, Term,
-    ValueRef, WriteOptions, MAGIC, PROTOCOL_VERSION,
+    encode_frame, AckLevel, Capacities, ClientMessage, ClusterId, Durability, ErrorCode,
+    ErrorReply, Expiry, Hello, HelloAck, LogIndex, LogPosition, NodeId, Packed, PackedWriter,
+    ReadConsistency, Request, Response, Sender, ServerMessage, SetCondition, Term, ValueRef,
+    WriteOptions, MAGIC, PROTOCOL_VERSION,
 };
-use serde::{Deserialize, Serialize};
 
-fn to_hex(bytes: &[u8]) -> String {
-    let parts: Vec<String> = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    parts.join(" ")
-}
+mod golden_support;
 
-fn from_hex(text: &str) -> Vec<u8> {
-    text.split_whitespace()
-        .map(|pair| u8::from_str_radix(pair, 16).expect("golden literal is hex"))
-        .collect()
-}
-
-/// Collects every mismatch of a group so that one run shows them all.
-#[derive(Default)]
-struct Golden {
-    failures: Vec<String>,
-}
-
-impl Golden {
-    /// Checks that `value` encodes to `expected_hex`, and that those bytes decode back to it.
-    fn check<'de, T>(&mut self, value: &T, expected_hex: &str, expected: &'de [u8])
-    where
-        T: Serialize + Deserialize<'de> + PartialEq + Debug,
-    {
-        let mut out = [0u8; 512];
-        let encoded = encode(value, &mut out).expect("golden value encodes");
-        let actual_hex = to_hex(encoded);
-        if actual_hex != expected_hex {
-            self.failures.push(format!(
-                "{value:?}\n    expected: {expected_hex}\n    actual:   {actual_hex}"
-            ));
-            return;
-        }
-        match decode::<T>(expected) {
-            Ok(decoded) if decoded == *value => {}
-            other => self
-                .failures
-                .push(format!("{value:?} decoded from golden bytes as {other:?}")),
-        }
-    }
-
-    fn finish(self) {
-        assert!(
-            self.failures.is_empty(),
-            "wire encoding changed (needs a PROTOCOL_VERSION bump):\n{}",
-            self.failures.join("\n")
-        );
-    }
-}
+use golden_support::{from_hex, to_hex, Golden};
 
 /// `golden!(g, Type, value, "hex")` checks one value against its frozen bytes.
 macro_rules! golden {

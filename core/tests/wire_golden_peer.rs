@@ -12,8 +12,6 @@
 //! varint length then its bytes, an `Option` is a `00`/`01` tag, a `bool` is `00`/`01`, and
 //! newtypes like `Term` are their inner integer.
 
-use std::fmt::Debug;
-use std::string::String;
 use std::vec::Vec;
 
 use memdi_core::cluster::Command;
@@ -21,82 +19,36 @@ use memdi_core::wire::{
     decode, encode, encode_frame, AppendOutcome, ClientMessage, DecodeError, LogIndex, LogPosition,
     Packed, PackedWriter, PeerMessage, Request, Response, Term,
 };
-use serde::{Deserialize, Serialize};
 
-fn to_hex(bytes: &[u8]) -> String {
-    let parts: Vec<String> = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    parts.join(" ")
-}
+mod golden_support;
 
-fn from_hex(text: &str) -> Vec<u8> {
-    text.split_whitespace()
-        .map(|pair| u8::from_str_radix(pair, 16).expect("golden literal is hex"))
-        .collect()
-}
+use golden_support::{from_hex, to_hex, Golden};
 
-/// Collects every mismatch of a group so that one run shows them all.
-#[derive(Default)]
-struct Golden {
-    failures: Vec<String>,
-}
-
-impl Golden {
-    /// Checks that `value` encodes to `expected_hex`, and that those bytes decode back to it.
-    fn check<'de, T>(&mut self, value: &T, expected_hex: &str, expected: &'de [u8])
-    where
-        T: Serialize + Deserialize<'de> + PartialEq + Debug,
-    {
-        let mut out = [0u8; 512];
-        let encoded = encode(value, &mut out).expect("golden value encodes");
-        let actual_hex = to_hex(encoded);
-        if actual_hex != expected_hex {
-            self.failures.push(format!(
-                "{value:?}\n    expected: {expected_hex}\n    actual:   {actual_hex}"
-            ));
-            return;
-        }
-        match decode::<T>(expected) {
-            Ok(decoded) if decoded == *value => {}
-            other => self
-                .failures
-                .push(format!("{value:?} decoded from golden bytes as {other:?}")),
-        }
+/// Like `check`, through the log's own API: `Command::encoded_len`, `Command::encode`
+/// and `Command::decode`.
+fn check_command(golden: &mut Golden, command: &Command<'_>, expected_hex: &str, expected: &[u8]) {
+    let len = command.encoded_len();
+    if len != expected.len() {
+        golden.fail(format!(
+            "{command:?}\n    expected length {}, encoded_len says {len}",
+            expected.len()
+        ));
+        return;
     }
-
-    /// Like `check`, through the log's own API: `Command::encoded_len`, `Command::encode`
-    /// and `Command::decode`.
-    fn check_command(&mut self, command: &Command<'_>, expected_hex: &str, expected: &[u8]) {
-        let len = command.encoded_len();
-        if len != expected.len() {
-            self.failures.push(format!(
-                "{command:?}\n    expected length {}, encoded_len says {len}",
-                expected.len()
-            ));
-            return;
-        }
-        let mut out = vec![0u8; len];
-        command.encode(&mut out);
-        let actual_hex = to_hex(&out);
-        if actual_hex != expected_hex {
-            self.failures.push(format!(
-                "{command:?}\n    expected: {expected_hex}\n    actual:   {actual_hex}"
-            ));
-            return;
-        }
-        match Command::decode(expected) {
-            Ok(decoded) if decoded == *command => {}
-            other => self.failures.push(format!(
-                "{command:?} decoded from golden bytes as {other:?}"
-            )),
-        }
+    let mut out = vec![0u8; len];
+    command.encode(&mut out);
+    let actual_hex = to_hex(&out);
+    if actual_hex != expected_hex {
+        golden.fail(format!(
+            "{command:?}\n    expected: {expected_hex}\n    actual:   {actual_hex}"
+        ));
+        return;
     }
-
-    fn finish(self) {
-        assert!(
-            self.failures.is_empty(),
-            "wire encoding changed (needs a PROTOCOL_VERSION bump):\n{}",
-            self.failures.join("\n")
-        );
+    match Command::decode(expected) {
+        Ok(decoded) if decoded == *command => {}
+        other => golden.fail(format!(
+            "{command:?} decoded from golden bytes as {other:?}"
+        )),
     }
 }
 
@@ -114,7 +66,7 @@ macro_rules! golden_command {
     ($golden:expr, $value:expr, $hex:expr) => {{
         let value: Command<'_> = $value;
         let bytes = from_hex($hex);
-        $golden.check_command(&value, $hex, &bytes);
+        check_command(&mut $golden, &value, $hex, &bytes);
     }};
 }
 

@@ -224,21 +224,38 @@ where
         cluster_time_ms: u64,
         entries: Packed<'_>,
     ) {
-        if term < self.term {
-            let outcome = AppendOutcome::Rejected {
+        let outcome = if term < self.term {
+            // A stale leader: the reply's term makes it step down.
+            AppendOutcome::Rejected {
                 next_hint: LogIndex(self.log.last_index()),
                 last_index: LogIndex(self.log.last_index()),
-            };
-            self.send(
-                from,
-                Outgoing::AppendReply {
-                    term: self.term,
-                    round,
-                    outcome,
-                },
-            );
-            return;
-        }
+            }
+        } else {
+            self.follow_and_accept(now_ms, from, term, prev, commit, cluster_time_ms, entries)
+        };
+        self.send(
+            from,
+            Outgoing::AppendReply {
+                term: self.term,
+                round,
+                outcome,
+            },
+        );
+    }
+
+    /// An `Append` of the current term (or a later one) from `from`: follow it, take the
+    /// entries, advance the commit index; returns the answer.
+    #[allow(clippy::too_many_arguments)]
+    fn follow_and_accept(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        term: u64,
+        prev: LogPosition,
+        commit: u64,
+        cluster_time_ms: u64,
+        entries: Packed<'_>,
+    ) -> AppendOutcome {
         if term > self.term || self.role != Role::Follower || self.leader_id != Some(from) {
             self.step_down(now_ms, term, Some(from));
         }
@@ -275,14 +292,7 @@ where
                 self.apply_committed();
             }
         }
-        self.send(
-            from,
-            Outgoing::AppendReply {
-                term: self.term,
-                round,
-                outcome,
-            },
-        );
+        outcome
     }
 
     /// Checks `prev` and appends the entries that are new, truncating a conflicting tail.
