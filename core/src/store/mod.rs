@@ -347,7 +347,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
     }
 
     /// Sets the version counter exactly: for a replica whose versions must follow its log
-    /// (after a resync from an empty log, 0; after loading a snapshot, the snapshot's).
+    /// (0 when a replica starts loading a snapshot; the snapshot's once a fuzzy one loaded).
     pub fn set_last_version(&mut self, version: u64) {
         self.last_version = version;
     }
