@@ -640,15 +640,7 @@ where
                     return WriteOutcome::immediate(Response::NotStored);
                 }
                 let expires_at_ms = expiry_after_write(expiry, current.flatten(), cluster_now);
-                self.put(
-                    now_ms,
-                    Command::Put {
-                        key,
-                        value,
-                        expires_at_ms,
-                    },
-                    |version| Response::Stored { version },
-                )
+                self.store_value(now_ms, key, value, expires_at_ms)
             }
             Request::CompareAndSet {
                 key,
@@ -670,15 +662,7 @@ where
                     current.and_then(|(_, expires)| expires),
                     cluster_now,
                 );
-                self.put(
-                    now_ms,
-                    Command::Put {
-                        key,
-                        value,
-                        expires_at_ms,
-                    },
-                    |version| Response::Stored { version },
-                )
+                self.store_value(now_ms, key, value, expires_at_ms)
             }
             Request::IncrBy { key, delta, .. } => {
                 let current = match self.store.get(key, cluster_now) {
@@ -732,6 +716,22 @@ where
             )),
             _ => WriteOutcome::immediate(error_response(ErrorCode::Unsupported, "not a write")),
         }
+    }
+
+    /// Applies and logs a `Put` of `value` (SET, compare-and-set), answered `Stored`.
+    fn store_value(
+        &mut self,
+        now_ms: u64,
+        key: &[u8],
+        value: &[u8],
+        expires_at_ms: Option<u64>,
+    ) -> WriteOutcome {
+        let command = Command::Put {
+            key,
+            value,
+            expires_at_ms,
+        };
+        self.put(now_ms, command, |version| Response::Stored { version })
     }
 
     /// Applies and logs a `Put`. If the store is full and expired keys are held, logs their

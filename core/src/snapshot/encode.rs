@@ -260,12 +260,7 @@ impl SnapshotEncoder {
                 cursor.run_start = self.next_slot;
                 continue;
             };
-            let head = EntryHead {
-                key_len: entry.key.len() as u32,
-                value_len: entry.value.len() as u32,
-                version: entry.version,
-                expires_at_ms: entry.expires_at_ms,
-            };
+            let head = EntryHead::of(&entry);
             let mut head_bytes = [0; ENTRY_FIXED_BYTES + EXPIRY_BYTES];
             let head_len = head.encode(&mut head_bytes);
             let needed = head_len + entry.key.len() + entry.value.len();
@@ -302,12 +297,7 @@ impl SnapshotEncoder {
             let slot = self.next_slot;
             self.next_slot += 1;
             if let Some(entry) = store.entry_at_slot(slot) {
-                let head = EntryHead {
-                    key_len: entry.key.len() as u32,
-                    value_len: entry.value.len() as u32,
-                    version: entry.version,
-                    expires_at_ms: entry.expires_at_ms,
-                };
+                let head = EntryHead::of(&entry);
                 let mut bytes = [0; ENTRY_FIXED_BYTES + EXPIRY_BYTES];
                 let len = head.encode(&mut bytes);
                 self.stage(&bytes[..len]);

@@ -93,6 +93,16 @@ pub(crate) struct EntryHead {
 }
 
 impl EntryHead {
+    /// The head of a store entry.
+    pub fn of(entry: &crate::store::Entry<'_>) -> Self {
+        Self {
+            key_len: entry.key.len() as u32,
+            value_len: entry.value.len() as u32,
+            version: entry.version,
+            expires_at_ms: entry.expires_at_ms,
+        }
+    }
+
     /// Bytes of the encoded head: 17, or 25 with an expiry.
     pub fn encoded_len(flags: u8) -> usize {
         ENTRY_FIXED_BYTES
