@@ -38,6 +38,8 @@ struct Totals {
     quorum_writes: u64,
     leader_writes: u64,
     leader_writes_lost: u64,
+    restarts: u64,
+    checkpoints: u64,
     reads: u64,
     stale_reads: u64,
     operations: u64,
@@ -60,6 +62,8 @@ fn summarize(reports: &[RunReport]) -> String {
         t.elections += r.node_stats.elections_won;
         t.stale_stores += r.node_stats.stale_stores;
         t.snapshots += r.node_stats.snapshots_installed;
+        t.restarts += r.node_stats.restarts;
+        t.checkpoints += r.node_stats.checkpoints;
         t.quorum_writes += r.workload.quorum_writes_acked;
         t.leader_writes += r.workload.leader_writes_acked;
         t.leader_writes_lost += r.leader_writes_lost;
@@ -87,6 +91,7 @@ fn summarize(reports: &[RunReport]) -> String {
          faults injected: {}\n\
          network: {} packets dropped, {} duplicated, {} blocked by partitions\n\
          elections won: {}; deposed leaders with a stale store: {}; snapshots installed: {}\n\
+         restarts from disk: {}; checkpoints written: {}\n\
          checked operations: {}; quorum writes acknowledged: {}; leader writes acknowledged: {}; \
          linearizable reads: {}; stale reads: {}; errors: {}; client timeouts: {}\n\
          leader-acknowledged writes lost on failover: {} ({lost_percent:.2}%)\n\
@@ -100,6 +105,8 @@ fn summarize(reports: &[RunReport]) -> String {
         t.elections,
         t.stale_stores,
         t.snapshots,
+        t.restarts,
+        t.checkpoints,
         t.operations,
         t.quorum_writes,
         t.leader_writes,

@@ -29,6 +29,11 @@ impl ClusterClock {
         self.floor_ms
     }
 
+    /// The highest reading given or seen.
+    pub fn floor_ms(&self) -> u64 {
+        self.floor_ms
+    }
+
     /// A leader said the cluster clock reads `cluster_ms` at local time `local_ms`.
     pub fn observe(&mut self, local_ms: u64, cluster_ms: u64) {
         self.offset_ms = (i128::from(cluster_ms) - i128::from(local_ms))

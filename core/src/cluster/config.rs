@@ -2,7 +2,7 @@
 
 use heapless::Vec;
 
-use crate::wire::{AckLevel, ClusterId, NodeId};
+use crate::wire::{AckLevel, ClusterId, Durability, NodeId};
 
 /// Most members (voters and learners) a cluster can have. Fixed so that all per-peer state
 /// is in arrays: a board must know its memory use at build time.
@@ -29,6 +29,12 @@ pub struct NodeConfig {
     pub request_timeout_ms: u64,
     /// The acknowledgement a write gets when the request does not ask for one.
     pub default_ack: AckLevel,
+    /// Where a write must be before it is acknowledged when the request does not say
+    /// (`Disk` needs `persistent`).
+    pub default_durability: Durability,
+    /// The shell keeps the node's state on disk: the node reports what to write through
+    /// `poll_persist` and keeps log entries until they are reported (see `persist`).
+    pub persistent: bool,
     /// Seed of the PRNG that draws election timeouts. Give each node a different one.
     pub rng_seed: u64,
     /// Most entry bytes in one `Append` message (keep it below the peers' frame size).
@@ -57,6 +63,8 @@ impl NodeConfig {
             heartbeat_interval_ms: 50,
             request_timeout_ms: 2_000,
             default_ack: AckLevel::Leader,
+            default_durability: Durability::Memory,
+            persistent: false,
             rng_seed: node_id.0,
             max_append_bytes: 256 * 1024,
             max_inflight_appends: 8,

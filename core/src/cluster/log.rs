@@ -62,6 +62,9 @@ pub struct Log<B> {
     count: u64,
     /// Term of the entry at `first_index - 1` (the base).
     base_term: u64,
+    /// The lowest index appended or truncated since [`Log::take_unreported`] was last
+    /// called: from there on, a copy of the log on disk may differ from this one.
+    unreported_from: Option<u64>,
 }
 
 impl<B: AsRef<[u8]> + AsMut<[u8]>> Log<B> {
@@ -81,6 +84,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Log<B> {
             first_index: 1,
             count: 0,
             base_term: 0,
+            unreported_from: None,
         })
     }
 
@@ -200,6 +204,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Log<B> {
         memory[at + 12..at + 16].copy_from_slice(&(len as u32).to_le_bytes());
         write(&mut memory[data_start + offset..data_start + offset + len]);
         self.count += 1;
+        self.note_change(index);
         Ok(index)
     }
 
@@ -215,11 +220,32 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Log<B> {
 
     /// Removes the entries from `index` on (a conflict with the leader's log).
     pub fn truncate_from(&mut self, index: u64) {
+        if index > self.last_index() {
+            return;
+        }
+        self.note_change(index.max(self.first_index));
         if index < self.first_index {
             self.count = 0;
-        } else if index <= self.last_index() {
+        } else {
             self.count = index - self.first_index;
         }
+    }
+
+    fn note_change(&mut self, index: u64) {
+        self.unreported_from = Some(self.unreported_from.map_or(index, |from| from.min(index)));
+    }
+
+    /// The lowest index appended or truncated since the last [`Log::take_unreported`]: a
+    /// persistent node must not discard entries from there on before its shell has written
+    /// them.
+    pub fn unreported_from(&self) -> Option<u64> {
+        self.unreported_from
+    }
+
+    /// Returns [`Log::unreported_from`] and forgets it: the caller has taken note of every
+    /// change (a shell persisting the log writes the entries from there to the end).
+    pub fn take_unreported(&mut self) -> Option<u64> {
+        self.unreported_from.take()
     }
 
     /// Forgets the entries up to and including `index`, which becomes the base.
@@ -234,11 +260,13 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Log<B> {
     }
 
     /// Empties the log and makes (`index`, `term`) its base: after a snapshot of the state
-    /// through `index` has been installed.
+    /// through `index` has been installed. Not counted as an unreported change: a node
+    /// whose log is reset tells its shell to write a whole checkpoint instead.
     pub fn reset(&mut self, index: u64, term: u64) {
         self.count = 0;
         self.first_index = index + 1;
         self.base_term = term;
+        self.unreported_from = None;
     }
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod election;
 mod log;
 mod node;
+mod persist;
 mod replication;
 mod requests;
 mod rng;
@@ -22,6 +23,7 @@ pub use command::{ApplyError, Command};
 pub use config::{NodeConfig, MAX_MEMBERS};
 pub use log::{AppendError, Log, LogInitError, LogLimits};
 pub use node::{MemberStatus, Node, NodeEvent, PeerAction, Role};
+pub use persist::{Checkpoint, HardState, Persist, Restore, RestoreError};
 pub use requests::ClientAction;
 pub use tickets::{Ticket, TicketEvent};
 

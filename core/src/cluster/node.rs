@@ -289,6 +289,14 @@ pub struct Node<M, L, const TICKETS: usize> {
     pub(crate) applied_term: Option<u64>,
     /// Numbers the snapshots this node sends.
     pub(crate) snapshots_started: u64,
+    /// The term and vote last given to the shell to persist.
+    pub(crate) reported_hard_state: super::persist::HardState,
+    /// The commit index last given to the shell to persist.
+    pub(crate) reported_commit: u64,
+    /// A snapshot from the leader replaced the store; the shell must write a checkpoint.
+    pub(crate) store_replaced: bool,
+    /// The shell has made the log durable through this entry (`durability: disk`).
+    pub(crate) persisted_index: u64,
 }
 
 impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
@@ -348,6 +356,10 @@ where
             incoming: None,
             applied_term: None,
             snapshots_started: 0,
+            reported_hard_state: super::persist::HardState::default(),
+            reported_commit: applied,
+            store_replaced: false,
+            persisted_index: applied,
         };
         node.reset_election_deadline(now_ms);
         node

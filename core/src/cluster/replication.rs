@@ -48,7 +48,13 @@ where
     /// committed entries if need be.
     pub(crate) fn make_room_for(&mut self, len: usize) -> Result<(), ProposeError> {
         while !self.log.has_room(len) {
-            let discardable = self.commit_index.min(self.applied_index);
+            let mut discardable = self.commit_index.min(self.applied_index);
+            if self.config.persistent {
+                // The shell has not written these yet.
+                if let Some(from) = self.log.unreported_from() {
+                    discardable = discardable.min(from - 1);
+                }
+            }
             if self.log.first_index() > discardable {
                 return Err(if self.log.is_empty() {
                     ProposeError::TooLarge
@@ -443,23 +449,35 @@ where
         if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term)
         {
             self.commit_index = majority_index;
-            let commit = self.commit_index;
-            let log = &self.log;
-            self.tickets.end_where(|pending| match pending.wait {
-                Wait::Commit { index, term } if index <= commit => {
-                    Some(if log.term_at(index).is_none_or(|t| t == term) {
-                        Ending::Release
-                    } else {
-                        Ending::Fail {
-                            code: crate::wire::ErrorCode::Timeout,
-                            detail: "write replaced in a leader change; outcome unknown",
-                        }
-                    })
-                }
-                _ => None,
-            });
+            self.release_durable_writes();
             self.release_confirmed_reads();
         }
+    }
+
+    /// Releases the writes whose entries are now where their acknowledgement asked: on a
+    /// majority (`quorum`), on this node's disk (`disk`), or both.
+    pub(crate) fn release_durable_writes(&mut self) {
+        let commit = self.commit_index;
+        let persisted = self.persisted_index;
+        let log = &self.log;
+        self.tickets.end_where(|pending| match pending.wait {
+            Wait::Commit {
+                index,
+                term,
+                quorum,
+                disk,
+            } if (!quorum || index <= commit) && (!disk || index <= persisted) => {
+                Some(if log.term_at(index).is_none_or(|t| t == term) {
+                    Ending::Release
+                } else {
+                    Ending::Fail {
+                        code: crate::wire::ErrorCode::Timeout,
+                        detail: "write replaced in a leader change; outcome unknown",
+                    }
+                })
+            }
+            _ => None,
+        });
     }
 
     /// Leader: the highest value that a majority of the voters has reached, each peer's

@@ -22,9 +22,9 @@ use super::replication::ProposeError;
 use super::tickets::{ReplyTo, Ticket, Wait};
 use crate::store::{integer, SetCondition, WriteError};
 use crate::wire::{
-    decode, encode, encode_frame, AckLevel, Capacities, ClientMessage, ErrorCode, ErrorReply,
-    Expiry, HelloAck, NodeId, PackedWriter, PeerMessage, ReadConsistency, Request, Response,
-    ServerMessage, ValueRef, WriteOptions, PROTOCOL_VERSION,
+    decode, encode, encode_frame, AckLevel, Capacities, ClientMessage, Durability, ErrorCode,
+    ErrorReply, Expiry, HelloAck, NodeId, PackedWriter, PeerMessage, ReadConsistency, Request,
+    Response, ServerMessage, ValueRef, WriteOptions, PROTOCOL_VERSION,
 };
 
 /// What the shell does after [`Node::handle_client_frame`].
@@ -348,6 +348,31 @@ where
         PeerAction::ClientReply { ticket, len }
     }
 
+    /// The shell's connection to `peer` broke (reset, closed, or its process died): the
+    /// requests forwarded to it will get no answer, so they end now, with their outcome
+    /// unknown, rather than at the request timeout. Messages of the protocol itself need
+    /// nothing: they are retried.
+    pub fn handle_peer_lost(&mut self, peer: NodeId) {
+        use super::tickets::Ending;
+        self.tickets.end_where(|pending| match pending.wait {
+            Wait::Forwarded { to } if to == peer => Some(Ending::Fail {
+                code: ErrorCode::Timeout,
+                detail: "the connection to the leader broke; outcome unknown",
+            }),
+            _ => None,
+        });
+    }
+
+    /// A new connection from `peer` passed the handshake. It may be a new process, whose
+    /// numbering of forwarded requests started again, so the record of the ids already
+    /// taken from it is forgotten; that is safe because a connection delivers each frame
+    /// once, and the core never sends a forwarded request twice.
+    pub fn handle_peer_connected(&mut self, peer: NodeId) {
+        if let Some(peer) = self.peers.iter_mut().find(|p| p.id == peer) {
+            peer.forwards = super::node::ReplayWindow::default();
+        }
+    }
+
     /// Fails waiting requests whose deadline has passed.
     pub(crate) fn expire_tickets(&mut self, now_ms: u64) {
         use super::tickets::Ending;
@@ -366,7 +391,7 @@ where
                 ),
                 Wait::Commit { .. } => (
                     ErrorCode::Timeout,
-                    "no quorum acknowledged the write in time; outcome unknown",
+                    "the write was not acknowledged (by a quorum, or by the disk) in time; outcome unknown",
                 ),
                 Wait::Read { .. } => (
                     ErrorCode::Timeout,
@@ -481,29 +506,38 @@ where
         if self.role != Role::Leader {
             return Exec::NeedsLeader;
         }
-        if write.durability == Some(crate::wire::Durability::Disk) {
+        let disk = write.durability.unwrap_or(self.config.default_durability) == Durability::Disk;
+        if disk && !self.config.persistent {
             return Exec::Reply(self.error_frame(
                 reply_to,
                 ErrorCode::Unsupported,
-                "durability disk is not available in this version",
+                "durability disk needs a node that keeps its state on disk",
                 out,
             ));
         }
         let outcome = self.write(now_ms, request);
         let len = self.reply(reply_to, &outcome.response, out);
-        let ack = write.ack.unwrap_or(self.config.default_ack);
-        if ack != AckLevel::Quorum || self.config.quorum() <= 1 {
+        let quorum = write.ack.unwrap_or(self.config.default_ack) == AckLevel::Quorum
+            && self.config.quorum() > 1;
+        if !quorum && !disk {
             return Exec::Reply(len);
         }
         match outcome.index {
-            Some(index) if index > self.commit_index => {
+            Some(index)
+                if (quorum && index > self.commit_index)
+                    || (disk && index > self.persisted_index) =>
+            {
                 let wait = Wait::Commit {
                     index,
                     term: self.term,
+                    quorum,
+                    disk,
                 };
                 self.wait(now_ms, reply_to, wait, len, out)
             }
             Some(_) => Exec::Reply(len),
+            // Nothing changed, so there is nothing to write to disk.
+            None if !quorum => Exec::Reply(len),
             // A write that changed nothing (a condition not met, a version mismatch, an
             // absent key deleted, a value that is not an integer) reported what the state
             // is: that answer is a read, and is confirmed like one, or a deposed leader

@@ -301,6 +301,8 @@ where
                     self.applied_term =
                         (meta.log_index > incoming.base.index.0).then_some(meta.term);
                     self.store_stale = false;
+                    self.store_replaced = true;
+                    self.persisted_index = 0;
                     self.push_event(NodeEvent::SnapshotInstalled {
                         index: incoming.base.index.0,
                     });

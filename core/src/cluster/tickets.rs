@@ -29,8 +29,14 @@ pub(crate) enum ReplyTo {
 /// What a ticket waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wait {
-    /// A write: the entry at `index` of `term` must commit.
-    Commit { index: u64, term: u64 },
+    /// A write: the entry at `index` of `term` must commit (if `quorum`) and be on the
+    /// leader's disk (if `disk`).
+    Commit {
+        index: u64,
+        term: u64,
+        quorum: bool,
+        disk: bool,
+    },
     /// A linearizable read on the leader: everything up to `index` must commit, and a
     /// majority must have answered heartbeat round `round` of `term` (proving that no newer
     /// leader existed when the read was served).

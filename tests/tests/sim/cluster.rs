@@ -14,6 +14,7 @@ use memdi_core::cluster::{
 use memdi_core::store::{Store, StoreLimits};
 use memdi_core::wire::{ClusterId, NodeId, FRAME_HEADER_BYTES};
 
+use super::disk::Disk;
 use super::net::{Endpoint, Network, Packet};
 use super::rng::SimRng;
 
@@ -30,6 +31,10 @@ pub const STORE_LIMITS: StoreLimits = StoreLimits {
     max_value_bytes: 64,
     max_total_bytes: 512 * 128,
 };
+
+/// How often a node writes a checkpoint (a snapshot and a new record file), plus a stagger
+/// per node.
+const CHECKPOINT_EVERY_MS: u64 = 1_500;
 
 /// Small, so that followers regularly fall behind the log and need snapshots.
 pub const LOG_LIMITS: LogLimits = LogLimits {
@@ -54,6 +59,8 @@ pub struct NodeStats {
     pub stale_stores: u64,
     pub snapshots_installed: u64,
     pub apply_failures: u64,
+    pub checkpoints: u64,
+    pub restarts: u64,
 }
 
 pub struct SimNode {
@@ -62,6 +69,12 @@ pub struct SimNode {
     /// A paused node (SIGSTOP, or a crashed process not yet restarted) receives nothing and
     /// its timers do not fire.
     pub paused: bool,
+    /// Crashed: when resumed, it restarts from its disk, its memory lost.
+    pub crashed: bool,
+    pub disk: Disk,
+    config: NodeConfig,
+    hash_seed: u64,
+    next_checkpoint_ms: u64,
     held: HashMap<Ticket, Held>,
     out: Vec<u8>,
     /// Highest commit index whose entries were recorded as committed.
@@ -90,6 +103,11 @@ pub struct Cluster {
     pub observed: Observed,
     /// Answers for clients delivered by the network, taken by the workload.
     pub client_inbox: Vec<(u64, Vec<u8>)>,
+    /// Nodes crashed since the workload last looked: their clients' connections broke.
+    pub crashed_nodes: Vec<u64>,
+    /// (client, request id) of requests that reached a node that is down: connection
+    /// refused, so they were certainly not executed.
+    pub refused_requests: Vec<(u64, u32)>,
     /// Print every node event (`MEMDI_SIM_TRACE=1`), to debug a replayed seed.
     pub trace: bool,
 }
@@ -103,17 +121,24 @@ impl Cluster {
                 let mut config = NodeConfig::new(id, ClusterId(7), &voters);
                 config.rng_seed = seed.wrapping_mul(31).wrapping_add(id.0);
                 config.max_append_bytes = 16 * 1024;
+                config.persistent = true;
+                let hash_seed = seed ^ id.0;
                 let store = Store::new(
                     vec![0; STORE_LIMITS.memory_bytes().unwrap()],
                     STORE_LIMITS,
-                    seed ^ id.0,
+                    hash_seed,
                 )
                 .unwrap();
                 let log = Log::new(vec![0; LOG_LIMITS.memory_bytes()], LOG_LIMITS).unwrap();
                 SimNode {
                     id: id.0,
-                    core: Node::new(config, store, log, 0),
+                    core: Node::new(config.clone(), store, log, 0),
                     paused: false,
+                    crashed: false,
+                    disk: Disk::default(),
+                    config,
+                    hash_seed,
+                    next_checkpoint_ms: CHECKPOINT_EVERY_MS + 100 * id.0,
                     held: HashMap::new(),
                     out: vec![0; OUT_BYTES],
                     recorded_commit: 0,
@@ -128,6 +153,8 @@ impl Cluster {
             rng: SimRng::new(seed),
             observed: Observed::default(),
             client_inbox: Vec::new(),
+            crashed_nodes: Vec::new(),
+            refused_requests: Vec::new(),
             trace: std::env::var_os("MEMDI_SIM_TRACE").is_some(),
         }
     }
@@ -157,6 +184,11 @@ impl Cluster {
                 self.nodes[i].core.handle_timeout(self.now_ms);
                 self.drain(i);
             }
+            let node = &mut self.nodes[i];
+            if !node.paused && node.next_checkpoint_ms <= self.now_ms {
+                node.next_checkpoint_ms = self.now_ms + CHECKPOINT_EVERY_MS;
+                node.disk.checkpoint(&mut node.core);
+            }
         }
     }
 
@@ -185,6 +217,23 @@ impl Cluster {
             Endpoint::Node(id) => {
                 let i = self.index_of(id);
                 if self.nodes[i].paused {
+                    if let (true, Endpoint::Node(from)) = (self.nodes[i].crashed, packet.from) {
+                        // The sender's connection to it is refused.
+                        let sender = self.index_of(from);
+                        if !self.nodes[sender].paused {
+                            self.nodes[sender].core.handle_peer_lost(NodeId(id));
+                            self.drain(sender);
+                        }
+                    }
+                    if let (true, Endpoint::Client(client)) = (self.nodes[i].crashed, packet.from) {
+                        // Connection refused: the client learns at once.
+                        if let Ok(message) = memdi_core::wire::decode::<
+                            memdi_core::wire::ClientMessage<'_>,
+                        >(&packet.bytes)
+                        {
+                            self.refused_requests.push((client, message.request_id));
+                        }
+                    }
                     return;
                 }
                 match packet.from {
@@ -278,6 +327,13 @@ impl Cluster {
             }
             let node = &mut self.nodes[i];
             let id = node.id;
+            // What the node asks to persist is on disk before anything it gives after.
+            if let Some(persist) = node.core.poll_persist() {
+                if node.disk.write(&mut node.core, persist) {
+                    node.disk.checkpoint(&mut node.core);
+                }
+                continue;
+            }
             if let Some((to, len)) = node.core.poll_peer_transmit(now, &mut node.out) {
                 let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
                 self.send(id, Endpoint::Node(to.0), bytes);
@@ -418,7 +474,58 @@ impl Cluster {
 
     pub fn resume(&mut self, id: u64) {
         let i = self.index_of(id);
+        if self.nodes[i].crashed {
+            // Its new connections to the others.
+            for j in 0..self.nodes.len() {
+                if j != i {
+                    self.nodes[j].core.handle_peer_connected(NodeId(id));
+                }
+            }
+            let node = &mut self.nodes[i];
+            node.crashed = false;
+            node.held.clear();
+            self.observed.stats.restarts += 1;
+            match node
+                .disk
+                .restore(node.config.clone(), node.hash_seed, self.now_ms)
+            {
+                Ok(core) => node.core = core,
+                Err(error) => self.observed.violations.push(format!(
+                    "node {id} could not restart from its disk: {error}"
+                )),
+            }
+            if self.trace {
+                let core = &node.core;
+                println!(
+                    "{} ms node {id}: restarted from disk: term {} log {}..={} commit {} applied {}",
+                    self.now_ms,
+                    core.term(),
+                    core.log().first_index(),
+                    core.log().last_index(),
+                    core.commit_index(),
+                    core.applied_index()
+                );
+            }
+        }
         self.nodes[i].paused = false;
+    }
+
+    /// Kills a node's process: it stops at once, and restarts (on `resume`) with only what
+    /// its disk holds.
+    pub fn crash(&mut self, id: u64) {
+        let i = self.index_of(id);
+        self.nodes[i].paused = true;
+        self.nodes[i].crashed = true;
+        self.crashed_nodes.push(id);
+        self.net.drop_connections_of(id);
+        // The others' connections to it break.
+        for j in 0..self.nodes.len() {
+            if j == i || self.nodes[j].paused {
+                continue;
+            }
+            self.nodes[j].core.handle_peer_lost(NodeId(id));
+            self.drain(j);
+        }
     }
 
     /// The leader a majority would recognize now, if any: a live leader of the highest term.

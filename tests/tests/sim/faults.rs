@@ -2,9 +2,10 @@
 //!
 //! Faults come one after another at random intervals, each undone after a random time:
 //! symmetric partitions (a minority cut off from a majority), the leader isolated, one-way
-//! link failures, paused nodes (a process stopped, or crashed and later restarted with its
-//! memory: a node that loses its state is not simulated yet, see docs/protocol.md), and
-//! bad weather (loss, duplication, long and reordering delays).
+//! link failures, paused nodes (a process stopped: it resumes with its memory), crashed
+//! nodes (a process killed: it restarts from what its disk holds; a node that loses its disk
+//! too is not simulated yet, see docs/protocol.md), and bad weather (loss, duplication, long
+//! and reordering delays).
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,8 @@ pub enum FaultKind {
     Pause,
     PauseLeader,
     Weather,
+    Crash,
+    CrashLeader,
 }
 
 #[derive(Debug, Clone)]
@@ -65,12 +68,14 @@ impl Faults {
     pub fn apply_due(&mut self, cluster: &mut Cluster) {
         let now = cluster.now_ms;
         if self.next_fault_ms <= now && now < self.until_ms {
-            let kind = match self.rng.range(0, 6) {
+            let kind = match self.rng.range(0, 8) {
                 0 => FaultKind::Partition,
                 1 => FaultKind::IsolateLeader,
                 2 => FaultKind::OneWay,
                 3 => FaultKind::Pause,
                 4 => FaultKind::PauseLeader,
+                5 => FaultKind::Crash,
+                6 => FaultKind::CrashLeader,
                 _ => FaultKind::Weather,
             };
             self.at(now, Action::Start(kind));
@@ -131,6 +136,22 @@ impl Faults {
                         };
                         cluster.pause(node);
                         self.at(now + lasting, Action::Resume(node));
+                    }
+                    FaultKind::Crash | FaultKind::CrashLeader => {
+                        let node = match (kind, cluster.leader()) {
+                            (FaultKind::CrashLeader, Some(leader)) => leader,
+                            _ => 1 + self.rng.range(0, size),
+                        };
+                        cluster.crash(node);
+                        // Half the time a supervisor restarts it at once: an election it
+                        // voted in may still be going on, which a node that forgot its vote
+                        // would break.
+                        let down_ms = if self.rng.chance(0.5) {
+                            self.rng.range(1, 60)
+                        } else {
+                            lasting
+                        };
+                        self.at(now + down_ms, Action::Resume(node));
                     }
                     FaultKind::Weather => {
                         cluster.net.weather = Weather {

@@ -2,6 +2,7 @@
 //! drawn from the run's seed, in one thread on a virtual clock.
 
 pub mod cluster;
+pub mod disk;
 pub mod faults;
 pub mod net;
 pub mod rng;

@@ -124,6 +124,13 @@ impl Network {
         self.in_flight.remove(&key)
     }
 
+    /// A node's process died: the packets on its connections are gone with them.
+    pub fn drop_connections_of(&mut self, node: u64) {
+        let endpoint = Endpoint::Node(node);
+        self.in_flight
+            .retain(|_, packet| packet.from != endpoint && packet.to != endpoint);
+    }
+
     pub fn block(&mut self, from: u64, to: u64) {
         self.blocked.insert((from, to));
     }

@@ -197,6 +197,7 @@ pub fn run(seed: u64) -> RunReport {
     report.operations = workload.history.len();
     report.faults = faults.counts;
     report.node_stats = cluster.observed.stats.clone();
+    report.node_stats.checkpoints = cluster.nodes.iter().map(|n| n.disk.checkpoints).sum();
     report.net = cluster.net.stats.clone();
     report.workload = workload.stats.clone();
     report

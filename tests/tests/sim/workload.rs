@@ -42,6 +42,9 @@ struct InFlight {
     op: Option<OpId>,
     value: Vec<u8>,
     deadline_ms: u64,
+    /// The node it was sent to: if that node's process dies, the connection breaks and the
+    /// client learns at once that the outcome is unknown.
+    node: u64,
 }
 
 #[derive(Debug)]
@@ -120,11 +123,29 @@ impl Workload {
         for (client, bytes) in std::mem::take(&mut cluster.client_inbox) {
             self.answer(now, client, &bytes);
         }
+        let crashed = std::mem::take(&mut cluster.crashed_nodes);
+        for (client, request_id) in std::mem::take(&mut cluster.refused_requests) {
+            let client = &mut self.clients[(client - 1) as usize];
+            // A duplicated packet of an earlier request may be the one refused.
+            let current = client
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.request_id == request_id);
+            if let Some(flight) = client.in_flight.take_if(|_| current) {
+                // Not executed: the node was down. Try again after a pause, as a client
+                // backs off from a refused connection.
+                self.stats.errors += 1;
+                if let Some(op) = flight.op {
+                    self.history.fail(op);
+                }
+                client.next_op_ms = now + 50;
+            }
+        }
         for i in 0..self.clients.len() {
             let timed_out = self.clients[i]
                 .in_flight
                 .as_ref()
-                .is_some_and(|flight| flight.deadline_ms <= now);
+                .is_some_and(|flight| flight.deadline_ms <= now || crashed.contains(&flight.node));
             if timed_out {
                 let flight = self.clients[i].in_flight.take().unwrap();
                 self.stats.timeouts += 1;
@@ -240,14 +261,15 @@ impl Workload {
         .len();
         bytes.truncate(len);
         let op = op.map(|op| self.history.invoke(client.id, key.clone(), op, now));
+        let node = 1 + self.rng.range(0, cluster.nodes.len() as u64);
         client.in_flight = Some(InFlight {
             request_id,
             kind,
             op,
             value,
             deadline_ms: now + CLIENT_TIMEOUT_MS,
+            node,
         });
-        let node = 1 + self.rng.range(0, cluster.nodes.len() as u64);
         cluster.client_send(client.id, node, bytes);
     }
 
@@ -268,6 +290,12 @@ impl Workload {
             return; // A late answer to a request already given up on.
         }
         let flight = client.in_flight.take().unwrap();
+        if std::env::var_os("MEMDI_SIM_TRACE_CLIENTS").is_some() {
+            println!(
+                "{now} ms client {client_id}: {:?} via node {} -> {response:?}",
+                flight.kind, flight.node
+            );
+        }
         client.next_op_ms = now + self.rng.range(0, 20);
         let Some(op) = flight.op else {
             if matches!(response, Response::Value(_)) {
