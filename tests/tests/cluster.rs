@@ -351,11 +351,14 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
     eventually(
         Duration::from_secs(30),
         "a new leader to take writes",
+        // Each try is cut short after 500 ms: a write the follower forwarded to the dead
+        // leader waits for the core's request timeout (2 s, outcome unknown) to fail.
         || async {
-            match survivor.set(b"after-failover", b"1", QUORUM).await {
-                Ok(_) => Some(()),
-                Err(ClientError::Server { .. } | ClientError::Closed { .. }) => None,
-                Err(error) => panic!("{error}"),
+            let attempt = survivor.set(b"after-failover", b"1", QUORUM);
+            match tokio::time::timeout(Duration::from_millis(500), attempt).await {
+                Ok(Ok(_)) => Some(()),
+                Ok(Err(ClientError::Server { .. } | ClientError::Closed { .. })) | Err(_) => None,
+                Ok(Err(error)) => panic!("{error}"),
             }
         },
     )
