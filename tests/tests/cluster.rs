@@ -404,3 +404,99 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
         assert!(node.stop().success(), "{}", node.log());
     }
 }
+
+/// Raw connections, to misbehave in ways the client library never does.
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use memdi_core::wire::{
+        decode, encode_frame, ClientMessage, ClusterId, ErrorCode, Hello, Request, Response,
+        Sender, ServerMessage,
+    };
+
+    pub fn connect(addr: &str) -> TcpStream {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    pub fn send_hello(stream: &mut TcpStream) {
+        let hello = ClientMessage {
+            request_id: 1,
+            request: Request::Hello(Hello::new(ClusterId(0), Sender::Client, 1 << 20)),
+        };
+        let mut frame = [0; 128];
+        let len = encode_frame(&hello, &mut frame).unwrap();
+        stream.write_all(&frame[..len]).unwrap();
+    }
+
+    /// Reads one frame; `None` at end of stream.
+    pub fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut header = [0; 4];
+        stream.read_exact(&mut header).ok()?;
+        let mut payload = vec![0; u32::from_le_bytes(header) as usize];
+        stream.read_exact(&mut payload).ok()?;
+        Some(payload)
+    }
+
+    /// The error code of a frame, if it is an error.
+    pub fn error_code(payload: &[u8]) -> Option<ErrorCode> {
+        match decode::<ServerMessage<'_>>(payload).ok()?.response {
+            Response::Error(error) => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_connections_are_closed_and_others_keep_being_served() {
+    let dir = temp_dir();
+    let mut server = Server::new(1, dir.path().join("n1"), &["--max-clients", "3"]);
+    server.start();
+    let client = server.client().await; // connection 1
+    client.set(b"k", b"v", SetOptions::default()).await.unwrap();
+    let addr = server.client_addr();
+    tokio::task::spawn_blocking(move || {
+        // An oversized frame header: an error frame, then the connection closes.
+        let mut oversized = raw::connect(&addr);
+        raw::send_hello(&mut oversized);
+        assert!(raw::read_frame(&mut oversized).is_some(), "no HelloAck");
+        use std::io::Write;
+        oversized.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        let error = raw::read_frame(&mut oversized).expect("no error frame");
+        assert_eq!(raw::error_code(&error), Some(ErrorCode::FrameTooLarge));
+        assert!(raw::read_frame(&mut oversized).is_none(), "still open");
+        drop(oversized);
+        // A first frame that is not a Hello: refused and closed.
+        let mut rude = raw::connect(&addr);
+        rude.write_all(&[3, 0, 0, 0, 1, 2, 3]).unwrap();
+        let error = raw::read_frame(&mut rude).expect("no error frame");
+        assert_eq!(raw::error_code(&error), Some(ErrorCode::Malformed));
+        assert!(raw::read_frame(&mut rude).is_none(), "still open");
+        drop(rude);
+        // --max-clients 3: with connections 1 to 3 open, a fourth is refused with Busy.
+        let mut keep = Vec::new();
+        for _ in 0..20 {
+            let mut stream = raw::connect(&addr);
+            raw::send_hello(&mut stream);
+            let first = raw::read_frame(&mut stream).expect("no answer");
+            if raw::error_code(&first) == Some(ErrorCode::Busy) {
+                return keep.len();
+            }
+            keep.push(stream);
+            // Closed connections free their slot a moment later.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("--max-clients was not enforced");
+    })
+    .await
+    .map(|accepted| assert!(accepted <= 2, "{accepted} extra connections accepted"))
+    .unwrap();
+    // The well-behaved connection was served throughout.
+    assert_eq!(client.get(b"k").await.unwrap().unwrap().value, b"v");
+    assert!(server.stop().success());
+}
