@@ -1,0 +1,69 @@
+//! `memdi-server`: one node of a memdi cluster. `memdi-server --help` lists every flag.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use memdi_node::config::ServerArgs;
+use memdi_node::server::Prepared;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = ServerArgs::parse();
+    let config = match args.merged_with_file().and_then(ServerArgs::resolve) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("memdi-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(
+        "starting node {} (store: {} keys, {} bytes; snapshots every {} s)",
+        config.node_id.0,
+        config.store_limits.max_keys,
+        config.store_limits.max_total_bytes,
+        config.snapshot_every_secs
+    );
+    let prepared = match Prepared::new(config) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            eprintln!("memdi-server: {error}");
+            tracing::error!("{error}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("memdi-server: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(prepared.run(shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("memdi-server: {error}");
+            tracing::error!("{error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

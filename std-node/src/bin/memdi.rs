@@ -1,0 +1,390 @@
+//! `memdi`: the command-line client of memdi-server, and a benchmark.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use memdi_core::wire::{AckLevel, ReadConsistency, SetCondition};
+use memdi_node::client::{CasOutcome, Client, ClientError, ClientOptions, SetOptions};
+
+/// Talks to a memdi node.
+///
+/// Exit codes: 0 success; 1 key not found (get); 2 usage error; 3 the server answered with
+/// an error (or a condition was not met: set --nx/--xx, cas); 4 the node could not be
+/// reached or the connection broke.
+#[derive(Debug, Parser)]
+#[command(name = "memdi", version)]
+struct Cli {
+    /// The node's client address.
+    #[arg(long, default_value = "127.0.0.1:7379", global = true)]
+    addr: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Ack {
+    Leader,
+    Quorum,
+}
+
+impl From<Ack> for AckLevel {
+    fn from(ack: Ack) -> Self {
+        match ack {
+            Ack::Leader => AckLevel::Leader,
+            Ack::Quorum => AckLevel::Quorum,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BenchOp {
+    Set,
+    Get,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a key's value (exit 1 if it does not exist).
+    Get {
+        key: String,
+        /// Answer from the node's own store, without asking the leader.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Write a key.
+    Set {
+        key: String,
+        value: String,
+        /// Acknowledgement: leader or quorum (default: the node's).
+        #[arg(long, value_enum)]
+        ack: Option<Ack>,
+        /// Only if the key does not exist.
+        #[arg(long, conflicts_with = "xx")]
+        nx: bool,
+        /// Only if the key exists.
+        #[arg(long)]
+        xx: bool,
+        /// Expire after this many milliseconds.
+        #[arg(long, conflicts_with = "ex")]
+        px: Option<u64>,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        ex: Option<u64>,
+    },
+    /// Delete a key; prints 1 if it existed, else 0.
+    Del { key: String },
+    /// Prints 1 if the key exists, else 0.
+    Exists { key: String },
+    /// Add BY (default 1) to an integer value; prints the new value.
+    Incr {
+        key: String,
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+    },
+    /// Write VALUE only if the key's version is VERSION (0: the key must not exist).
+    Cas {
+        key: String,
+        version: u64,
+        value: String,
+    },
+    /// Print the values of several keys, one line each ("(nil)" when missing).
+    Mget {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Print every key (all pages), one per line.
+    Scan {
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Keys per page (a hint).
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+    },
+    /// Print the number of keys.
+    Dbsize,
+    /// Check the node answers.
+    Ping,
+    /// Measure throughput and latency, like redis-benchmark.
+    Bench {
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// Requests in all.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Requests in flight per connection.
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 64)]
+        value_size: usize,
+        /// Bytes per key.
+        #[arg(long, default_value_t = 16)]
+        key_size: usize,
+        /// Distinct keys used.
+        #[arg(long, default_value_t = 10_000)]
+        keyspace: u64,
+        /// Acknowledgement of writes.
+        #[arg(long, value_enum, default_value = "leader")]
+        ack: Ack,
+        /// The operation.
+        #[arg(long, value_enum, default_value = "set")]
+        op: BenchOp,
+    },
+}
+
+/// A failure and its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        let code = match error {
+            ClientError::Connection { .. } | ClientError::Closed { .. } => 4,
+            _ => 3,
+        };
+        Self {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if !failure.message.is_empty() {
+                eprintln!("memdi: {}", failure.message);
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Bench { .. } = cli.command {
+        return bench(&cli.addr, cli.command).await;
+    }
+    let client = Client::connect_with(
+        &cli.addr,
+        ClientOptions {
+            pool_size: 1,
+            ..ClientOptions::default()
+        },
+    )
+    .await?;
+    match cli.command {
+        Command::Get { key, stale } => {
+            let read = if stale {
+                ReadConsistency::Stale
+            } else {
+                ReadConsistency::Linearizable
+            };
+            match client.get_with(key.as_bytes(), read).await? {
+                Some(value) => println!("{}", String::from_utf8_lossy(&value.value)),
+                None => {
+                    return Err(Failure {
+                        code: 1,
+                        message: String::new(),
+                    })
+                }
+            }
+        }
+        Command::Set {
+            key,
+            value,
+            ack,
+            nx,
+            xx,
+            px,
+            ex,
+        } => {
+            let condition = match (nx, xx) {
+                (true, _) => SetCondition::IfAbsent,
+                (_, true) => SetCondition::IfPresent,
+                _ => SetCondition::Always,
+            };
+            let options = SetOptions {
+                condition,
+                ttl_ms: px.or(ex.map(|secs| secs.saturating_mul(1000))),
+                ack: ack.map(AckLevel::from),
+            };
+            match client
+                .set(key.as_bytes(), value.as_bytes(), options)
+                .await?
+            {
+                Some(version) => println!("OK (version {version})"),
+                None => {
+                    return Err(Failure {
+                        code: 3,
+                        message: "not stored: the --nx/--xx condition was not met".into(),
+                    })
+                }
+            }
+        }
+        Command::Del { key } => println!("{}", u8::from(client.delete(key.as_bytes()).await?)),
+        Command::Exists { key } => {
+            println!("{}", u8::from(client.exists(key.as_bytes()).await?))
+        }
+        Command::Incr { key, by } => println!("{}", client.incr_by(key.as_bytes(), by).await?),
+        Command::Cas {
+            key,
+            version,
+            value,
+        } => match client
+            .compare_and_set(key.as_bytes(), version, value.as_bytes())
+            .await?
+        {
+            CasOutcome::Stored(version) => println!("OK (version {version})"),
+            CasOutcome::Mismatch(current) => {
+                return Err(Failure {
+                    code: 3,
+                    message: format!("version mismatch: the key's version is {current}"),
+                })
+            }
+        },
+        Command::Mget { keys } => {
+            let keys: Vec<&[u8]> = keys.iter().map(|key| key.as_bytes()).collect();
+            for value in client.mget(&keys).await? {
+                match value {
+                    Some(value) => println!("{}", String::from_utf8_lossy(&value)),
+                    None => println!("(nil)"),
+                }
+            }
+        }
+        Command::Scan { prefix, count } => {
+            for key in client.scan_all(prefix.as_bytes(), count).await? {
+                println!("{}", String::from_utf8_lossy(&key));
+            }
+        }
+        Command::Dbsize => println!("{}", client.dbsize().await?),
+        Command::Ping => {
+            client.ping().await?;
+            println!("PONG");
+        }
+        Command::Bench { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// `memdi bench`: `clients` connections, each with `pipeline` requests in flight, until
+/// `requests` have been answered; prints throughput and latency percentiles.
+async fn bench(addr: &str, command: Command) -> Result<(), Failure> {
+    let Command::Bench {
+        clients,
+        requests,
+        pipeline,
+        value_size,
+        key_size,
+        keyspace,
+        ack,
+        op,
+    } = command
+    else {
+        unreachable!("called with bench")
+    };
+    let issued = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let value = Arc::new(vec![b'x'; value_size]);
+    let mut connections = Vec::new();
+    for _ in 0..clients.max(1) {
+        let options = ClientOptions {
+            pool_size: 1,
+            read: ReadConsistency::Linearizable,
+            ..ClientOptions::default()
+        };
+        connections.push(Client::connect_with(addr, options).await?);
+    }
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for client in &connections {
+        for _ in 0..pipeline.max(1) {
+            let client = client.clone();
+            let (issued, errors, value) = (issued.clone(), errors.clone(), value.clone());
+            workers.spawn(async move {
+                let mut latencies_us = Vec::new();
+                loop {
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    if n >= requests {
+                        return latencies_us;
+                    }
+                    let key = bench_key(n % keyspace.max(1), key_size);
+                    let sent = Instant::now();
+                    let result = match op {
+                        BenchOp::Set => client
+                            .set(
+                                &key,
+                                &value,
+                                SetOptions {
+                                    ack: Some(ack.into()),
+                                    ..SetOptions::default()
+                                },
+                            )
+                            .await
+                            .map(drop),
+                        BenchOp::Get => client.get(&key).await.map(drop),
+                    };
+                    if let Err(error) = result {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("memdi bench: first error: {error}");
+                        }
+                    }
+                    latencies_us
+                        .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                }
+            });
+        }
+    }
+    let mut latencies_us = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        latencies_us.extend(done.expect("bench worker panicked"));
+    }
+    let elapsed = started.elapsed();
+    latencies_us.sort_unstable();
+    let percentile = |p: f64| -> Duration {
+        if latencies_us.is_empty() {
+            return Duration::ZERO;
+        }
+        let at = ((latencies_us.len() as f64 * p).ceil() as usize).clamp(1, latencies_us.len());
+        Duration::from_micros(u64::from(latencies_us[at - 1]))
+    };
+    let done = latencies_us.len() as f64;
+    println!(
+        "{op:?}: {} requests, {clients} clients, pipeline {pipeline}, {value_size} B values, {key_size} B keys, ack {ack:?}",
+        latencies_us.len()
+    );
+    println!(
+        "  {:.0} requests/s over {:.2} s; {} errors",
+        done / elapsed.as_secs_f64().max(1e-9),
+        elapsed.as_secs_f64(),
+        errors.load(Ordering::Relaxed)
+    );
+    println!(
+        "  latency p50 {:?}  p99 {:?}  p99.9 {:?}  max {:?}",
+        percentile(0.50),
+        percentile(0.99),
+        percentile(0.999),
+        percentile(1.0)
+    );
+    Ok(())
+}
+
+/// Key number `n`, zero-padded (or cut) to `size` bytes.
+fn bench_key(n: u64, size: usize) -> Vec<u8> {
+    let digits = format!("key:{n:0width$}", width = size.saturating_sub(4));
+    let mut key = digits.into_bytes();
+    key.truncate(size.max(1));
+    key
+}

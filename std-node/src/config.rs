@@ -1,0 +1,463 @@
+//! `memdi-server`'s configuration: command-line flags, an optional TOML file with the same
+//! keys, and the checks that refuse what is not built yet.
+//!
+//! Every field of [`ServerArgs`] is an `Option` so that a flag that was not given can be told
+//! apart from one given with the default value: the file fills what the flags left out, and
+//! [`ServerArgs::resolve`] fills the rest with defaults. The defaults give a working single
+//! node with no flags at all.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use memdi_core::store::StoreLimits;
+use memdi_core::wire::{AckLevel, ClusterId, NodeId};
+use serde::Deserialize;
+
+/// Acknowledgement level of writes that do not ask for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckFlag {
+    /// Applied in memory on the leader (may be lost on failover).
+    Leader,
+    /// Stored on a majority of voters.
+    Quorum,
+}
+
+impl From<AckFlag> for AckLevel {
+    fn from(flag: AckFlag) -> Self {
+        match flag {
+            AckFlag::Leader => AckLevel::Leader,
+            AckFlag::Quorum => AckLevel::Quorum,
+        }
+    }
+}
+
+/// Where a write must be before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityFlag {
+    /// In memory (snapshots still go to --data-dir).
+    Memory,
+    /// Logged and fsynced before the answer (not built yet: refused at start).
+    Disk,
+}
+
+/// When the append-only log is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After every record, before it counts as written.
+    Always,
+    /// About once a second, by the writer task.
+    Everysec,
+    /// Never explicitly; the OS decides.
+    No,
+}
+
+/// A memdi node: serves the native client protocol and replicates with its peers.
+///
+/// Every flag can also be set in a TOML file given with --config, under the same name
+/// (for example `node-id = 2`, `cluster = "1=127.0.0.1:7380,2=127.0.0.1:7382"`); a flag on the
+/// command line wins over the file. With no flags at all this is a single node on
+/// 127.0.0.1:7379 keeping its snapshots in ./memdi-data.
+#[derive(Debug, Default, Clone, Parser, Deserialize)]
+#[command(name = "memdi-server", version)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServerArgs {
+    /// TOML file with any of these settings (flags given here win).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This node's id, unique in the cluster and stable across restarts [default: 1].
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u64>,
+    /// Address for native (postcard) clients [default: 127.0.0.1:7379].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub client_addr: Option<SocketAddr>,
+    /// Address for the other nodes of the cluster [default: 127.0.0.1:7380].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_addr: Option<SocketAddr>,
+    /// Address for Redis (RESP2) clients; off unless given. NOT BUILT YET: refused at start.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub resp_addr: Option<SocketAddr>,
+    /// The initial voters as id=host:port of their peer address, this node included, e.g.
+    /// 1=127.0.0.1:7380,2=127.0.0.1:7382,3=127.0.0.1:7384. Absent: a single-node cluster.
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    pub cluster: Option<String>,
+    /// Join a running cluster through any member's peer address. NOT BUILT YET (the core has
+    /// no membership changes): refused at start.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Option<String>,
+    /// Directory for snapshots (and later the append-only log) [default: ./memdi-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Acknowledgement of writes that do not ask for one: leader (applied in memory on the
+    /// leader; may be lost on failover) or quorum (on a majority of voters) [default: leader].
+    #[arg(long, value_enum)]
+    pub ack: Option<AckFlag>,
+    /// memory, or disk (log and fsync before the answer). disk is NOT BUILT YET: refused at
+    /// start [default: memory].
+    #[arg(long, value_enum)]
+    pub durability: Option<DurabilityFlag>,
+    /// When the append-only log is fsynced: always, everysec or no [default: everysec]. The
+    /// append-only log is not fed yet, so this has no effect today.
+    #[arg(long, value_enum)]
+    pub fsync: Option<FsyncPolicy>,
+    /// Seconds between snapshots to --data-dir; 0 = no periodic snapshots (one is still written
+    /// on a clean shutdown) [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub snapshot_every: Option<u64>,
+    /// Most keys the store holds [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub max_keys: Option<u32>,
+    /// Longest key accepted, in bytes [default: 512].
+    #[arg(long, value_name = "BYTES")]
+    pub max_key_bytes: Option<u32>,
+    /// Longest value accepted, in bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_value_bytes: Option<u32>,
+    /// Bytes of records (keys, values, headers) the store holds; allocated once at start
+    /// (the OS commits pages as they are used) [default: 1073741824].
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<u64>,
+    /// Most client connections at once; more are refused with an error [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_clients: Option<u32>,
+    /// Close a client connection that sends nothing for this long; 0 = never [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// The cluster's id; peers of another cluster are refused [default: 1].
+    #[arg(long, value_name = "N")]
+    pub cluster_id: Option<u64>,
+    /// Password clients must give. NOT BUILT YET: refused at start.
+    #[arg(long, value_name = "SECRET")]
+    pub requirepass: Option<String>,
+    /// Secret peers must share. NOT BUILT YET: refused at start.
+    #[arg(long, value_name = "SECRET")]
+    pub cluster_secret: Option<String>,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// This node.
+    pub node_id: NodeId,
+    /// The cluster.
+    pub cluster_id: ClusterId,
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Where peers connect.
+    pub peer_addr: SocketAddr,
+    /// Every voter's peer address, this node's included (just this node when single).
+    pub voters: BTreeMap<NodeId, SocketAddr>,
+    /// Snapshots go here.
+    pub data_dir: PathBuf,
+    /// Default acknowledgement.
+    pub default_ack: AckLevel,
+    /// Append-only log fsync policy (for when the log is fed).
+    pub fsync: FsyncPolicy,
+    /// Seconds between snapshots, 0 = off.
+    pub snapshot_every_secs: u64,
+    /// The store's capacity.
+    pub store_limits: StoreLimits,
+    /// Most client connections at once.
+    pub max_clients: u32,
+    /// Idle client connections close after this long; 0 = never.
+    pub idle_timeout_ms: u64,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The --config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The --config file is not valid TOML with known keys.
+    #[error("invalid config file {path}: {message}")]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A setting has a value that cannot work.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// The flag.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A setting asks for something memdi-server cannot do yet.
+    #[error("{0} is not built yet")]
+    NotBuilt(&'static str),
+}
+
+impl ServerArgs {
+    /// Flags over the --config file (if any).
+    pub fn merged_with_file(self) -> Result<Self, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = load_file(&path)?;
+        Ok(self.or(file))
+    }
+
+    /// Each field from `self` if given, else from `other`.
+    fn or(self, other: Self) -> Self {
+        Self {
+            config: self.config,
+            node_id: self.node_id.or(other.node_id),
+            client_addr: self.client_addr.or(other.client_addr),
+            peer_addr: self.peer_addr.or(other.peer_addr),
+            resp_addr: self.resp_addr.or(other.resp_addr),
+            cluster: self.cluster.or(other.cluster),
+            join: self.join.or(other.join),
+            data_dir: self.data_dir.or(other.data_dir),
+            ack: self.ack.or(other.ack),
+            durability: self.durability.or(other.durability),
+            fsync: self.fsync.or(other.fsync),
+            snapshot_every: self.snapshot_every.or(other.snapshot_every),
+            max_keys: self.max_keys.or(other.max_keys),
+            max_key_bytes: self.max_key_bytes.or(other.max_key_bytes),
+            max_value_bytes: self.max_value_bytes.or(other.max_value_bytes),
+            max_memory: self.max_memory.or(other.max_memory),
+            max_clients: self.max_clients.or(other.max_clients),
+            idle_timeout_secs: self.idle_timeout_secs.or(other.idle_timeout_secs),
+            cluster_id: self.cluster_id.or(other.cluster_id),
+            requirepass: self.requirepass.or(other.requirepass),
+            cluster_secret: self.cluster_secret.or(other.cluster_secret),
+        }
+    }
+
+    /// Applies defaults, checks every value, and refuses what is not built yet.
+    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+        if let Some(join) = &self.join {
+            parse_host_port(join).map_err(|reason| ConfigError::Invalid {
+                setting: "--join",
+                reason,
+            })?;
+            return Err(ConfigError::NotBuilt(
+                "--join (membership changes: the core has no join/leave yet; start every node with the same --cluster instead)",
+            ));
+        }
+        if self.resp_addr.is_some() {
+            return Err(ConfigError::NotBuilt("--resp-addr (the Redis RESP2 front)"));
+        }
+        if self.durability == Some(DurabilityFlag::Disk) {
+            return Err(ConfigError::NotBuilt(
+                "--durability disk (the core does not yet say what to persist before an answer)",
+            ));
+        }
+        if self.requirepass.is_some() {
+            return Err(ConfigError::NotBuilt(
+                "--requirepass (client authentication)",
+            ));
+        }
+        if self.cluster_secret.is_some() {
+            return Err(ConfigError::NotBuilt(
+                "--cluster-secret (peer authentication)",
+            ));
+        }
+        let node_id = NodeId(self.node_id.unwrap_or(1));
+        if node_id.0 == 0 {
+            return Err(invalid("--node-id", "must be at least 1"));
+        }
+        let cluster_id = ClusterId(self.cluster_id.unwrap_or(1));
+        if cluster_id.0 == 0 {
+            return Err(invalid(
+                "--cluster-id",
+                "0 means \"any cluster\" to clients; use 1 or more",
+            ));
+        }
+        let client_addr = self
+            .client_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7379)));
+        let peer_addr = self
+            .peer_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7380)));
+        let voters = match &self.cluster {
+            None => BTreeMap::from([(node_id, peer_addr)]),
+            Some(spec) => parse_cluster(spec).map_err(|reason| invalid("--cluster", reason))?,
+        };
+        if !voters.contains_key(&node_id) {
+            return Err(invalid(
+                "--cluster",
+                format!("it must include this node (--node-id {})", node_id.0),
+            ));
+        }
+        if voters.len() > memdi_core::cluster::MAX_MEMBERS {
+            return Err(invalid(
+                "--cluster",
+                format!("at most {} members", memdi_core::cluster::MAX_MEMBERS),
+            ));
+        }
+        let store_limits = StoreLimits {
+            max_keys: self.max_keys.unwrap_or(1_000_000),
+            max_key_bytes: self.max_key_bytes.unwrap_or(512),
+            max_value_bytes: self.max_value_bytes.unwrap_or(1 << 20),
+            max_total_bytes: self.max_memory.unwrap_or(1 << 30),
+        };
+        store_limits
+            .memory_bytes()
+            .map_err(|error| invalid("store limits", format!("{error:?}")))?;
+        Ok(ServerConfig {
+            node_id,
+            cluster_id,
+            client_addr,
+            peer_addr,
+            voters,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./memdi-data")),
+            default_ack: self.ack.unwrap_or(AckFlag::Leader).into(),
+            fsync: self.fsync.unwrap_or(FsyncPolicy::Everysec),
+            snapshot_every_secs: self.snapshot_every.unwrap_or(60),
+            store_limits,
+            max_clients: self.max_clients.unwrap_or(10_000).max(1),
+            idle_timeout_ms: self.idle_timeout_secs.unwrap_or(300).saturating_mul(1000),
+        })
+    }
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+fn load_file(path: &Path) -> Result<ServerArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::ParseFile {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+/// `host:port` with a numeric port (host names are resolved when used).
+fn parse_host_port(text: &str) -> Result<(), String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("{text:?} is not host:port")),
+    }
+}
+
+/// `1=127.0.0.1:7380,2=127.0.0.1:7382`.
+pub fn parse_cluster(spec: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+    let mut voters = BTreeMap::new();
+    for item in spec
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not id=host:port"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} is not a node id"))?;
+        if id == 0 {
+            return Err("node ids start at 1".into());
+        }
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an ip:port address"))?;
+        if voters.insert(NodeId(id), addr).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err("no members".into());
+    }
+    Ok(voters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServerArgs {
+        ServerArgs::try_parse_from(std::iter::once("memdi-server").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn no_flags_give_a_single_node_on_the_default_ports() {
+        let config = parse(&[]).resolve().unwrap();
+        assert_eq!(config.node_id, NodeId(1));
+        assert_eq!(config.client_addr.to_string(), "127.0.0.1:7379");
+        assert_eq!(config.voters.len(), 1);
+        assert_eq!(config.data_dir, PathBuf::from("./memdi-data"));
+        assert_eq!(config.snapshot_every_secs, 60);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memdi.toml");
+        std::fs::write(
+            &path,
+            "node-id = 2\nmax-keys = 10\ncluster = \"1=127.0.0.1:1,2=127.0.0.1:2\"\nack = \"quorum\"\n",
+        )
+        .unwrap();
+        let args = parse(&["--config", path.to_str().unwrap(), "--max-keys", "20"]);
+        let config = args.merged_with_file().unwrap().resolve().unwrap();
+        assert_eq!(config.node_id, NodeId(2));
+        assert_eq!(config.store_limits.max_keys, 20);
+        assert_eq!(config.default_ack, AckLevel::Quorum);
+        assert_eq!(config.voters.len(), 2);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memdi.toml");
+        std::fs::write(&path, "nodeid = 2\n").unwrap();
+        let error = parse(&["--config", path.to_str().unwrap()])
+            .merged_with_file()
+            .unwrap_err();
+        assert!(error.to_string().contains("memdi.toml"), "{error}");
+    }
+
+    #[test]
+    fn unbuilt_features_are_refused_clearly() {
+        for args in [
+            &["--join", "127.0.0.1:7380"][..],
+            &["--resp-addr", "127.0.0.1:6379"],
+            &["--durability", "disk"],
+            &["--requirepass", "x"],
+            &["--cluster-secret", "x"],
+        ] {
+            let error = parse(args).resolve().unwrap_err();
+            assert!(error.to_string().contains("not built yet"), "{error}");
+        }
+        assert!(matches!(
+            parse(&["--join", "nonsense"]).resolve(),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn cluster_lists_are_checked() {
+        assert!(parse_cluster("1=127.0.0.1:1, 2=127.0.0.1:2").is_ok());
+        assert!(parse_cluster("1=127.0.0.1:1,1=127.0.0.1:2").is_err());
+        assert!(parse_cluster("x=127.0.0.1:1").is_err());
+        assert!(parse_cluster("1=nowhere").is_err());
+        assert!(parse(&["--node-id", "3", "--cluster", "1=127.0.0.1:1"])
+            .resolve()
+            .is_err());
+    }
+}

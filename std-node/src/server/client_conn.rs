@@ -1,0 +1,219 @@
+//! Client connections: accept, cut frames, pass them to the node task, write its replies.
+//!
+//! Each connection has a reader (this module's [`serve`]) and a writer task. The reader
+//! reads straight into the core's `FrameDecoder`, whose fixed buffer refuses an oversized
+//! frame header before any of its payload is buffered; such a connection gets an error frame
+//! and is closed, and no other connection notices. Backpressure: the reader waits when the
+//! node task's queue is full; the node task drops a client whose reply queue is full
+//! (it sent requests but does not read the answers).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use memdi_core::wire::{ErrorCode, FrameDecoder, FRAME_HEADER_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::frames::error_frame;
+use super::node_task::{ClientLink, ConnId, Input, Outbound};
+
+/// Replies queued for one connection before the node task gives up on it.
+const REPLY_QUEUE: usize = 16 * 1024;
+
+/// What every client connection shares.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Where frames go.
+    pub inputs: mpsc::Sender<Input>,
+    /// Largest frame payload accepted.
+    pub max_frame_bytes: u32,
+    /// 0 = never.
+    pub idle_timeout_ms: u64,
+    /// Most connections at once.
+    pub max_clients: u32,
+    /// Cancelled on shutdown: stop accepting and reading.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks, so shutdown can wait for replies to be written.
+    pub tasks: TaskTracker,
+}
+
+/// Accepts client connections until shutdown.
+pub async fn accept_loop(listener: TcpListener, settings: ClientSettings) {
+    let permits = Arc::new(Semaphore::new(settings.max_clients as usize));
+    let next_id = AtomicU64::new(1);
+    loop {
+        let accepted = tokio::select! {
+            _ = settings.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, addr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!("accepting a client failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "refused client {addr}: already {} clients (--max-clients)",
+                settings.max_clients
+            );
+            settings.tasks.spawn(refuse(stream, settings.max_clients));
+            continue;
+        };
+        let conn = next_id.fetch_add(1, Ordering::Relaxed);
+        let settings = settings.clone();
+        let tasks = settings.tasks.clone();
+        tasks.spawn(async move {
+            tracing::debug!("client {conn} connected from {addr}");
+            serve(stream, conn, settings).await;
+            drop(permit);
+            tracing::debug!("client {conn} disconnected");
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream, max_clients: u32) {
+    let detail = format!("too many clients (the node's --max-clients is {max_clients})");
+    let frame = error_frame(0, ErrorCode::Busy, &detail);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&frame).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Serves one connection until it closes, misbehaves, idles out or the node shuts down.
+async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings) {
+    let (mut reader, writer) = stream.into_split();
+    let (replies, outbound) = mpsc::channel(REPLY_QUEUE);
+    let close = CancellationToken::new();
+    settings
+        .tasks
+        .spawn(write_loop(writer, outbound, close.clone()));
+    let link = ClientLink {
+        replies: replies.clone(),
+        close: close.clone(),
+    };
+    let buffer = vec![0; settings.max_frame_bytes as usize + FRAME_HEADER_BYTES];
+    let mut decoder = FrameDecoder::new(buffer).expect("frame buffer above the header size");
+    let idle =
+        (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
+    let mut greeted = false;
+    'connection: loop {
+        let read = tokio::select! {
+            _ = settings.shutdown.cancelled() => break,
+            _ = close.cancelled() => break,
+            read = read_some(&mut reader, decoder.unfilled(), idle) => read,
+        };
+        match read {
+            ReadOutcome::Bytes(count) => decoder.commit(count),
+            ReadOutcome::Eof => break,
+            ReadOutcome::Idle => {
+                let frame = error_frame(0, ErrorCode::Timeout, "idle timeout: connection closed");
+                let _ = replies.send(Outbound::Frame(frame)).await;
+                let _ = replies.send(Outbound::Close).await;
+                break;
+            }
+            ReadOutcome::Error(error) => {
+                tracing::debug!("client {conn}: read failed: {error}");
+                break;
+            }
+        }
+        loop {
+            let payload = match decoder.next_frame() {
+                Ok(Some(payload)) => payload.to_vec(),
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::info!("client {conn}: {error}; closing the connection");
+                    let frame = error_frame(0, error.error_code(), &error.to_string());
+                    let _ = replies.send(Outbound::Frame(frame)).await;
+                    let _ = replies.send(Outbound::Close).await;
+                    break 'connection;
+                }
+            };
+            let input = if greeted {
+                Input::ClientFrame { conn, payload }
+            } else {
+                greeted = true;
+                Input::ClientHello {
+                    conn,
+                    payload,
+                    link: link.clone(),
+                }
+            };
+            if settings.inputs.send(input).await.is_err() {
+                break 'connection; // the node task has stopped
+            }
+        }
+    }
+    // On shutdown the node task keeps the connection to deliver the answers to requests
+    // already taken; otherwise it can forget it.
+    if !settings.shutdown.is_cancelled() {
+        let _ = settings.inputs.send(Input::ClientClosed { conn }).await;
+    }
+}
+
+enum ReadOutcome {
+    Bytes(usize),
+    Eof,
+    Idle,
+    Error(std::io::Error),
+}
+
+async fn read_some(
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    buffer: &mut [u8],
+    idle: Option<Duration>,
+) -> ReadOutcome {
+    let read = match idle {
+        Some(idle) => match tokio::time::timeout(idle, reader.read(buffer)).await {
+            Ok(read) => read,
+            Err(_) => return ReadOutcome::Idle,
+        },
+        None => reader.read(buffer).await,
+    };
+    match read {
+        Ok(0) => ReadOutcome::Eof,
+        Ok(count) => ReadOutcome::Bytes(count),
+        Err(error) => ReadOutcome::Error(error),
+    }
+}
+
+/// Writes frames as they come, flushing once whatever has queued up is written; ends on
+/// `Close`, a write error, or when every sender is gone (the node task has finished).
+pub async fn write_loop(
+    writer: OwnedWriteHalf,
+    mut outbound: mpsc::Receiver<Outbound>,
+    close: CancellationToken,
+) {
+    let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
+    'writing: while let Some(first) = outbound.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Frame(frame) => {
+                    if writer.write_all(&frame).await.is_err() {
+                        break 'writing;
+                    }
+                }
+                Outbound::Close => break 'writing,
+            }
+            next = outbound.try_recv().ok();
+        }
+        if writer.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+    close.cancel();
+}

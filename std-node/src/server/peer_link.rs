@@ -1,0 +1,266 @@
+//! Links between nodes: one outgoing connection to every other member, which carries this
+//! node's messages to it, and a listener that takes the other members' connections and
+//! hands their frames to the node task under the sender's id.
+//!
+//! Connections are one-way (each node sends on the connection it opened), so a link never
+//! needs to know which side "owns" it, and reconnecting is just the dialer's loop. A
+//! message queued while the link is down is dropped, as a lossy network would drop it:
+//! the protocol retries everything it needs (heartbeats, appends, votes).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use memdi_core::wire::{
+    decode, ClusterId, FrameDecoder, NodeId, Response, ServerMessage, FRAME_HEADER_BYTES,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::frames::peer_hello_frame;
+use super::node_task::Input;
+
+/// Frames queued for one peer before new ones are dropped.
+pub const PEER_QUEUE: usize = 4096;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Accepts peer connections until shutdown.
+pub async fn accept_loop(
+    listener: TcpListener,
+    inputs: mpsc::Sender<Input>,
+    max_frame_bytes: u32,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                let inputs = inputs.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    if let Err(reason) = serve(stream, inputs, max_frame_bytes, shutdown).await {
+                        tracing::debug!("peer connection from {addr} ended: {reason}");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!("accepting a peer failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One incoming peer connection: the handshake (checked by the node task), then frames.
+async fn serve(
+    mut stream: TcpStream,
+    inputs: mpsc::Sender<Input>,
+    max_frame_bytes: u32,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let buffer = vec![0; max_frame_bytes as usize + FRAME_HEADER_BYTES];
+    let mut decoder = FrameDecoder::new(buffer).expect("frame buffer above the header size");
+    let mut from: Option<NodeId> = None;
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            read = stream.read(decoder.unfilled()) => read,
+        };
+        match read {
+            Ok(0) => return Err("closed".into()),
+            Ok(count) => decoder.commit(count),
+            Err(error) => return Err(error.to_string()),
+        }
+        loop {
+            let payload = match decoder.next_frame() {
+                Ok(Some(payload)) => payload.to_vec(),
+                Ok(None) => break,
+                Err(error) => return Err(error.to_string()),
+            };
+            match from {
+                Some(from) => {
+                    let input = Input::PeerFrame { from, payload };
+                    if inputs.send(input).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                None => {
+                    let (answer, reply) = oneshot::channel();
+                    let input = Input::PeerHello { payload, answer };
+                    if inputs.send(input).await.is_err() {
+                        return Ok(());
+                    }
+                    let (frame, accepted) = reply.await.map_err(|_| "node stopped".to_string())?;
+                    stream
+                        .write_all(&frame)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    match accepted {
+                        Some(id) => {
+                            tracing::debug!("peer node {} connected", id.0);
+                            from = Some(id);
+                        }
+                        None => {
+                            let _ = stream.shutdown().await;
+                            return Err("handshake refused".into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where and how to reach one peer.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    /// This node.
+    pub me: NodeId,
+    /// The peer.
+    pub peer: NodeId,
+    /// Its peer address.
+    pub addr: SocketAddr,
+    /// The cluster.
+    pub cluster_id: ClusterId,
+    /// Announced in the handshake.
+    pub max_frame_bytes: u32,
+}
+
+impl Dialer {
+    /// Keeps a connection to the peer open (reconnecting with backoff) and writes the frames
+    /// the node task queues for it, until shutdown.
+    pub async fn run(self, mut frames: mpsc::Receiver<Vec<u8>>, shutdown: CancellationToken) {
+        let mut backoff = BACKOFF_MIN;
+        let mut was_connected = true; // so that the first failure is logged
+        loop {
+            let attempt = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                attempt = self.connect() => attempt,
+            };
+            match attempt {
+                Ok(stream) => {
+                    tracing::info!("connected to node {} at {}", self.peer.0, self.addr);
+                    backoff = BACKOFF_MIN;
+                    was_connected = true;
+                    // Frames queued while the link was down are stale: drop them.
+                    while frames.try_recv().is_ok() {}
+                    let reason = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        reason = pump(stream, &mut frames) => reason,
+                    };
+                    tracing::warn!("lost connection to node {}: {reason}", self.peer.0);
+                }
+                Err(reason) => {
+                    if was_connected {
+                        tracing::warn!(
+                            "cannot reach node {} at {}: {reason}; retrying",
+                            self.peer.0,
+                            self.addr
+                        );
+                        was_connected = false;
+                    } else {
+                        tracing::debug!("node {} still unreachable: {reason}", self.peer.0);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            while frames.try_recv().is_ok() {}
+        }
+    }
+
+    /// Connects and completes the handshake.
+    async fn connect(&self) -> Result<TcpStream, String> {
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|error| error.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let hello = peer_hello_frame(self.cluster_id, self.me, self.max_frame_bytes);
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            stream.write_all(&hello).await.map_err(|e| e.to_string())?;
+            let mut decoder = FrameDecoder::new(vec![0; 4096 + FRAME_HEADER_BYTES])
+                .expect("frame buffer above the header size");
+            loop {
+                let count = stream
+                    .read(decoder.unfilled())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if count == 0 {
+                    return Err("closed during the handshake".to_string());
+                }
+                decoder.commit(count);
+                if let Some(payload) = decoder.next_frame().map_err(|e| e.to_string())? {
+                    return match decode::<ServerMessage<'_>>(payload) {
+                        Ok(ServerMessage {
+                            response: Response::HelloAck(ack),
+                            ..
+                        }) if ack.node_id == self.peer => Ok(()),
+                        Ok(ServerMessage {
+                            response: Response::HelloAck(ack),
+                            ..
+                        }) => Err(format!(
+                            "the address answers as node {}, not node {} (check --cluster)",
+                            ack.node_id.0, self.peer.0
+                        )),
+                        Ok(ServerMessage {
+                            response: Response::Error(error),
+                            ..
+                        }) => Err(format!(
+                            "handshake refused: {:?}: {}",
+                            error.code, error.detail
+                        )),
+                        _ => Err("unexpected handshake answer".to_string()),
+                    };
+                }
+            }
+        })
+        .await
+        .map_err(|_| "handshake timed out".to_string())??;
+        Ok(stream)
+    }
+}
+
+/// Writes queued frames to the peer (flushing once per batch) while watching the socket
+/// for the peer closing it.
+async fn pump(stream: TcpStream, frames: &mut mpsc::Receiver<Vec<u8>>) -> String {
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, writer);
+    let mut scratch = [0u8; 256];
+    loop {
+        tokio::select! {
+            frame = frames.recv() => {
+                let Some(frame) = frame else { return "node stopped".into() };
+                if let Err(error) = writer.write_all(&frame).await {
+                    return error.to_string();
+                }
+                while let Ok(frame) = frames.try_recv() {
+                    if let Err(error) = writer.write_all(&frame).await {
+                        return error.to_string();
+                    }
+                }
+                if let Err(error) = writer.flush().await {
+                    return error.to_string();
+                }
+            }
+            read = reader.read(&mut scratch) => match read {
+                Ok(0) => return "closed by the peer".into(),
+                Ok(_) => {} // peers send nothing after the handshake; ignore
+                Err(error) => return error.to_string(),
+            },
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! Multi-process tests: real `memdi-server` processes on 127.0.0.1, driven through the
+//! client library (`memdi_node::client`).
+//!
+//! Run: `cargo test -p memdi-tests --release --test cluster` (the first test builds the
+//! server binary; see `process/mod.rs`). Ports are picked free by each test, each node has
+//! its own temporary data directory, every process is killed when its test ends, and every
+//! wait is bounded. No test asserts on speed: times are printed, limits are generous.
+//!
+//! There is no cluster-status request yet, so the leader is found by reading the nodes'
+//! logs (`role: Leader in term N`, the last such line of the highest term).
+
+mod process;
+
+use std::time::{Duration, Instant};
+
+use memdi_core::wire::{AckLevel, ErrorCode, ReadConsistency, SetCondition};
+use memdi_node::client::{CasOutcome, Client, ClientError, SetOptions};
+use process::Server;
+
+const QUORUM: SetOptions = SetOptions {
+    condition: SetCondition::Always,
+    ttl_ms: None,
+    ack: Some(AckLevel::Quorum),
+};
+
+/// Small limits so that "full" is reachable.
+const SMALL_STORE: &[&str] = &["--max-keys", "200", "--max-memory", "200000"];
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("memdi-cluster-test")
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// Retries `attempt` every 50 ms until it returns `Some` or `limit` passes.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_serves_every_operation() {
+    let dir = temp_dir();
+    let mut server = Server::new(1, dir.path().join("n1"), SMALL_STORE);
+    server.start();
+    let client = server.client().await;
+    client.ping().await.unwrap();
+
+    // set / get / versions
+    let v1 = client
+        .set(b"k", b"one", SetOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let value = client.get(b"k").await.unwrap().unwrap();
+    assert_eq!((value.value.as_slice(), value.version), (&b"one"[..], v1));
+    // NX / XX
+    let nx = SetOptions {
+        condition: SetCondition::IfAbsent,
+        ..SetOptions::default()
+    };
+    assert_eq!(client.set(b"k", b"two", nx).await.unwrap(), None);
+    let xx = SetOptions {
+        condition: SetCondition::IfPresent,
+        ..SetOptions::default()
+    };
+    assert_eq!(client.set(b"absent", b"x", xx).await.unwrap(), None);
+    assert!(client.get(b"absent").await.unwrap().is_none());
+    // exists / delete
+    assert!(client.exists(b"k").await.unwrap());
+    assert!(client.delete(b"k").await.unwrap());
+    assert!(!client.delete(b"k").await.unwrap());
+    assert!(!client.exists(b"k").await.unwrap());
+    // incr
+    assert_eq!(client.incr_by(b"counter", 5).await.unwrap(), 5);
+    assert_eq!(client.incr_by(b"counter", -7).await.unwrap(), -2);
+    client
+        .set(b"text", b"abc", SetOptions::default())
+        .await
+        .unwrap();
+    let error = client.incr_by(b"text", 1).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NotAnInteger), "{error}");
+    // compare-and-set
+    let created = match client.compare_and_set(b"cas", 0, b"a").await.unwrap() {
+        CasOutcome::Stored(version) => version,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        client.compare_and_set(b"cas", 0, b"b").await.unwrap(),
+        CasOutcome::Mismatch(created)
+    );
+    assert!(matches!(
+        client.compare_and_set(b"cas", created, b"c").await.unwrap(),
+        CasOutcome::Stored(_)
+    ));
+    assert_eq!(client.get(b"cas").await.unwrap().unwrap().value, b"c");
+    // mget
+    assert_eq!(
+        client.mget(&[b"cas", b"nope", b"text"]).await.unwrap(),
+        vec![Some(b"c".to_vec()), None, Some(b"abc".to_vec())]
+    );
+    // expiry
+    let ttl = SetOptions {
+        ttl_ms: Some(300),
+        ..SetOptions::default()
+    };
+    client.set(b"short", b"lived", ttl).await.unwrap();
+    assert!(client.get(b"short").await.unwrap().is_some());
+    eventually(Duration::from_secs(10), "the key to expire", || async {
+        client.get(b"short").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // scan, across pages
+    for i in 0..50 {
+        let key = format!("scan:{i:02}");
+        client
+            .set(key.as_bytes(), b"v", SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let keys = client.scan_all(b"scan:", 7).await.unwrap();
+    let expected: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("scan:{i:02}").into_bytes())
+        .collect();
+    assert_eq!(keys, expected);
+    // pipelining: many requests in flight on the client's connections at once
+    let writes = (0..100).map(|i| {
+        let client = client.clone();
+        async move { client.incr_by(b"pipelined", i).await }
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for write in writes {
+        tasks.spawn(write);
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    assert_eq!(client.incr_by(b"pipelined", 0).await.unwrap(), 4950);
+    // a full store refuses writes with StoreFull and keeps serving
+    let mut full = None;
+    for i in 0..400 {
+        let key = format!("fill:{i}");
+        match client
+            .set(key.as_bytes(), &[7; 100], SetOptions::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(error) => {
+                full = Some(error);
+                break;
+            }
+        }
+    }
+    let full = full.expect("the store never filled up");
+    assert_eq!(full.code(), Some(ErrorCode::StoreFull), "{full}");
+    assert!(client.get(b"cas").await.unwrap().is_some());
+    assert!(client.dbsize().await.unwrap() > 50);
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_every_key() {
+    let dir = temp_dir();
+    let mut server = Server::new(1, dir.path().join("n1"), &[]);
+    server.start();
+    let client = server.client().await;
+    let mut versions = Vec::new();
+    for i in 0..500 {
+        let key = format!("key:{i}");
+        let version = client
+            .set(
+                key.as_bytes(),
+                format!("value {i}").as_bytes(),
+                SetOptions::default(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        versions.push(version);
+    }
+    client.incr_by(b"counter", 41).await.unwrap();
+    drop(client);
+    let status = server.stop();
+    assert!(status.success(), "exit {status}:\n{}", server.log());
+    assert!(server.log().contains("final snapshot saved"));
+
+    server.start();
+    let client = server.client().await;
+    for (i, version) in versions.iter().enumerate() {
+        let key = format!("key:{i}");
+        let value = eventually(Duration::from_secs(10), "the restarted node", || async {
+            client.get(key.as_bytes()).await.ok()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{key} lost across the restart"));
+        assert_eq!(value.value, format!("value {i}").into_bytes());
+        assert_eq!(value.version, *version);
+    }
+    assert_eq!(client.incr_by(b"counter", 1).await.unwrap(), 42);
+    assert_eq!(client.dbsize().await.unwrap(), 501);
+    // Versions keep rising after the load.
+    let next = client
+        .set(b"key:0", b"again", SetOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next > *versions.iter().max().unwrap());
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_snapshot_refuses_to_start_naming_the_file() {
+    let dir = temp_dir();
+    let mut server = Server::new(1, dir.path().join("n1"), &[]);
+    server.start();
+    let client = server.client().await;
+    for i in 0..20 {
+        client
+            .set(
+                format!("k{i}").as_bytes(),
+                b"some value",
+                SetOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    drop(client);
+    assert!(server.stop().success());
+    let path = server.data_dir.join("snapshot.memdi");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+
+    server.start();
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("a node with a corrupted snapshot kept running");
+    assert!(!status.success());
+    let log = server.log();
+    let last_run = log.rsplit("starting node").next().unwrap();
+    assert!(
+        last_run.contains(&path.display().to_string()),
+        "the error does not name {}:\n{last_run}",
+        path.display()
+    );
+}
+
+/// Three nodes on one host.
+struct Cluster {
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    fn start(dir: &std::path::Path) -> Self {
+        let mut nodes: Vec<Server> = (1..=3)
+            .map(|id| Server::new(id, dir.join(format!("n{id}")), &[]))
+            .collect();
+        let spec = nodes
+            .iter()
+            .map(|node| format!("{}={}", node.node_id, node.peer_addr()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut nodes {
+            node.extra_args = vec!["--cluster".into(), spec.clone()];
+            node.extra_args
+                .extend(SMALL_STORE.iter().map(|arg| arg.to_string()));
+            node.start();
+        }
+        Self { nodes }
+    }
+
+    /// The running node that logged leadership of the highest term, once one has.
+    async fn leader(&self) -> usize {
+        eventually(Duration::from_secs(20), "a leader", || async {
+            self.nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, node)| node.is_running())
+                .filter_map(|(i, node)| node.last_role().map(|(role, term)| (i, role, term)))
+                .max_by_key(|(_, _, term)| *term)
+                .filter(|(_, role, _)| role == "Leader")
+                .map(|(i, _, _)| i)
+        })
+        .await
+    }
+}
+
+async fn stale_value(client: &Client, key: &[u8]) -> Option<Vec<u8>> {
+    match client.get_with(key, ReadConsistency::Stale).await {
+        Ok(value) => value.map(|value| value.value),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_fail_over_and_catch_up() {
+    let started = Instant::now();
+    let dir = temp_dir();
+    let mut cluster = Cluster::start(dir.path());
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    println!(
+        "leader: node {} after {:?}",
+        cluster.nodes[leader].node_id,
+        started.elapsed()
+    );
+
+    // A write sent to a follower is forwarded, and readable (stale) on all three.
+    let via_follower = cluster.nodes[follower].client().await;
+    via_follower
+        .set(b"replicated", b"yes", QUORUM)
+        .await
+        .unwrap()
+        .unwrap();
+    for node in &cluster.nodes {
+        let client = node.client().await;
+        eventually(
+            Duration::from_secs(10),
+            "replication to every node",
+            || async {
+                (stale_value(&client, b"replicated").await.as_deref() == Some(&b"yes"[..]))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    for i in 0..50 {
+        via_follower
+            .set(format!("before:{i}").as_bytes(), b"v", QUORUM)
+            .await
+            .unwrap();
+    }
+
+    // kill -9 the leader; a survivor takes quorum writes again.
+    let old_leader = leader;
+    cluster.nodes[old_leader].kill();
+    let killed_at = Instant::now();
+    let survivor = cluster.nodes[(old_leader + 1) % 3].client().await;
+    eventually(
+        Duration::from_secs(30),
+        "a new leader to take writes",
+        // Each try is cut short after 500 ms: a write the follower forwarded to the dead
+        // leader waits for the core's request timeout (2 s, outcome unknown) to fail.
+        || async {
+            let attempt = survivor.set(b"after-failover", b"1", QUORUM);
+            match tokio::time::timeout(Duration::from_millis(500), attempt).await {
+                Ok(Ok(_)) => Some(()),
+                Ok(Err(ClientError::Server { .. } | ClientError::Closed { .. })) | Err(_) => None,
+                Ok(Err(error)) => panic!("{error}"),
+            }
+        },
+    )
+    .await;
+    let failover = killed_at.elapsed();
+    println!("quorum writes accepted again {failover:?} after kill -9 of the leader");
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, old_leader);
+    for i in 0..50 {
+        survivor
+            .set(format!("during:{i}").as_bytes(), b"v", QUORUM)
+            .await
+            .unwrap();
+    }
+
+    // The old leader restarts (its state is gone with the process, or as old as its last
+    // snapshot) and catches up: every key, including those written while it was down.
+    cluster.nodes[old_leader].start();
+    let rejoined = cluster.nodes[old_leader].client().await;
+    let keys: Vec<String> = (0..50)
+        .map(|i| format!("before:{i}"))
+        .chain((0..50).map(|i| format!("during:{i}")))
+        .chain(["replicated".to_string(), "after-failover".to_string()])
+        .collect();
+    eventually(
+        Duration::from_secs(30),
+        "the old leader to catch up",
+        || async {
+            for key in &keys {
+                stale_value(&rejoined, key.as_bytes()).await?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    // And it serves writes again, forwarding them to the leader.
+    rejoined
+        .set(b"from-old-leader", b"ok", QUORUM)
+        .await
+        .unwrap();
+    println!("three-node test took {:?}", started.elapsed());
+    for node in &mut cluster.nodes {
+        assert!(node.stop().success(), "{}", node.log());
+    }
+}
+
+/// Raw connections, to misbehave in ways the client library never does.
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use memdi_core::wire::{
+        decode, encode_frame, ClientMessage, ClusterId, ErrorCode, Hello, Request, Response,
+        Sender, ServerMessage,
+    };
+
+    pub fn connect(addr: &str) -> TcpStream {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    pub fn send_hello(stream: &mut TcpStream) {
+        let hello = ClientMessage {
+            request_id: 1,
+            request: Request::Hello(Hello::new(ClusterId(0), Sender::Client, 1 << 20)),
+        };
+        let mut frame = [0; 128];
+        let len = encode_frame(&hello, &mut frame).unwrap();
+        stream.write_all(&frame[..len]).unwrap();
+    }
+
+    /// Reads one frame; `None` at end of stream.
+    pub fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut header = [0; 4];
+        stream.read_exact(&mut header).ok()?;
+        let mut payload = vec![0; u32::from_le_bytes(header) as usize];
+        stream.read_exact(&mut payload).ok()?;
+        Some(payload)
+    }
+
+    /// The error code of a frame, if it is an error.
+    pub fn error_code(payload: &[u8]) -> Option<ErrorCode> {
+        match decode::<ServerMessage<'_>>(payload).ok()?.response {
+            Response::Error(error) => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_connections_are_closed_and_others_keep_being_served() {
+    let dir = temp_dir();
+    let mut server = Server::new(1, dir.path().join("n1"), &["--max-clients", "3"]);
+    server.start();
+    let client = server.client().await; // connection 1
+    client.set(b"k", b"v", SetOptions::default()).await.unwrap();
+    let addr = server.client_addr();
+    tokio::task::spawn_blocking(move || {
+        // An oversized frame header: an error frame, then the connection closes.
+        let mut oversized = raw::connect(&addr);
+        raw::send_hello(&mut oversized);
+        assert!(raw::read_frame(&mut oversized).is_some(), "no HelloAck");
+        use std::io::Write;
+        oversized.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        let error = raw::read_frame(&mut oversized).expect("no error frame");
+        assert_eq!(raw::error_code(&error), Some(ErrorCode::FrameTooLarge));
+        assert!(raw::read_frame(&mut oversized).is_none(), "still open");
+        drop(oversized);
+        // A first frame that is not a Hello: refused and closed.
+        let mut rude = raw::connect(&addr);
+        rude.write_all(&[3, 0, 0, 0, 1, 2, 3]).unwrap();
+        let error = raw::read_frame(&mut rude).expect("no error frame");
+        assert_eq!(raw::error_code(&error), Some(ErrorCode::Malformed));
+        assert!(raw::read_frame(&mut rude).is_none(), "still open");
+        drop(rude);
+        // --max-clients 3: with connections 1 to 3 open, a fourth is refused with Busy.
+        let mut keep = Vec::new();
+        for _ in 0..20 {
+            let mut stream = raw::connect(&addr);
+            raw::send_hello(&mut stream);
+            let first = raw::read_frame(&mut stream).expect("no answer");
+            if raw::error_code(&first) == Some(ErrorCode::Busy) {
+                return keep.len();
+            }
+            keep.push(stream);
+            // Closed connections free their slot a moment later.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("--max-clients was not enforced");
+    })
+    .await
+    .map(|accepted| assert!(accepted <= 2, "{accepted} extra connections accepted"))
+    .unwrap();
+    // The well-behaved connection was served throughout.
+    assert_eq!(client.get(b"k").await.unwrap().unwrap().value, b"v");
+    assert!(server.stop().success());
+}
