@@ -69,7 +69,8 @@ pub enum Persist {
         cluster_time_ms: u64,
     },
     /// The store was replaced by a snapshot from the leader: call [`Node::checkpoint`]
-    /// and write it before anything else.
+    /// and write it before anything else. Until then no log change is given (the records
+    /// written so far describe the log the snapshot replaced).
     StoreReplaced,
 }
 
@@ -324,7 +325,7 @@ where
         if !self.config.persistent {
             return None;
         }
-        if self.store_replaced {
+        if self.store_replaced && self.can_checkpoint() {
             return Some(Persist::StoreReplaced);
         }
         let hard_state = HardState {
@@ -334,6 +335,12 @@ where
         if hard_state != self.reported_hard_state {
             self.reported_hard_state = hard_state;
             return Some(Persist::HardState(hard_state));
+        }
+        if self.store_replaced {
+            // The records on disk describe the log before the snapshot replaced it: changes
+            // of the new log wait for the checkpoint that starts a new record file (the log
+            // keeps them meanwhile).
+            return None;
         }
         if let Some(from) = self.log.take_unreported() {
             // What was on disk from `from` on is being replaced.
@@ -357,7 +364,7 @@ where
     /// waits for a snapshot from the leader; the records written so far still describe it).
     /// Everything not yet given by [`Node::poll_persist`] is part of the checkpoint.
     pub fn checkpoint(&mut self) -> Option<Checkpoint> {
-        if self.store_stale || self.incoming.is_some() {
+        if !self.can_checkpoint() {
             return None;
         }
         let applied_term = self.log.term_at(self.applied_index).or(self.applied_term)?;
@@ -384,6 +391,13 @@ where
             hard_state,
             cluster_time_ms: self.clock.floor_ms(),
         })
+    }
+
+    /// Whether the store matches the log, so that a checkpoint describes this node.
+    fn can_checkpoint(&self) -> bool {
+        !self.store_stale
+            && self.incoming.is_none()
+            && (self.log.term_at(self.applied_index).is_some() || self.applied_term.is_some())
     }
 
     /// The shell made everything [`Node::poll_persist`] gave durable, through log entry
