@@ -11,12 +11,10 @@
 //! # Where this shell works around the core
 //!
 //! Each is marked `SHELL WORKAROUND` in the code:
-//! - On start from a snapshot the log's base is set to term 0 at the snapshot's index,
-//!   because a node cannot be given its term and vote back (`server::Prepared::new`).
-//! - No snapshot is saved while the store may not match the log (a follower receiving a
-//!   snapshot, a deposed leader's stale store), judged from `NodeEvent`s and the applied
-//!   index, because the node does not say whether its store is consistent
-//!   (`server::node_task`).
+//! - On start from a snapshot the log's base is set to term 0 at the snapshot's index, and
+//!   the node forgets its term and vote (`server::Prepared::new`). The core now has what
+//!   removes this (`Node::poll_persist` feeding `log_file`, and `memdi_core::cluster::Restore`
+//!   at start); wiring it in is the next step.
 //! - Time given to the core counts from the wall clock's Unix milliseconds at start (then
 //!   monotonic), so that TTLs in a loaded snapshot keep their meaning; the snapshot does not
 //!   carry the cluster clock's reading ([`clock`]).

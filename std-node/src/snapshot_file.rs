@@ -37,7 +37,10 @@ pub fn encode<M: AsRef<[u8]> + AsMut<[u8]>>(
     term: u64,
     log_index: u64,
 ) -> Result<Vec<u8>, SnapshotEncodeError> {
-    let mut encoder = SnapshotEncoder::new(store, term, log_index);
+    // Fuzzy: a store loaded from a leader's fuzzy snapshot holds keys ahead of its
+    // version counter until it has applied the entries after `log_index`; a strict
+    // snapshot of it would not load (see memdi_core::cluster::Checkpoint).
+    let mut encoder = SnapshotEncoder::new_fuzzy(store, term, log_index);
     let estimate = usize::try_from(store.used_bytes()).unwrap_or(0) + 64;
     let mut bytes = Vec::with_capacity(estimate);
     let mut chunk = vec![0; CHUNK_BYTES];

@@ -226,7 +226,6 @@ impl Prepared {
             out: vec![0; 2 * (sizes.max_frame_bytes as usize + 64)],
             clients: HashMap::new(),
             held: HashMap::new(),
-            store_stale: false,
         };
         let node_handle = tokio::spawn(node_task.run());
         tokio::pin!(shutdown_signal);

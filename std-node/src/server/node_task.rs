@@ -118,9 +118,6 @@ pub struct NodeTask {
     pub(super) out: Vec<u8>,
     pub(super) clients: HashMap<ConnId, ClientLink>,
     pub(super) held: HashMap<Ticket, Held>,
-    /// The store may not match the log (a `StoreStale` event without the
-    /// `SnapshotInstalled` that ends it): no snapshot is saved meanwhile.
-    pub(super) store_stale: bool,
 }
 
 /// How long a clean shutdown waits for requests in flight.
@@ -226,19 +223,13 @@ impl NodeTask {
         }
     }
 
-    /// The whole store as snapshot bytes, unless it does not match the log.
-    fn encode_snapshot(&self) -> Option<Vec<u8>> {
-        let applied = self.node.applied_index();
-        // SHELL WORKAROUND (core API wanted: a way to ask whether the store is a
-        // consistent state): a follower receiving a snapshot has a cleared, partly
-        // loaded store and applied index 0, and a deposed leader's store is stale until
-        // a snapshot replaces it. Saving either would replace a good file with a bad one.
-        if self.store_stale || applied == 0 {
-            return None;
-        }
-        let term = self.node.log().term_at(applied).unwrap_or(self.node.term());
+    /// The whole store as snapshot bytes, unless it does not match the log (the core
+    /// gives no checkpoint while a snapshot from the leader is loading or the store is
+    /// stale: saving it would replace a good file with a bad one).
+    fn encode_snapshot(&mut self) -> Option<Vec<u8>> {
+        let applied = self.node.checkpoint()?.applied;
         let started = std::time::Instant::now();
-        match snapshot_file::encode(self.node.store(), term, applied) {
+        match snapshot_file::encode(self.node.store(), applied.term.0, applied.index.0) {
             Ok(bytes) => {
                 tracing::debug!(
                     "snapshot encoded: {} keys, {} bytes in {} ms",
@@ -488,14 +479,10 @@ impl NodeTask {
             NodeEvent::ApplyFailed { index } => tracing::error!(
                 "entry {index} could not be applied: this node's store is smaller than the leader's"
             ),
-            NodeEvent::StoreStale { term } => {
-                self.store_stale = true;
-                tracing::warn!(
-                    "term {term}: a new leader discarded entries this node applied; its store waits for a snapshot"
-                )
-            }
+            NodeEvent::StoreStale { term } => tracing::warn!(
+                "term {term}: a new leader discarded entries this node applied; its store waits for a snapshot"
+            ),
             NodeEvent::SnapshotInstalled { index } => {
-                self.store_stale = false;
                 tracing::info!("snapshot from the leader installed through entry {index}")
             }
             NodeEvent::SnapshotStarted { to, index } => {
