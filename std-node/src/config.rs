@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use memdi_core::store::StoreLimits;
-use memdi_core::wire::{AckLevel, ClusterId, NodeId};
+use memdi_core::wire::{AckLevel, ClusterId, Durability, NodeId};
 use serde::Deserialize;
 
 /// Acknowledgement level of writes that do not ask for one.
@@ -38,21 +38,32 @@ impl From<AckFlag> for AckLevel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilityFlag {
-    /// In memory (snapshots still go to --data-dir).
+    /// In memory (the log and snapshots still go to --data-dir).
     Memory,
-    /// Logged and fsynced before the answer (not built yet: refused at start).
+    /// In the log on disk, to the --fsync policy, before the answer.
     Disk,
+}
+
+impl From<DurabilityFlag> for Durability {
+    fn from(flag: DurabilityFlag) -> Self {
+        match flag {
+            DurabilityFlag::Memory => Durability::Memory,
+            DurabilityFlag::Disk => Durability::Disk,
+        }
+    }
 }
 
 /// When the append-only log is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
-    /// After every record, before it counts as written.
+    /// After every batch of records, before it counts as written (and before anything the
+    /// node said after it leaves).
     Always,
-    /// About once a second, by the writer task.
+    /// About once a second by the disk writer; a record counts as written once the OS has
+    /// it, so a machine crash loses up to about a second.
     Everysec,
-    /// Never explicitly; the OS decides.
+    /// Never explicitly; the OS decides. A record counts as written once the OS has it.
     No,
 }
 
@@ -90,23 +101,26 @@ pub struct ServerArgs {
     /// no membership changes): refused at start.
     #[arg(long, value_name = "HOST:PORT")]
     pub join: Option<String>,
-    /// Directory for snapshots (and later the append-only log) [default: ./memdi-data].
+    /// Directory for the snapshot and the append-only log [default: ./memdi-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Acknowledgement of writes that do not ask for one: leader (applied in memory on the
     /// leader; may be lost on failover) or quorum (on a majority of voters) [default: leader].
     #[arg(long, value_enum)]
     pub ack: Option<AckFlag>,
-    /// memory, or disk (log and fsync before the answer). disk is NOT BUILT YET: refused at
-    /// start [default: memory].
+    /// Where a write must be before it is answered, when the request does not say: memory,
+    /// or disk (in the log, to the --fsync policy: fsynced with --fsync always)
+    /// [default: memory].
     #[arg(long, value_enum)]
     pub durability: Option<DurabilityFlag>,
-    /// When the append-only log is fsynced: always, everysec or no [default: everysec]. The
-    /// append-only log is not fed yet, so this has no effect today.
+    /// When the append-only log is fsynced: always (before anything that depends on it is
+    /// sent), everysec (about once a second) or no (the OS decides), as Redis's appendfsync
+    /// [default: everysec].
     #[arg(long, value_enum)]
     pub fsync: Option<FsyncPolicy>,
-    /// Seconds between snapshots to --data-dir; 0 = no periodic snapshots (one is still written
-    /// on a clean shutdown) [default: 60].
+    /// Seconds between snapshots to --data-dir, each of which starts a new log; 0 = no
+    /// periodic snapshots (one is still written on SAVE and on a clean shutdown)
+    /// [default: 60].
     #[arg(long, value_name = "SECS")]
     pub snapshot_every: Option<u64>,
     /// Most keys the store holds [default: 1000000].
@@ -152,11 +166,13 @@ pub struct ServerConfig {
     pub peer_addr: SocketAddr,
     /// Every voter's peer address, this node's included (just this node when single).
     pub voters: BTreeMap<NodeId, SocketAddr>,
-    /// Snapshots go here.
+    /// The snapshot and the log go here.
     pub data_dir: PathBuf,
     /// Default acknowledgement.
     pub default_ack: AckLevel,
-    /// Append-only log fsync policy (for when the log is fed).
+    /// Default durability.
+    pub default_durability: Durability,
+    /// Append-only log fsync policy.
     pub fsync: FsyncPolicy,
     /// Seconds between snapshots, 0 = off.
     pub snapshot_every_secs: u64,
@@ -251,11 +267,6 @@ impl ServerArgs {
         if self.resp_addr.is_some() {
             return Err(ConfigError::NotBuilt("--resp-addr (the Redis RESP2 front)"));
         }
-        if self.durability == Some(DurabilityFlag::Disk) {
-            return Err(ConfigError::NotBuilt(
-                "--durability disk (the core does not yet say what to persist before an answer)",
-            ));
-        }
         if self.requirepass.is_some() {
             return Err(ConfigError::NotBuilt(
                 "--requirepass (client authentication)",
@@ -318,6 +329,7 @@ impl ServerArgs {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./memdi-data")),
             default_ack: self.ack.unwrap_or(AckFlag::Leader).into(),
+            default_durability: self.durability.unwrap_or(DurabilityFlag::Memory).into(),
             fsync: self.fsync.unwrap_or(FsyncPolicy::Everysec),
             snapshot_every_secs: self.snapshot_every.unwrap_or(60),
             store_limits,
@@ -437,7 +449,6 @@ mod tests {
         for args in [
             &["--join", "127.0.0.1:7380"][..],
             &["--resp-addr", "127.0.0.1:6379"],
-            &["--durability", "disk"],
             &["--requirepass", "x"],
             &["--cluster-secret", "x"],
         ] {
@@ -448,6 +459,19 @@ mod tests {
             parse(&["--join", "nonsense"]).resolve(),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn durability_and_fsync_flags_are_taken() {
+        let config = parse(&["--durability", "disk", "--fsync", "always"])
+            .resolve()
+            .unwrap();
+        assert_eq!(config.default_durability, Durability::Disk);
+        assert_eq!(config.fsync, FsyncPolicy::Always);
+        let config = parse(&[]).resolve().unwrap();
+        assert_eq!(config.default_durability, Durability::Memory);
+        assert_eq!(config.fsync, FsyncPolicy::Everysec);
+        assert!(ServerArgs::try_parse_from(["memdi-server", "--fsync", "sometimes"]).is_err());
     }
 
     #[test]

@@ -5,16 +5,15 @@
 //! - [`client`]: an async client library (pipelining, a small pool, retries while a leader
 //!   is elected), used by the `memdi` CLI and the integration tests.
 //! - [`config`]: flags and the TOML file of `memdi-server`.
-//! - [`snapshot_file`], [`log_file`]: the data directory (snapshots; an append-only log
-//!   that nothing feeds yet).
+//! - [`snapshot_file`], [`log_file`], [`log_record`]: the data directory: the snapshot, and
+//!   the append-only log of what the core asks to persist (`Node::poll_persist`), written by
+//!   the server's disk writer and replayed through `memdi_core::cluster::Restore` at start
+//!   (`server::restore`), so a node restarts in its term, with its vote and every entry it
+//!   acknowledged.
 //!
 //! # Where this shell works around the core
 //!
 //! Each is marked `SHELL WORKAROUND` in the code:
-//! - On start from a snapshot the log's base is set to term 0 at the snapshot's index, and
-//!   the node forgets its term and vote (`server::Prepared::new`). The core now has what
-//!   removes this (`Node::poll_persist` feeding `log_file`, and `memdi_core::cluster::Restore`
-//!   at start); wiring it in is the next step.
 //! - Time given to the core counts from the wall clock's Unix milliseconds at start (then
 //!   monotonic), so that TTLs in a loaded snapshot keep their meaning; the snapshot does not
 //!   carry the cluster clock's reading ([`clock`]).
@@ -23,5 +22,6 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod log_file;
+pub mod log_record;
 pub mod server;
 pub mod snapshot_file;

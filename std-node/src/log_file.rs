@@ -1,12 +1,12 @@
-//! An append-only file of records, each framed by its length and a CRC-32, written by a
-//! background task with `--fsync always|everysec|no` semantics.
+//! The append-only log on disk: files of records, each framed by its length and a CRC-32.
 //!
-//! Why it exists before anything feeds it: the core will tell the shell what to persist
-//! (`poll_persist`, being added on another branch); this module is the disk side of that,
-//! built and tested on its own so that wiring it in is a small change. Nothing in the node
-//! writes to it yet.
-//!
-//! Record layout, little-endian: `len u32 | crc32 u32 (IEEE, over the payload) | payload`.
+//! Record layout, little-endian: `len u32 | crc32 u32 (IEEE, over the payload) | payload`
+//! (the payload is a [`crate::log_record::LogRecord`]). A data directory holds one current
+//! log, `log-<base>.memdi`, named by the index of the committed entry it starts after (the
+//! checkpoint's base): a checkpoint writes the snapshot, then the next log under a temporary
+//! name, fsyncs and renames it, and only then deletes the older logs, so a crash at any
+//! point leaves a snapshot and a log that together hold everything (see
+//! `server::disk_writer`). At start the log with the highest base is the current one.
 //!
 //! Reading back at start ([`recover`]): a crash can cut the last write anywhere, so a tail
 //! that is not a whole record (a short header, a short payload, or a last record whose CRC
@@ -15,14 +15,9 @@
 //! that names the file and the byte offset, because silently dropping the records after it
 //! would lose acknowledged writes.
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
-
-use crate::config::FsyncPolicy;
 
 /// Bytes before each payload.
 pub const RECORD_HEADER_BYTES: usize = 8;
@@ -138,151 +133,49 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Vec<u8>>, usize), RecoverErro
     Ok((records, at))
 }
 
-/// Why a record could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    /// The writer task stopped after an I/O error (logged), or was closed.
-    #[error("the log writer has stopped")]
-    Stopped,
+/// The file name of the log that starts after entry `base_index`.
+pub fn log_file_name(base_index: u64) -> String {
+    format!("{LOG_PREFIX}{base_index:020}{LOG_SUFFIX}")
 }
 
-enum Command {
-    Append(Vec<u8>, Option<oneshot::Sender<()>>),
-    Close(oneshot::Sender<()>),
+/// The path of the log that starts after entry `base_index` in `data_dir`.
+pub fn log_path(data_dir: &Path, base_index: u64) -> PathBuf {
+    data_dir.join(log_file_name(base_index))
 }
 
-/// Handle to the background writer of one log file.
-#[derive(Debug, Clone)]
-pub struct LogWriter {
-    commands: mpsc::Sender<Command>,
-    policy: FsyncPolicy,
+const LOG_PREFIX: &str = "log-";
+const LOG_SUFFIX: &str = ".memdi";
+
+/// Every log file in `data_dir` with its base index, lowest base first. Names that are not
+/// `log-<digits>.memdi` (temporary files, other files) are not logs.
+pub fn find_logs(data_dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut logs = Vec::new();
+    for dirent in std::fs::read_dir(data_dir)? {
+        let dirent = dirent?;
+        let name = dirent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let base = name
+            .strip_prefix(LOG_PREFIX)
+            .and_then(|rest| rest.strip_suffix(LOG_SUFFIX))
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse::<u64>().ok());
+        if let Some(base) = base {
+            logs.push((base, dirent.path()));
+        }
+    }
+    logs.sort();
+    Ok(logs)
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Append(payload, _) => write!(f, "Append({} bytes)", payload.len()),
-            Self::Close(_) => f.write_str("Close"),
-        }
-    }
+/// Opens the log at `path` for appending, creating it if needed. Call [`recover`] first:
+/// appending after a torn tail would bury it mid-file.
+pub fn open_for_append(path: &Path) -> io::Result<File> {
+    File::options().create(true).append(true).open(path)
 }
 
-impl LogWriter {
-    /// Opens (creating if needed) the log at `path` for appending and starts its writer task.
-    /// Call [`recover`] first: appending after a torn tail would bury it mid-file.
-    pub async fn open(path: &Path, policy: FsyncPolicy) -> io::Result<Self> {
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await?;
-        let (commands, receiver) = mpsc::channel(1024);
-        tokio::spawn(write_loop(file, receiver, policy, path.to_owned()));
-        Ok(Self { commands, policy })
-    }
-
-    /// Appends one record. With `fsync always` this returns once the record is on disk;
-    /// otherwise once the writer task has it (waiting only if it is 1024 records behind).
-    pub async fn append(&self, payload: Vec<u8>) -> Result<(), AppendError> {
-        if self.policy == FsyncPolicy::Always {
-            let (done, synced) = oneshot::channel();
-            self.commands
-                .send(Command::Append(payload, Some(done)))
-                .await
-                .map_err(|_| AppendError::Stopped)?;
-            synced.await.map_err(|_| AppendError::Stopped)
-        } else {
-            self.commands
-                .send(Command::Append(payload, None))
-                .await
-                .map_err(|_| AppendError::Stopped)
-        }
-    }
-
-    /// Writes and fsyncs everything appended so far, then stops the writer.
-    pub async fn close(self) -> Result<(), AppendError> {
-        let (done, closed) = oneshot::channel();
-        self.commands
-            .send(Command::Close(done))
-            .await
-            .map_err(|_| AppendError::Stopped)?;
-        closed.await.map_err(|_| AppendError::Stopped)
-    }
-}
-
-/// The writer task: batches whatever has queued up into one write, then syncs as the policy
-/// says. An I/O error stops it (and so fails every later append): a log with a hole in it
-/// must not keep growing.
-async fn write_loop(
-    file: tokio::fs::File,
-    mut commands: mpsc::Receiver<Command>,
-    policy: FsyncPolicy,
-    path: PathBuf,
-) {
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dirty = false;
-    let mut buffer = Vec::new();
-    loop {
-        let first = tokio::select! {
-            command = commands.recv() => command,
-            _ = tick.tick() => {
-                if dirty && policy == FsyncPolicy::Everysec {
-                    if let Err(error) = file.get_ref().sync_data().await {
-                        tracing::error!("log {}: fsync failed: {error}", path.display());
-                        return;
-                    }
-                    dirty = false;
-                }
-                continue;
-            }
-        };
-        let Some(mut command) = first.map(Some) else {
-            // Every handle dropped without close: flush what we have.
-            let _ = file.flush().await;
-            return;
-        };
-        let mut waiting = Vec::new();
-        let mut close = None;
-        while let Some(current) = command.take() {
-            match current {
-                Command::Append(payload, done) => {
-                    buffer.clear();
-                    encode_record(&payload, &mut buffer);
-                    if let Err(error) = file.write_all(&buffer).await {
-                        tracing::error!("log {}: write failed: {error}", path.display());
-                        return;
-                    }
-                    waiting.extend(done);
-                    dirty = true;
-                }
-                Command::Close(done) => {
-                    close = Some(done);
-                    break;
-                }
-            }
-            command = commands.try_recv().ok();
-        }
-        if let Err(error) = file.flush().await {
-            tracing::error!("log {}: write failed: {error}", path.display());
-            return;
-        }
-        if (policy == FsyncPolicy::Always && !waiting.is_empty()) || close.is_some() {
-            if let Err(error) = file.get_ref().sync_data().await {
-                tracing::error!("log {}: fsync failed: {error}", path.display());
-                return;
-            }
-            dirty = false;
-        }
-        for done in waiting {
-            let _ = done.send(());
-        }
-        if let Some(done) = close {
-            let _ = done.send(());
-            return;
-        }
-    }
+/// Fsyncs `dir`, which makes renames and deletions in it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -414,33 +307,31 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn records_written_under_each_policy_read_back() {
-        for policy in [FsyncPolicy::Always, FsyncPolicy::Everysec, FsyncPolicy::No] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("append.log");
-            let writer = LogWriter::open(&path, policy).await.unwrap();
-            for record in sample_records() {
-                writer.append(record).await.unwrap();
-            }
-            writer.close().await.unwrap();
-            // Reopening appends after what is there.
-            let writer = LogWriter::open(&path, policy).await.unwrap();
-            writer.append(b"more".to_vec()).await.unwrap();
-            writer.close().await.unwrap();
-            let mut expected = sample_records();
-            expected.push(b"more".to_vec());
-            assert_eq!(recover(&path).unwrap().records, expected, "{policy:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn with_fsync_always_an_append_is_readable_when_it_returns() {
+    #[test]
+    fn appended_records_read_back_and_logs_are_found_by_base() {
+        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("always.log");
-        let writer = LogWriter::open(&path, FsyncPolicy::Always).await.unwrap();
-        writer.append(b"one".to_vec()).await.unwrap();
-        assert_eq!(recover(&path).unwrap().records, vec![b"one".to_vec()]);
-        writer.close().await.unwrap();
+        let path = log_path(dir.path(), 42);
+        let bytes = file_of(&sample_records());
+        open_for_append(&path).unwrap().write_all(&bytes).unwrap();
+        // Reopening appends after what is there.
+        open_for_append(&path)
+            .unwrap()
+            .write_all(&file_of(&[b"more".to_vec()]))
+            .unwrap();
+        let mut expected = sample_records();
+        expected.push(b"more".to_vec());
+        assert_eq!(recover(&path).unwrap().records, expected);
+
+        std::fs::write(log_path(dir.path(), 7), b"").unwrap();
+        std::fs::write(dir.path().join("log-7.memdi.tmp"), b"").unwrap();
+        std::fs::write(dir.path().join("log-x.memdi"), b"").unwrap();
+        std::fs::write(dir.path().join("snapshot.memdi"), b"").unwrap();
+        let found: Vec<u64> = find_logs(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(base, _)| base)
+            .collect();
+        assert_eq!(found, [7, 42]);
     }
 }

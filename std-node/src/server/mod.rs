@@ -1,14 +1,18 @@
-//! The server: builds the core's node from the configuration (and the snapshot on disk),
-//! binds the listeners, and runs the node task and the connection tasks until shutdown.
+//! The server: rebuilds the core's node from the data directory (snapshot and log), binds
+//! the listeners, and runs the node task, the disk writer and the connection tasks until
+//! shutdown.
 //!
 //! Start-up is split in two: [`Prepared::new`] is synchronous (it allocates the store once,
-//! loads the snapshot and builds the node, which is large, on an ordinary thread stack) and
-//! [`Prepared::run`] is the async part.
+//! loads the snapshot, replays the log and builds the node, which is large, on an ordinary
+//! thread stack) and [`Prepared::run`] is the async part.
 
 mod client_conn;
+mod disk_link;
+pub mod disk_writer;
 mod frames;
 mod node_task;
 mod peer_link;
+pub mod restore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -24,7 +28,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::snapshot_file;
 
 /// Requests that may wait at once on a server node (quorum writes, reads being confirmed,
 /// forwarded requests, requests waiting for a leader).
@@ -44,9 +47,20 @@ pub enum ServerError {
     /// The store could not be built with these limits.
     #[error("invalid store limits: {0:?}")]
     StoreLimits(StoreInitError),
-    /// The snapshot on disk cannot be loaded.
+    /// The snapshot and log on disk cannot rebuild the node.
     #[error(transparent)]
-    Snapshot(#[from] snapshot_file::LoadError),
+    Restore(#[from] restore::RestoreFilesError),
+    /// The log cannot be opened for appending.
+    #[error("cannot open log in {path}: {source}")]
+    OpenLog {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The disk writer failed: what the node acknowledged after it may not be on disk.
+    #[error("{0}")]
+    Disk(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -57,9 +71,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
-    /// The final snapshot could not be written.
-    #[error(transparent)]
-    Save(#[from] snapshot_file::SaveError),
+    /// The final snapshot could not be written (its records went to the log).
+    #[error("final snapshot not written: {0}")]
+    FinalSnapshot(String),
     /// The data directory cannot be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -98,13 +112,14 @@ impl Sizes {
 pub struct Prepared {
     config: ServerConfig,
     node: Box<CoreNode>,
+    log_base_index: u64,
     clock: Clock,
     sizes: Sizes,
 }
 
 impl Prepared {
-    /// Allocates the store, loads the snapshot from the data directory (refusing a damaged
-    /// one) and builds the node. Blocking.
+    /// Allocates the store and the log, and rebuilds the node from the snapshot and the
+    /// log in the data directory (refusing damaged files by name). Blocking.
     pub fn new(config: ServerConfig) -> Result<Self, ServerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
             path: config.data_dir.clone(),
@@ -116,38 +131,31 @@ impl Prepared {
         // only when first written.
         let hash_seed = std::collections::hash_map::RandomState::new();
         let hash_seed = std::hash::BuildHasher::hash_one(&hash_seed, config.node_id.0);
-        let mut store = Store::new(vec![0; memory_bytes], limits, hash_seed)
+        let store = Store::new(vec![0; memory_bytes], limits, hash_seed)
             .map_err(ServerError::StoreLimits)?;
-        let loaded = snapshot_file::load(&config.data_dir, &mut store)?;
         let sizes = Sizes::for_config(&config);
         let log_limits = LogLimits {
             max_entries: LOG_ENTRIES,
             max_bytes: LOG_BYTES.max(u32::try_from(sizes.max_append_bytes * 4).unwrap_or(u32::MAX)),
         };
-        let mut log = Log::new(vec![0; log_limits.memory_bytes()], log_limits)
+        let log = Log::new(vec![0; log_limits.memory_bytes()], log_limits)
             .expect("log limits are constants above zero");
-        if let Some(meta) = loaded {
-            // SHELL WORKAROUND (core API wanted: restoring a node's term and vote, or a
-            // constructor that takes the snapshot's metadata). The node starts in term 0
-            // whatever the snapshot's term, so a base of the snapshot's real term would give
-            // it a log whose terms run backwards once it leads (entries of term 1 after a
-            // base of term 5), which breaks the up-to-date comparison of elections. A base
-            // of term 0 at the snapshot's index keeps every later entry newer; in a cluster,
-            // the leader's first append then mismatches the base and the node is brought
-            // up to date by the core's own repair (log or snapshot).
-            log.reset(meta.log_index, 0);
-        }
         let voters: Vec<NodeId> = config.voters.keys().copied().collect();
         let mut node_config = NodeConfig::new(config.node_id, config.cluster_id, &voters);
         node_config.default_ack = config.default_ack;
+        node_config.default_durability = config.default_durability;
+        // Always: the log is what keeps the term, the vote and the acknowledged entries
+        // across restarts (docs/protocol.md 4.8); --fsync only says how often it is synced.
+        node_config.persistent = true;
         node_config.rng_seed = hash_seed ^ config.node_id.0;
         node_config.max_append_bytes = sizes.max_append_bytes;
         node_config.max_frame_bytes = sizes.max_frame_bytes;
         let clock = Clock::start();
-        let node = Box::new(Node::new(node_config, store, log, clock.now_ms()));
+        let restored = restore::restore(&config.data_dir, store, log, node_config, clock.now_ms())?;
         Ok(Self {
             config,
-            node,
+            node: restored.node,
+            log_base_index: restored.log_base_index,
             clock,
             sizes,
         })
@@ -160,9 +168,24 @@ impl Prepared {
         let Self {
             config,
             node,
+            log_base_index,
             clock,
             sizes,
         } = self;
+        let writer = disk_writer::DiskWriter::open(&config.data_dir, log_base_index, config.fsync)
+            .map_err(|source| ServerError::OpenLog {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        let (disk_jobs, jobs) = std::sync::mpsc::channel();
+        let (reports, disk_reports) = mpsc::unbounded_channel();
+        let disk_thread = std::thread::Builder::new()
+            .name("memdi-disk".into())
+            .spawn(move || writer.run(jobs, reports))
+            .map_err(|source| ServerError::OpenLog {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let bind = |what, addr| async move {
             TcpListener::bind(addr)
                 .await
@@ -220,12 +243,15 @@ impl Prepared {
             clock,
             inputs: receiver,
             peers,
-            data_dir: config.data_dir.clone(),
+            disk: node_task::DiskLink::new(disk_jobs, disk_reports),
             snapshot_every_secs: config.snapshot_every_secs,
             shutdown: shutdown.clone(),
             out: vec![0; 2 * (sizes.max_frame_bytes as usize + 64)],
             clients: HashMap::new(),
             held: HashMap::new(),
+            checkpoint_in_flight: None,
+            disk_failed: None,
+            store_replaced_checkpoint: None,
         };
         let node_handle = tokio::spawn(node_task.run());
         tokio::pin!(shutdown_signal);
@@ -239,6 +265,11 @@ impl Prepared {
         let result = node_handle
             .await
             .unwrap_or_else(|join| panic!("the node task panicked: {join}"));
+        // The node task dropped its sender: the writer fsyncs and ends.
+        let joined = tokio::task::spawn_blocking(move || disk_thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("the disk writer panicked");
+        }
         tasks.close();
         if tokio::time::timeout(Duration::from_secs(2), tasks.wait())
             .await

@@ -10,9 +10,14 @@
 //!
 //! Waiting requests: the core keeps no variable-size data for them, so this task holds the
 //! bytes under each ticket ([`Held`]) and acts on the core's ticket events.
+//!
+//! Persistence: before any output, this task drains `poll_persist` into records for the disk
+//! writer, and every output given after them waits until the writer reports them durable
+//! ([`DiskLink`]); when it does, the core hears `handle_persisted`. Checkpoints (a snapshot
+//! and a new log) are taken when the core asks (`StoreReplaced`), every
+//! `--snapshot-every` seconds, and at a clean shutdown.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use memdi_core::cluster::{ClientAction, NodeEvent, PeerAction, Ticket, TicketEvent};
@@ -20,10 +25,12 @@ use memdi_core::wire::{decode, ClientMessage, ErrorCode, NodeId, Request, Sender
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use super::disk_link::DiskLink;
+use super::disk_link::{CheckpointError, Dest};
+use super::disk_writer::DiskReport;
 use super::frames::error_frame;
-use super::CoreNode;
+use super::{CoreNode, ServerError};
 use crate::clock::Clock;
-use crate::snapshot_file;
 
 /// Identifies one client connection.
 pub type ConnId = u64;
@@ -86,13 +93,6 @@ pub enum Input {
     },
 }
 
-/// Where a held answer goes.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Dest {
-    Client(ConnId),
-    Peer(NodeId),
-}
-
 /// What this task holds for a waiting request.
 #[derive(Debug)]
 pub(super) enum Held {
@@ -111,13 +111,20 @@ pub struct NodeTask {
     pub(super) clock: Clock,
     pub(super) inputs: mpsc::Receiver<Input>,
     pub(super) peers: BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>,
-    pub(super) data_dir: PathBuf,
+    pub(super) disk: DiskLink,
     pub(super) snapshot_every_secs: u64,
     pub(super) shutdown: CancellationToken,
     /// Scratch for the core's outputs.
     pub(super) out: Vec<u8>,
     pub(super) clients: HashMap<ConnId, ClientLink>,
     pub(super) held: HashMap<Ticket, Held>,
+    /// The checkpoint being written, if any (one at a time).
+    pub(super) checkpoint_in_flight: Option<u64>,
+    /// Set when the disk writer failed: the node stops.
+    pub(super) disk_failed: Option<String>,
+    /// The checkpoint that records a store replaced by the leader's snapshot: if it
+    /// fails, the log no longer describes the node, which must stop.
+    pub(super) store_replaced_checkpoint: Option<u64>,
 }
 
 /// How long a clean shutdown waits for requests in flight.
@@ -126,14 +133,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const INPUT_BATCH: usize = 256;
 
 impl NodeTask {
-    /// Runs until shutdown, then writes a final snapshot.
-    pub async fn run(mut self) -> Result<(), snapshot_file::SaveError> {
+    /// Runs until shutdown, then writes a final checkpoint.
+    pub async fn run(mut self) -> Result<(), ServerError> {
+        let last_index = self.node.log().last_index();
+        self.disk.start_at(last_index);
+        // Everything restored came from the disk.
+        self.node.handle_persisted(last_index);
+        self.drain();
         let mut snapshot_tick =
             tokio::time::interval(Duration::from_secs(self.snapshot_every_secs.max(1)));
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snapshot_tick.tick().await; // the first tick is immediate
-        let mut saving: Option<tokio::task::JoinHandle<Result<(), snapshot_file::SaveError>>> =
-            None;
         let shutdown = self.shutdown.clone();
         loop {
             let deadline =
@@ -141,6 +151,7 @@ impl NodeTask {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                report = self.disk.reports.recv() => self.disk_report(report),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
                     self.handle_input(input);
@@ -157,52 +168,142 @@ impl NodeTask {
                     self.drain();
                 }
                 _ = snapshot_tick.tick(), if self.snapshot_every_secs > 0 => {
-                    if saving.as_ref().is_some_and(|task| !task.is_finished()) {
+                    if self.checkpoint_in_flight.is_some() {
                         tracing::warn!("previous snapshot still being written; skipping this one");
-                    } else if let Some(bytes) = self.encode_snapshot() {
-                        let dir = self.data_dir.clone();
-                        saving = Some(tokio::task::spawn_blocking(move || {
-                            let result = snapshot_file::save(&dir, &bytes);
-                            match &result {
-                                Ok(()) => tracing::info!("snapshot saved ({} bytes)", bytes.len()),
-                                Err(error) => tracing::error!("{error}"),
-                            }
-                            result
-                        }));
+                    } else {
+                        self.checkpoint("periodic");
                     }
                 }
             }
         }
-        self.finish_in_flight().await;
-        if let Some(task) = saving {
-            let _ = task.await;
+        if let Some(error) = self.disk_failed.take() {
+            return Err(ServerError::Disk(error));
         }
-        match self.encode_snapshot() {
-            Some(bytes) => {
-                let dir = self.data_dir.clone();
-                let len = bytes.len();
-                tokio::task::spawn_blocking(move || snapshot_file::save(&dir, &bytes))
-                    .await
-                    .unwrap_or_else(|join| panic!("snapshot writer panicked: {join}"))?;
-                tracing::info!("final snapshot saved ({len} bytes)");
+        self.finish_in_flight().await;
+        if let Some(error) = self.disk_failed.take() {
+            return Err(ServerError::Disk(error));
+        }
+        let final_checkpoint = match self.disk.checkpoint(&mut self.node) {
+            Ok(seq) => Some(seq),
+            Err(CheckpointError::NotNow) => {
+                tracing::warn!("no final snapshot: the store does not match the log yet (the log keeps everything)");
+                None
             }
-            None => tracing::warn!("no final snapshot: the store does not match the log yet"),
+            Err(error) => return Err(ServerError::FinalSnapshot(error.to_string())),
+        };
+        self.disk.close();
+        // The writer ends once it has written everything; wait for its last reports.
+        let mut result = Ok(());
+        while let Some(report) = self.disk.reports.recv().await {
+            match report {
+                DiskReport::CheckpointSaved {
+                    seq,
+                    snapshot_bytes,
+                } if Some(seq) == final_checkpoint => {
+                    tracing::info!("final snapshot saved ({snapshot_bytes} bytes)");
+                }
+                DiskReport::CheckpointFailed { seq, error } if Some(seq) == final_checkpoint => {
+                    tracing::error!(
+                        "final snapshot not written ({error}); its records went to the log"
+                    );
+                    result = Err(ServerError::FinalSnapshot(error));
+                }
+                DiskReport::Failed { error } => return Err(ServerError::Disk(error)),
+                other => self.disk_report(Some(other)),
+            }
         }
         for link in self.clients.values() {
             let _ = link.replies.try_send(Outbound::Close);
         }
-        Ok(())
+        result
+    }
+
+    /// Acts on a report of the disk writer.
+    fn disk_report(&mut self, report: Option<DiskReport>) {
+        match report {
+            Some(DiskReport::Durable { seq }) => {
+                let (released, index) = self.disk.durable(seq);
+                for gated in released {
+                    self.deliver(gated.to, gated.frame);
+                }
+                if let Some(index) = index {
+                    self.node.handle_persisted(index);
+                    self.drain();
+                }
+            }
+            Some(DiskReport::CheckpointSaved {
+                seq,
+                snapshot_bytes,
+            }) => {
+                if self.checkpoint_in_flight == Some(seq) {
+                    self.checkpoint_in_flight = None;
+                }
+                tracing::info!("snapshot saved ({snapshot_bytes} bytes); a new log started");
+            }
+            Some(DiskReport::CheckpointFailed { seq, error }) => {
+                if self.checkpoint_in_flight == Some(seq) {
+                    self.checkpoint_in_flight = None;
+                }
+                if self.store_replaced_checkpoint == Some(seq) {
+                    self.fail_disk(format!(
+                        "the snapshot from the leader could not be saved ({error})"
+                    ));
+                    return;
+                }
+                tracing::error!(
+                    "snapshot not written ({error}); its records went to the current log"
+                );
+            }
+            Some(DiskReport::Failed { error }) => {
+                self.disk_failed = Some(error);
+                self.shutdown.cancel();
+            }
+            None => {
+                if self.disk_failed.is_none() {
+                    self.disk_failed = Some("the disk writer stopped".into());
+                }
+                self.shutdown.cancel();
+            }
+        }
+    }
+
+    /// Hands a checkpoint to the disk writer. Returns its job number.
+    fn checkpoint(&mut self, why: &str) -> Option<u64> {
+        let started = std::time::Instant::now();
+        match self.disk.checkpoint(&mut self.node) {
+            Ok(seq) => {
+                tracing::debug!(
+                    "{why} checkpoint: {} keys encoded in {} ms",
+                    self.node.store().len(),
+                    started.elapsed().as_millis()
+                );
+                self.checkpoint_in_flight = Some(seq);
+                Some(seq)
+            }
+            Err(CheckpointError::NotNow) => {
+                tracing::info!("no {why} snapshot: the store does not match the log yet");
+                None
+            }
+            Err(error) => {
+                tracing::error!("{why} snapshot not taken: {error}");
+                None
+            }
+        }
     }
 
     /// Clean shutdown: the listeners and readers have stopped; keep serving peers until the
     /// requests already taken are answered, or the grace period ends.
     async fn finish_in_flight(&mut self) {
         let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        while self.node.waiting_requests() > 0 {
+        while self.node.waiting_requests() > 0 || self.disk.waiting_outputs() > 0 {
+            if self.disk_failed.is_some() {
+                return;
+            }
             let deadline =
                 tokio::time::Instant::from_std(self.clock.instant_of(self.node.poll_timeout()))
                     .min(until);
             tokio::select! {
+                report = self.disk.reports.recv() => self.disk_report(report),
                 input = self.inputs.recv() => match input {
                     Some(input) => self.handle_input(input),
                     None => break,
@@ -219,29 +320,6 @@ impl NodeTask {
                     self.node.handle_timeout(now);
                     self.drain();
                 }
-            }
-        }
-    }
-
-    /// The whole store as snapshot bytes, unless it does not match the log (the core
-    /// gives no checkpoint while a snapshot from the leader is loading or the store is
-    /// stale: saving it would replace a good file with a bad one).
-    fn encode_snapshot(&mut self) -> Option<Vec<u8>> {
-        let applied = self.node.checkpoint()?.applied;
-        let started = std::time::Instant::now();
-        match snapshot_file::encode(self.node.store(), applied.term.0, applied.index.0) {
-            Ok(bytes) => {
-                tracing::debug!(
-                    "snapshot encoded: {} keys, {} bytes in {} ms",
-                    self.node.store().len(),
-                    bytes.len(),
-                    started.elapsed().as_millis()
-                );
-                Some(bytes)
-            }
-            Err(error) => {
-                tracing::error!("snapshot encoding failed: {error:?}");
-                None
             }
         }
     }
@@ -326,44 +404,103 @@ impl NodeTask {
         (self.out[..len].to_vec(), accepted.then_some(id))
     }
 
-    fn send_client(&mut self, conn: ConnId, frame: Vec<u8>) {
-        let Some(link) = self.clients.get(&conn) else {
-            return; // gone: its answer has nowhere to go
-        };
-        if let Err(mpsc::error::TrySendError::Full(_)) =
-            link.replies.try_send(Outbound::Frame(frame))
-        {
-            tracing::warn!("client connection {conn} does not read its replies; closing it");
-            link.close.cancel();
-            self.clients.remove(&conn);
-        }
-    }
-
-    fn send_peer(&self, to: NodeId, frame: Vec<u8>) {
-        if let Some(link) = self.peers.get(&to) {
-            // A full queue (the peer is down or slow) drops the frame, as a lossy network
-            // would: the protocol retries.
-            let _ = link.try_send(frame);
-        }
-    }
-
+    /// Sends `frame` now, or once the disk has what the core asked to persist before it.
     fn send(&mut self, to: Dest, frame: Vec<u8>) {
-        match to {
-            Dest::Client(conn) => self.send_client(conn, frame),
-            Dest::Peer(node) => self.send_peer(node, frame),
+        if let Some((to, frame)) = self.disk.gate(to, Some(frame)) {
+            self.deliver(to, frame);
         }
+    }
+
+    fn send_client(&mut self, conn: ConnId, frame: Vec<u8>) {
+        self.send(Dest::Client(conn), frame);
+    }
+
+    fn send_peer(&mut self, to: NodeId, frame: Vec<u8>) {
+        self.send(Dest::Peer(to), frame);
+    }
+
+    /// Closes a client connection after what was sent to it before.
+    fn close_client(&mut self, conn: ConnId) {
+        if let Some((to, frame)) = self.disk.gate(Dest::Client(conn), None) {
+            self.deliver(to, frame);
+        }
+    }
+
+    /// Hands a frame (or, for `None`, a close) to a connection's writer.
+    fn deliver(&mut self, to: Dest, frame: Option<Vec<u8>>) {
+        match (to, frame) {
+            (Dest::Client(conn), Some(frame)) => {
+                let Some(link) = self.clients.get(&conn) else {
+                    return; // gone: its answer has nowhere to go
+                };
+                if let Err(mpsc::error::TrySendError::Full(_)) =
+                    link.replies.try_send(Outbound::Frame(frame))
+                {
+                    tracing::warn!(
+                        "client connection {conn} does not read its replies; closing it"
+                    );
+                    link.close.cancel();
+                    self.clients.remove(&conn);
+                }
+            }
+            (Dest::Client(conn), None) => {
+                if let Some(link) = self.clients.remove(&conn) {
+                    let _ = link.replies.try_send(Outbound::Close);
+                }
+            }
+            (Dest::Peer(node), Some(frame)) => {
+                if let Some(link) = self.peers.get(&node) {
+                    // A full queue (the peer is down or slow) drops the frame, as a lossy
+                    // network would: the protocol retries.
+                    let _ = link.try_send(frame);
+                }
+            }
+            (Dest::Peer(_), None) => {}
+        }
+    }
+
+    /// Hands everything the core asks to persist to the disk writer, before any output
+    /// given after it is dispatched (the ordering rule).
+    fn drain_persist(&mut self) {
+        while let Some(persist) = self.node.poll_persist() {
+            if self.disk.record(&self.node, persist) {
+                // The store was replaced by the leader's snapshot: nothing in the current
+                // log describes it, so a checkpoint must be written before anything else.
+                match self.checkpoint("store replaced") {
+                    Some(seq) => self.store_replaced_checkpoint = Some(seq),
+                    None => {
+                        self.fail_disk(
+                            "cannot write the checkpoint of a snapshot from the leader".into(),
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        if let Err(error) = self.disk.flush() {
+            self.fail_disk(error.to_string());
+        }
+    }
+
+    /// The disk can no longer keep what the core asks: stop the node.
+    fn fail_disk(&mut self, error: String) {
+        tracing::error!("{error}; this node stops");
+        if self.disk_failed.is_none() {
+            self.disk_failed = Some(error);
+        }
+        self.shutdown.cancel();
     }
 
     fn client_request(&mut self, now: u64, conn: ConnId, payload: &[u8]) {
         let action = self.node.handle_client_frame(now, payload, &mut self.out);
+        // What this call persists goes first: its answer may promise it.
+        self.drain_persist();
         match action {
             ClientAction::Reply { len, close } => {
                 let frame = self.out[..len].to_vec();
                 self.send_client(conn, frame);
                 if close {
-                    if let Some(link) = self.clients.remove(&conn) {
-                        let _ = link.replies.try_send(Outbound::Close);
-                    }
+                    self.close_client(conn);
                 }
             }
             ClientAction::Wait { ticket, len } => {
@@ -393,10 +530,12 @@ impl NodeTask {
     }
 
     fn peer_frame(&mut self, now: u64, from: NodeId, payload: &[u8]) {
-        match self
+        let action = self
             .node
-            .handle_peer_frame(now, from, payload, &mut self.out)
-        {
+            .handle_peer_frame(now, from, payload, &mut self.out);
+        // What this call persists goes first: its answer may promise it.
+        self.drain_persist();
+        match action {
             PeerAction::None => {}
             PeerAction::Send { to, len } => self.send_peer(to, self.out[..len].to_vec()),
             PeerAction::Wait { ticket, to, len } => {
@@ -423,6 +562,7 @@ impl NodeTask {
         let now = self.clock.now_ms();
         // Bounded: each poll consumes queued work; the core never produces endlessly.
         for _ in 0..1_000_000 {
+            self.drain_persist();
             if let Some((to, len)) = self.node.poll_peer_transmit(now, &mut self.out) {
                 self.send_peer(to, self.out[..len].to_vec());
                 continue;

@@ -1,0 +1,270 @@
+//! The node task's side of the disk writer: turns what the core asks to persist into
+//! records and checkpoints, and holds back every output the core gave after them until the
+//! disk writer reports them durable.
+//!
+//! This is the ordering rule of docs/protocol.md 4.8 ("persist before sending anything
+//! given after"), done without waiting: the node task keeps handling input while the
+//! writer works, and outputs queue here in the order the core gave them. A frame the core
+//! returns from a `handle_*` call itself (a reply, a forward) is treated as given after that
+//! call's persist items, because it may promise them (an append acknowledgement promises the
+//! entries, a vote the vote); the node task drains `poll_persist` before dispatching it.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::Sender;
+
+use memdi_core::cluster::{Checkpoint, Persist};
+use memdi_core::wire::NodeId;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::disk_writer::{CheckpointJob, DiskJob, DiskReport};
+use super::CoreNode;
+use crate::log_file::encode_record;
+use crate::log_record::LogRecord;
+use crate::snapshot_file;
+
+/// Where an output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// A client connection.
+    Client(u64),
+    /// A peer.
+    Peer(NodeId),
+}
+
+/// An output waiting for the disk.
+#[derive(Debug)]
+pub struct Gated {
+    /// The job it waits for.
+    seq: u64,
+    /// Where it goes.
+    pub to: Dest,
+    /// The whole frame; `None` for "close the client connection".
+    pub frame: Option<Vec<u8>>,
+}
+
+/// Why a checkpoint was not handed to the writer.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The store does not match the log (a snapshot from the leader is loading, or the
+    /// store is stale): a snapshot of it would not describe this node.
+    #[error("the store does not match the log yet (waiting for a snapshot from the leader)")]
+    NotNow,
+    /// The store could not be encoded.
+    #[error("snapshot encoding failed: {0:?}")]
+    Encode(memdi_core::snapshot::SnapshotEncodeError),
+    /// The disk writer has stopped.
+    #[error("the disk writer has stopped")]
+    WriterStopped,
+}
+
+/// The node task's link to the disk writer.
+#[derive(Debug)]
+pub struct DiskLink {
+    jobs: Option<Sender<DiskJob>>,
+    /// Reports from the writer.
+    pub reports: UnboundedReceiver<DiskReport>,
+    /// The last job handed to the writer.
+    issued_seq: u64,
+    /// The last job the writer reported durable.
+    durable_seq: u64,
+    /// The log index through which each job not yet durable makes the log durable (capped
+    /// when a later truncation replaces entries it wrote).
+    pending: VecDeque<(u64, u64)>,
+    /// Outputs waiting for their job, in the order the core gave them.
+    gated: VecDeque<Gated>,
+    /// Records gathered for the next append job.
+    framed: Vec<u8>,
+    payload: Vec<u8>,
+    /// The last log index handed to the writer.
+    reported_last_index: u64,
+}
+
+impl DiskLink {
+    /// A link over the writer's channels.
+    pub fn new(jobs: Sender<DiskJob>, reports: UnboundedReceiver<DiskReport>) -> Self {
+        Self {
+            jobs: Some(jobs),
+            reports,
+            issued_seq: 0,
+            durable_seq: 0,
+            pending: VecDeque::new(),
+            gated: VecDeque::new(),
+            framed: Vec::new(),
+            payload: Vec::new(),
+            reported_last_index: 0,
+        }
+    }
+
+    /// Everything in the restored log is on disk already.
+    pub fn start_at(&mut self, last_index: u64) {
+        self.reported_last_index = last_index;
+    }
+
+    /// Records one persist item (not `StoreReplaced`, which needs a checkpoint: returns
+    /// `true` for it and records nothing).
+    pub fn record(&mut self, node: &CoreNode, persist: Persist) -> bool {
+        match persist {
+            Persist::HardState(state) => self.push(LogRecord::HardState(state)),
+            Persist::Log { from, to } => {
+                if from > to {
+                    self.push(LogRecord::Truncate(from));
+                }
+                for index in from..=to {
+                    let Some((term, bytes)) = node.log().entry(index) else {
+                        // A persistent node keeps unreported entries (persist.rs).
+                        unreachable!("the core discarded unreported entry {index}");
+                    };
+                    self.payload.clear();
+                    LogRecord::Entry { index, term, bytes }.encode(&mut self.payload);
+                    encode_record(&self.payload, &mut self.framed);
+                }
+                // Jobs not yet durable wrote entries from `from` on that are now replaced.
+                for (_, index) in self.pending.iter_mut() {
+                    *index = (*index).min(from - 1);
+                }
+                self.reported_last_index = to;
+            }
+            Persist::Committed {
+                index,
+                cluster_time_ms,
+            } => self.push(LogRecord::Committed {
+                index,
+                cluster_time_ms,
+            }),
+            Persist::StoreReplaced => return true,
+        }
+        false
+    }
+
+    fn push(&mut self, record: LogRecord<'_>) {
+        self.payload.clear();
+        record.encode(&mut self.payload);
+        encode_record(&self.payload, &mut self.framed);
+    }
+
+    /// Hands the gathered records to the writer as one job.
+    pub fn flush(&mut self) -> Result<(), CheckpointError> {
+        if self.framed.is_empty() {
+            return Ok(());
+        }
+        let seq = self.issued_seq + 1;
+        let framed = std::mem::take(&mut self.framed);
+        self.submit(DiskJob::Append { seq, framed })
+    }
+
+    fn submit(&mut self, job: DiskJob) -> Result<(), CheckpointError> {
+        let sender = self.jobs.as_ref().ok_or(CheckpointError::WriterStopped)?;
+        sender
+            .send(job)
+            .map_err(|_| CheckpointError::WriterStopped)?;
+        self.issued_seq += 1;
+        self.pending
+            .push_back((self.issued_seq, self.reported_last_index));
+        Ok(())
+    }
+
+    /// Takes a checkpoint of `node` and hands it to the writer (after the records gathered
+    /// so far). Returns its job number, which a `CheckpointSaved` or `CheckpointFailed`
+    /// report names.
+    pub fn checkpoint(&mut self, node: &mut CoreNode) -> Result<u64, CheckpointError> {
+        self.flush()?;
+        let checkpoint = node.checkpoint().ok_or(CheckpointError::NotNow)?;
+        let Checkpoint {
+            applied,
+            base,
+            last_index,
+            commit_index,
+            hard_state,
+            cluster_time_ms,
+        } = checkpoint;
+        let snapshot = snapshot_file::encode(node.store(), applied.term.0, applied.index.0)
+            .map_err(CheckpointError::Encode)?;
+        let mut log = Vec::new();
+        let mut fallback = Vec::new();
+        let mut both = |record: LogRecord<'_>, payload: &mut Vec<u8>| {
+            payload.clear();
+            record.encode(payload);
+            encode_record(payload, &mut log);
+            if !matches!(record, LogRecord::Reset(_)) {
+                encode_record(payload, &mut fallback);
+            }
+        };
+        both(LogRecord::HardState(hard_state), &mut self.payload);
+        both(LogRecord::Reset(base), &mut self.payload);
+        for index in base.index.0 + 1..=last_index {
+            let Some((term, bytes)) = node.log().entry(index) else {
+                unreachable!("a checkpoint's entry {index} is not in the log");
+            };
+            both(LogRecord::Entry { index, term, bytes }, &mut self.payload);
+        }
+        both(
+            LogRecord::Committed {
+                index: commit_index,
+                cluster_time_ms,
+            },
+            &mut self.payload,
+        );
+        self.reported_last_index = last_index;
+        let seq = self.issued_seq + 1;
+        self.submit(DiskJob::Checkpoint(CheckpointJob {
+            seq,
+            snapshot,
+            base_index: base.index.0,
+            log,
+            fallback,
+        }))?;
+        Ok(seq)
+    }
+
+    /// Whether an output given now must wait for the disk.
+    fn must_wait(&self) -> bool {
+        self.issued_seq > self.durable_seq
+    }
+
+    /// Queues `frame` for `to` if it must wait; otherwise gives it back to send now.
+    pub fn gate(&mut self, to: Dest, frame: Option<Vec<u8>>) -> Option<(Dest, Option<Vec<u8>>)> {
+        if self.must_wait() {
+            self.gated.push_back(Gated {
+                seq: self.issued_seq,
+                to,
+                frame,
+            });
+            None
+        } else {
+            Some((to, frame))
+        }
+    }
+
+    /// The writer made every job through `seq` durable: returns the outputs that may leave
+    /// now, in order, and the log index now durable (for `Node::handle_persisted`).
+    pub fn durable(&mut self, seq: u64) -> (Vec<Gated>, Option<u64>) {
+        self.durable_seq = self.durable_seq.max(seq);
+        let mut index = None;
+        while let Some(&(job, job_index)) = self.pending.front() {
+            if job > self.durable_seq {
+                break;
+            }
+            index = Some(job_index);
+            self.pending.pop_front();
+        }
+        let mut released = Vec::new();
+        while self
+            .gated
+            .front()
+            .is_some_and(|gated| gated.seq <= self.durable_seq)
+        {
+            released.extend(self.gated.pop_front());
+        }
+        (released, index)
+    }
+
+    /// Outputs still waiting for the disk.
+    pub fn waiting_outputs(&self) -> usize {
+        self.gated.len()
+    }
+
+    /// Stops feeding the writer: it fsyncs what it has and ends.
+    pub fn close(&mut self) {
+        self.jobs = None;
+    }
+}

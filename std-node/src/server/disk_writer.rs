@@ -1,0 +1,293 @@
+//! The disk writer: one thread that owns the current log file and writes checkpoints, fed
+//! by the node task over a channel so that no write or fsync runs on the request path.
+//!
+//! Jobs are numbered by the node task (`seq`) and done in order. After each batch of jobs
+//! (whatever queued up while the last batch was written: group commit) the thread reports
+//! the highest `seq` that is durable *to the fsync policy*: with `always` once it is
+//! fsynced; with `everysec` and `no` once it is written to the file (in the OS's page cache,
+//! which survives a crash of the process but not of the machine, as Redis's `appendfsync`),
+//! and with `everysec` the file is also fsynced about once a second. The node task holds
+//! every output the core gave after a job until that job is reported (the ordering rule of
+//! docs/protocol.md 4.8).
+//!
+//! A checkpoint is written crash-safely in this order: the snapshot (temporary file, fsync,
+//! rename, directory fsync), then the next log under a temporary name (fsync, rename,
+//! directory fsync), then the older logs are deleted. A crash before the new log's rename
+//! leaves the new snapshot with the old log, which replays correctly over it (its entries
+//! up to the snapshot are skipped or match). If the snapshot or the new log cannot be
+//! written, the checkpoint's records are appended to the current log instead, so nothing the
+//! core handed over is lost, and the checkpoint is reported failed.
+//!
+//! A failed write or fsync of the log stops the thread with [`DiskReport::Failed`]: a log
+//! with a hole in it must not keep growing, and the node stops rather than acknowledge what
+//! it may not have kept.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::FsyncPolicy;
+use crate::log_file;
+use crate::snapshot_file;
+
+/// Work for the disk writer.
+#[derive(Debug)]
+pub enum DiskJob {
+    /// Append framed records to the current log.
+    Append {
+        /// The job's number.
+        seq: u64,
+        /// Whole framed records.
+        framed: Vec<u8>,
+    },
+    /// Write a checkpoint and switch to a new log.
+    Checkpoint(CheckpointJob),
+}
+
+/// A checkpoint to write.
+#[derive(Debug)]
+pub struct CheckpointJob {
+    /// The job's number.
+    pub seq: u64,
+    /// The snapshot file's bytes.
+    pub snapshot: Vec<u8>,
+    /// The committed entry the new log starts after (names the file).
+    pub base_index: u64,
+    /// The new log's framed records: hard state, reset, entries, commit.
+    pub log: Vec<u8>,
+    /// The same without the reset: what the current log gets if the checkpoint fails.
+    pub fallback: Vec<u8>,
+}
+
+/// What the disk writer tells the node task.
+#[derive(Debug)]
+pub enum DiskReport {
+    /// Every job through `seq` is durable to the fsync policy.
+    Durable {
+        /// The last such job.
+        seq: u64,
+    },
+    /// Checkpoint `seq` is on disk: its snapshot renamed and fsynced, the new log in use.
+    CheckpointSaved {
+        /// The checkpoint's job.
+        seq: u64,
+        /// The snapshot's size.
+        snapshot_bytes: usize,
+    },
+    /// Checkpoint `seq` could not be written; its records went to the current log.
+    CheckpointFailed {
+        /// The checkpoint's job.
+        seq: u64,
+        /// Why.
+        error: String,
+    },
+    /// The log could not be written: the thread has stopped and nothing more is durable.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// The disk writer's state.
+#[derive(Debug)]
+pub struct DiskWriter {
+    data_dir: PathBuf,
+    policy: FsyncPolicy,
+    /// The current log.
+    file: File,
+    path: PathBuf,
+    base_index: u64,
+    /// Written since the last fsync.
+    dirty: bool,
+    last_sync: Instant,
+}
+
+/// Most jobs taken into one batch before it is written.
+const BATCH_JOBS: usize = 4096;
+
+impl DiskWriter {
+    /// Opens the current log (created if missing) of `data_dir`, which starts after
+    /// `base_index`. Call `log_file::recover` on it first.
+    pub fn open(data_dir: &Path, base_index: u64, policy: FsyncPolicy) -> io::Result<Self> {
+        let path = log_file::log_path(data_dir, base_index);
+        let file = log_file::open_for_append(&path)?;
+        log_file::sync_dir(data_dir)?;
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            policy,
+            file,
+            path,
+            base_index,
+            dirty: false,
+            last_sync: Instant::now(),
+        })
+    }
+
+    /// Runs until every sender of `jobs` is dropped (then fsyncs and returns) or the log
+    /// fails. Blocking: run it on its own thread.
+    pub fn run(mut self, jobs: Receiver<DiskJob>, reports: UnboundedSender<DiskReport>) {
+        if let Err(error) = self.serve(&jobs, &reports) {
+            let error = format!("log {}: {error}", self.path.display());
+            tracing::error!("{error}; this node stops");
+            let _ = reports.send(DiskReport::Failed { error });
+        }
+    }
+
+    fn serve(
+        &mut self,
+        jobs: &Receiver<DiskJob>,
+        reports: &UnboundedSender<DiskReport>,
+    ) -> io::Result<()> {
+        let mut buffer = Vec::new();
+        loop {
+            let first = match self.policy {
+                FsyncPolicy::Everysec => {
+                    let wait = Duration::from_secs(1).saturating_sub(self.last_sync.elapsed());
+                    match jobs.recv_timeout(wait) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync_if_due()?;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                FsyncPolicy::Always | FsyncPolicy::No => match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
+            let mut last_seq = 0;
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(job) = next.take() {
+                match job {
+                    DiskJob::Append { seq, framed } => {
+                        buffer.extend_from_slice(&framed);
+                        last_seq = seq;
+                    }
+                    DiskJob::Checkpoint(checkpoint) => {
+                        self.write(&mut buffer)?;
+                        last_seq = checkpoint.seq;
+                        let report = self.checkpoint(checkpoint)?;
+                        let _ = reports.send(report);
+                    }
+                }
+                taken += 1;
+                if taken < BATCH_JOBS {
+                    next = jobs.try_recv().ok();
+                }
+            }
+            self.write(&mut buffer)?;
+            if self.policy == FsyncPolicy::Always {
+                self.sync()?;
+            } else {
+                self.sync_if_due()?;
+            }
+            let _ = reports.send(DiskReport::Durable { seq: last_seq });
+        }
+        // Every sender is gone: the node is stopping.
+        self.sync()
+    }
+
+    /// Appends `buffer` (whole records) to the current log and empties it.
+    fn write(&mut self, buffer: &mut Vec<u8>) -> io::Result<()> {
+        if !buffer.is_empty() {
+            self.file.write_all(buffer)?;
+            self.dirty = true;
+            buffer.clear();
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.file.sync_data()?;
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn sync_if_due(&mut self) -> io::Result<()> {
+        if self.policy == FsyncPolicy::Everysec
+            && self.last_sync.elapsed() >= Duration::from_secs(1)
+        {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint (see the module docs). An error of the current log is returned;
+    /// a failure to write the snapshot or the new log is reported, after its records were
+    /// appended to the current log.
+    fn checkpoint(&mut self, job: CheckpointJob) -> io::Result<DiskReport> {
+        match self.switch_log(&job) {
+            Ok(()) => Ok(DiskReport::CheckpointSaved {
+                seq: job.seq,
+                snapshot_bytes: job.snapshot.len(),
+            }),
+            Err(error) => {
+                self.file.write_all(&job.fallback)?;
+                self.dirty = true;
+                Ok(DiskReport::CheckpointFailed {
+                    seq: job.seq,
+                    error: error.to_string(),
+                })
+            }
+        }
+    }
+
+    fn switch_log(&mut self, job: &CheckpointJob) -> Result<(), CheckpointError> {
+        snapshot_file::save(&self.data_dir, &job.snapshot).map_err(CheckpointError::Snapshot)?;
+        let path = log_file::log_path(&self.data_dir, job.base_index);
+        let temp = path.with_extension("memdi.tmp");
+        let log_error = |source| CheckpointError::Log {
+            path: temp.clone(),
+            source,
+        };
+        let mut file = File::create(&temp).map_err(log_error)?;
+        file.write_all(&job.log).map_err(log_error)?;
+        file.sync_data().map_err(log_error)?;
+        std::fs::rename(&temp, &path).map_err(log_error)?;
+        log_file::sync_dir(&self.data_dir).map_err(log_error)?;
+        // The new log is whole and named: the old ones are no longer needed. Reopened for
+        // appending (the handle we wrote with is positioned at its end already).
+        let file = log_file::open_for_append(&path).map_err(log_error)?;
+        self.path = path;
+        self.file = file;
+        self.dirty = false;
+        self.base_index = job.base_index;
+        if let Ok(logs) = log_file::find_logs(&self.data_dir) {
+            for (base, stale) in logs {
+                if base < self.base_index {
+                    if let Err(error) = std::fs::remove_file(&stale) {
+                        tracing::warn!("cannot delete old log {}: {error}", stale.display());
+                    }
+                }
+            }
+        }
+        let _ = log_file::sync_dir(&self.data_dir);
+        Ok(())
+    }
+}
+
+/// Why a checkpoint could not be written.
+#[derive(Debug, thiserror::Error)]
+enum CheckpointError {
+    /// The snapshot.
+    #[error(transparent)]
+    Snapshot(snapshot_file::SaveError),
+    /// The new log.
+    #[error("cannot write log {path}: {source}")]
+    Log {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
