@@ -207,6 +207,7 @@ impl Prepared {
                 addr,
                 cluster_id: config.cluster_id,
                 max_frame_bytes: sizes.max_frame_bytes,
+                inputs: inputs.clone(),
             };
             tasks.spawn(dialer.run(frames, shutdown.clone()));
         }

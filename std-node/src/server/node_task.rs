@@ -84,6 +84,11 @@ pub enum Input {
         /// The answer frame, and the peer if it was accepted.
         answer: oneshot::Sender<(Vec<u8>, Option<NodeId>)>,
     },
+    /// The connection to a peer broke.
+    PeerLost {
+        /// The peer.
+        peer: NodeId,
+    },
     /// A frame from a peer.
     PeerFrame {
         /// The peer.
@@ -344,6 +349,10 @@ impl NodeTask {
             Input::PeerHello { payload, answer } => {
                 let _ = answer.send(self.peer_hello(&payload));
             }
+            Input::PeerLost { peer } => {
+                self.node.handle_peer_lost(peer);
+                self.drain();
+            }
             Input::PeerFrame { from, payload } => {
                 self.peer_frame(now, from, &payload);
                 self.drain();
@@ -401,7 +410,13 @@ impl NodeTask {
             return (frame, None);
         }
         let (len, accepted) = self.node.handle_client_hello(payload, &mut self.out);
-        (self.out[..len].to_vec(), accepted.then_some(id))
+        let answer = self.out[..len].to_vec();
+        if accepted {
+            // Perhaps a restarted process, numbering its forwarded requests from 1 again.
+            self.node.handle_peer_connected(id);
+            self.drain();
+        }
+        (answer, accepted.then_some(id))
     }
 
     /// Sends `frame` now, or once the disk has what the core asked to persist before it.

@@ -134,6 +134,8 @@ pub struct Dialer {
     pub cluster_id: ClusterId,
     /// Announced in the handshake.
     pub max_frame_bytes: u32,
+    /// Told when the connection breaks, so that requests forwarded over it end at once.
+    pub inputs: mpsc::Sender<Input>,
 }
 
 impl Dialer {
@@ -159,6 +161,7 @@ impl Dialer {
                         reason = pump(stream, &mut frames) => reason,
                     };
                     tracing::warn!("lost connection to node {}: {reason}", self.peer.0);
+                    let _ = self.inputs.send(Input::PeerLost { peer: self.peer }).await;
                 }
                 Err(reason) => {
                     if was_connected {
