@@ -374,8 +374,9 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
             .unwrap();
     }
 
-    // The old leader restarts (its state is gone with the process, or as old as its last
-    // snapshot) and catches up: every key, including those written while it was down.
+    // The old leader restarts from its snapshot and log (its term, vote and entries; not
+    // fsynced with the default --fsync everysec, but kill -9 leaves the OS's page cache)
+    // and catches up: every key, including those written while it was down.
     cluster.nodes[old_leader].start();
     let rejoined = cluster.nodes[old_leader].client().await;
     let keys: Vec<String> = (0..50)
