@@ -7,10 +7,11 @@
 //! existing ones. Never "fix" a failing literal by pasting the new bytes without that bump.
 
 use memdi_core::wire::{
-    encode_frame, AckLevel, Capacities, ClientMessage, ClusterId, Durability, ErrorCode,
-    ErrorReply, Expiry, Hello, HelloAck, LogIndex, LogPosition, NodeId, Packed, PackedWriter,
-    ReadConsistency, Request, Response, Sender, ServerMessage, SetCondition, Term, ValueRef,
-    WriteOptions, MAGIC, PROTOCOL_VERSION,
+    encode_frame, write_members, AckLevel, Capacities, ClientMessage, ClusterId, ClusterStatus,
+    Durability, ErrorCode, ErrorReply, Expiry, Hello, HelloAck, LinkState, LogIndex, LogPosition,
+    MemberState, NodeId, Packed, PackedWriter, ReadConsistency, Request, Response, SaveReport,
+    Sender, ServerMessage, SetCondition, StatusRole, Term, ValueRef, WriteOptions, MAGIC,
+    PROTOCOL_VERSION, STATUS_SCRATCH_BYTES,
 };
 
 mod golden_support;
@@ -51,6 +52,39 @@ fn hello() -> Hello {
         cluster_id: ClusterId(7),
         sender: Sender::Peer(NodeId(3)),
         max_frame_bytes: 1 << 20,
+    }
+}
+
+/// A leader of term 4 with one follower in sync, and a learner behind that needs a
+/// snapshot; the member list is written into `scratch`.
+fn cluster_status(scratch: &mut [u8]) -> ClusterStatus<'_> {
+    let members = [
+        MemberState {
+            id: NodeId(2),
+            role: StatusRole::Follower,
+            link: LinkState::Connected,
+            match_index: Some(200),
+            lag: Some(0),
+            needs_snapshot: false,
+        },
+        MemberState {
+            id: NodeId(3),
+            role: StatusRole::Learner,
+            link: LinkState::Unreachable,
+            match_index: Some(0),
+            lag: Some(200),
+            needs_snapshot: true,
+        },
+    ];
+    ClusterStatus {
+        node_id: NodeId(1),
+        role: StatusRole::Leader,
+        term: 4,
+        leader_id: Some(NodeId(1)),
+        commit_index: 200,
+        applied_index: 200,
+        last_index: 200,
+        members: write_members(members, scratch),
     }
 }
 
@@ -279,6 +313,8 @@ fn golden_requests() {
         },
         "0b 01"
     );
+    golden!(g, Request<'_>, Request::Save, "0c");
+    golden!(g, Request<'_>, Request::ClusterStatus, "0d");
     g.finish();
 }
 
@@ -361,6 +397,27 @@ fn golden_responses() {
         }),
         "0a 00 00"
     );
+    golden!(
+        g,
+        Response<'_>,
+        Response::Saved(SaveReport {
+            applied_index: 300,
+            snapshot_bytes: 5,
+        }),
+        "0b ac 02 05"
+    );
+    let mut scratch = [0u8; STATUS_SCRATCH_BYTES];
+    golden!(
+        g,
+        Response<'_>,
+        Response::ClusterStatus(cluster_status(&mut scratch)),
+        "0c 01 03 04 01 01 c8 01 c8 01 c8 01 14 0a 02 00 00 01 c8 01 01 00 00 0a 03 04 01 01 00 01 c8 01 01"
+    );
+    // The member list reads back.
+    let status = cluster_status(&mut scratch);
+    let members: Vec<MemberState> = status.members().map(Result::unwrap).collect();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[1].lag, Some(200));
     g.finish();
 }
 

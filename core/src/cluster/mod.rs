@@ -17,6 +17,7 @@ mod replication;
 mod requests;
 mod rng;
 mod snapshot_transfer;
+mod status;
 mod tickets;
 
 pub use command::{ApplyError, Command};

@@ -24,7 +24,7 @@ use crate::store::{integer, SetCondition, WriteError};
 use crate::wire::{
     decode, encode, encode_frame, AckLevel, Capacities, ClientMessage, Durability, ErrorCode,
     ErrorReply, Expiry, HelloAck, NodeId, PackedWriter, PeerMessage, ReadConsistency, Request,
-    Response, ServerMessage, ValueRef, WriteOptions, PROTOCOL_VERSION,
+    Response, ServerMessage, ValueRef, WriteOptions, PROTOCOL_VERSION, STATUS_SCRATCH_BYTES,
 };
 
 /// What the shell does after [`Node::handle_client_frame`].
@@ -62,6 +62,14 @@ pub enum ClientAction {
     Hold {
         /// The ticket.
         ticket: Ticket,
+    },
+    /// The client asked for a snapshot (`Request::Save`; only a
+    /// [`persistent`](super::NodeConfig::persistent) node gives this): write a checkpoint
+    /// ([`Node::checkpoint`]) and answer `request_id` with `Response::Saved` once its files
+    /// are renamed and fsynced, or with an error. The shell owns the files, so it answers.
+    Save {
+        /// The request's id, for the answer.
+        request_id: u32,
     },
 }
 
@@ -215,6 +223,30 @@ where
         let reply_to = ReplyTo::Client {
             request_id: message.request_id,
         };
+        // Admin requests about this node itself: answered here, never forwarded.
+        match message.request {
+            Request::ClusterStatus => {
+                let mut scratch = [0u8; STATUS_SCRATCH_BYTES];
+                let status = self.cluster_status(now_ms, &mut scratch);
+                let len = self.reply(reply_to, &Response::ClusterStatus(status), out);
+                return ClientAction::Reply { len, close: false };
+            }
+            Request::Save if self.config.persistent => {
+                return ClientAction::Save {
+                    request_id: message.request_id,
+                };
+            }
+            Request::Save => {
+                let len = self.error_frame(
+                    reply_to,
+                    ErrorCode::Unsupported,
+                    "this node keeps nothing on disk",
+                    out,
+                );
+                return ClientAction::Reply { len, close: false };
+            }
+            _ => {}
+        }
         match self.execute(now_ms, &message.request, reply_to, out) {
             Exec::Reply(len) => ClientAction::Reply { len, close: false },
             Exec::Wait(ticket, len) => ClientAction::Wait { ticket, len },

@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use super::error_code::ErrorCode;
 use super::handshake::{Hello, HelloAck};
 use super::packed::Packed;
+use super::status::{ClusterStatus, SaveReport};
 use super::types::{Expiry, ReadConsistency, SetCondition, WriteOptions};
 
 /// A request from a client to a node.
 ///
 /// VARIANT ORDER IS FROZEN: postcard encodes the variant index, so reordering, removing or
-/// inserting a variant changes the bytes of every variant after it. New requests (the admin
-/// requests SAVE, CLUSTER and INFO are next) are appended at the end.
+/// inserting a variant changes the bytes of every variant after it. New requests are appended
+/// at the end.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request<'a> {
     /// The handshake; valid only as the first frame of a connection. Answered by `HelloAck`.
@@ -124,6 +125,12 @@ pub enum Request<'a> {
         /// How fresh the answer must be.
         read: ReadConsistency,
     },
+    /// Admin: write a snapshot of this node now (it also starts a new log). Answered by
+    /// `Saved` once the file is renamed and fsynced, or by an error (`Unsupported` on a node
+    /// that keeps nothing on disk). Never forwarded: each node saves its own.
+    Save,
+    /// Admin: this node's view of the cluster. Answered by `ClusterStatus`. Never forwarded.
+    ClusterStatus,
 }
 
 /// A node's answer to one [`Request`].
@@ -165,6 +172,10 @@ pub enum Response<'a> {
     },
     /// The request failed.
     Error(#[serde(borrow)] ErrorReply<'a>),
+    /// Answer to `Save`.
+    Saved(SaveReport),
+    /// Answer to `ClusterStatus`.
+    ClusterStatus(#[serde(borrow)] ClusterStatus<'a>),
 }
 
 /// A stored value as returned by a read, borrowed from the response frame.

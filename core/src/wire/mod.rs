@@ -38,6 +38,7 @@ mod handshake;
 mod message;
 mod packed;
 mod peer;
+mod status;
 mod types;
 mod varint;
 
@@ -51,6 +52,10 @@ pub use handshake::{Capacities, HandshakeError, Hello, HelloAck, Sender, MAGIC, 
 pub use message::{ClientMessage, ErrorReply, Request, Response, ServerMessage, ValueRef};
 pub use packed::{Packed, PackedError, PackedIter, PackedPushError, PackedWriter};
 pub use peer::{AppendOutcome, PeerMessage};
+pub use status::{
+    write_members, ClusterStatus, LinkState, MemberState, SaveReport, StatusRole,
+    MEMBER_STATE_MAX_BYTES, STATUS_SCRATCH_BYTES,
+};
 pub use types::{
     AckLevel, ClusterId, Durability, Expiry, LogIndex, LogPosition, NodeId, ReadConsistency,
     SetCondition, Term, WriteOptions,

@@ -279,6 +279,9 @@ impl Cluster {
                     },
                 );
             }
+            ClientAction::Save { .. } => {
+                unreachable!("the simulated clients never send SAVE")
+            }
         }
     }
 
