@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use memdi_core::wire::{
     decode, encode_frame, AckLevel, ClientMessage, ClusterId, ErrorCode, Expiry, FrameDecoder,
-    Hello, HelloAck, Packed, PackedWriter, ReadConsistency, Request, Response, Sender,
-    ServerMessage, SetCondition, WriteOptions, FRAME_HEADER_BYTES,
+    Hello, HelloAck, MemberState, NodeId, Packed, PackedWriter, ReadConsistency, Request, Response,
+    SaveReport, Sender, ServerMessage, SetCondition, StatusRole, WriteOptions, FRAME_HEADER_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -107,6 +107,31 @@ pub enum Reply {
     },
     /// An answer this client does not expect after the handshake.
     HelloAck,
+    /// `SAVE` is done.
+    Saved(SaveReport),
+    /// `CLUSTER STATUS`.
+    ClusterStatus(NodeStatus),
+}
+
+/// A node's answer to `CLUSTER STATUS`, owned (the wire's `ClusterStatus` borrows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The answering node.
+    pub node_id: NodeId,
+    /// Its role.
+    pub role: StatusRole,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows, if any.
+    pub leader_id: Option<NodeId>,
+    /// Its commit index.
+    pub commit_index: u64,
+    /// The last entry its store reflects.
+    pub applied_index: u64,
+    /// The last entry of its log.
+    pub last_index: u64,
+    /// The other members as it sees them.
+    pub members: Vec<MemberState>,
 }
 
 /// Options of a SET.
@@ -375,6 +400,20 @@ fn to_reply(response: Response<'_>) -> Result<Reply, ClientError> {
             next_cursor,
             keys: keys.iter().flatten().map(<[u8]>::to_vec).collect(),
         },
+        Response::Saved(report) => Reply::Saved(report),
+        Response::ClusterStatus(status) => Reply::ClusterStatus(NodeStatus {
+            node_id: status.node_id,
+            role: status.role,
+            term: status.term,
+            leader_id: status.leader_id,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            last_index: status.last_index,
+            members: status
+                .members()
+                .collect::<Result<_, _>>()
+                .map_err(|error| ClientError::Protocol(format!("cluster status: {error}")))?,
+        }),
         Response::Error(error) => {
             return Err(ClientError::Server {
                 code: error.code,
@@ -636,6 +675,22 @@ impl Client {
         let read = self.inner.options.read;
         match self.request(&Request::DbSize { read }).await? {
             Reply::Count(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the node to write a snapshot now; returns once it is renamed and fsynced.
+    pub async fn save(&self) -> Result<SaveReport, ClientError> {
+        match self.request(&Request::Save).await? {
+            Reply::Saved(report) => Ok(report),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The node's view of the cluster.
+    pub async fn cluster_status(&self) -> Result<NodeStatus, ClientError> {
+        match self.request(&Request::ClusterStatus).await? {
+            Reply::ClusterStatus(status) => Ok(status),
             other => Err(unexpected(other)),
         }
     }

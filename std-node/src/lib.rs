@@ -5,6 +5,7 @@
 //! - [`client`]: an async client library (pipelining, a small pool, retries while a leader
 //!   is elected), used by the `memdi` CLI and the integration tests.
 //! - [`config`]: flags and the TOML file of `memdi-server`.
+//! - [`status_text`]: how `memdi cluster status` prints a node's view (text or JSON).
 //! - [`snapshot_file`], [`log_file`], [`log_record`]: the data directory: the snapshot, and
 //!   the append-only log of what the core asks to persist (`Node::poll_persist`), written by
 //!   the server's disk writer and replayed through `memdi_core::cluster::Restore` at start
@@ -25,3 +26,4 @@ pub mod log_file;
 pub mod log_record;
 pub mod server;
 pub mod snapshot_file;
+pub mod status_text;

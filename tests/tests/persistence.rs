@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use memdi_core::wire::{AckLevel, ReadConsistency, SetCondition};
+use memdi_core::wire::{AckLevel, LinkState, ReadConsistency, SetCondition, StatusRole};
 use memdi_node::client::{Client, ClientError, SetOptions};
 use process::Server;
 
@@ -252,20 +252,6 @@ async fn a_damaged_log_refuses_to_start_naming_file_and_offset() {
     assert_eq!(std::fs::read(&log).unwrap(), bytes);
 }
 
-/// Every `in term N` a server logged in its current run.
-fn terms_logged(server: &Server) -> Vec<u64> {
-    last_run(server)
-        .split("in term ")
-        .skip(1)
-        .filter_map(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
 /// The term a restarted node says it restored.
 fn restored_term(server: &Server) -> Option<u64> {
     let run = last_run(server);
@@ -331,9 +317,11 @@ async fn a_restarted_cluster_node_keeps_its_term_and_its_writes() {
             written.push(key);
         }
         drop(client);
+        // The node's own view: its term, and a leader every node agrees on.
+        let status = nodes[round].client().await.cluster_status().await.unwrap();
+        let term_before = status.term;
+        assert!(term_before >= 1, "{status:?}");
         let node = &mut nodes[round];
-        let term_before = terms_logged(node).into_iter().max().unwrap_or(0);
-        assert!(term_before >= 1, "node {} never saw a term", node.node_id);
         node.kill();
         let runs = node.log().matches("starting node").count();
         node.start();
@@ -364,7 +352,72 @@ async fn a_restarted_cluster_node_keeps_its_term_and_its_writes() {
             .await;
         }
     }
+    // CLUSTER STATUS: one leader, which every node names, and which sees both followers
+    // connected with their replication lag.
+    let statuses = eventually(Duration::from_secs(20), "agreement on a leader", || async {
+        let mut statuses = Vec::new();
+        for node in &nodes {
+            statuses.push(node.client().await.cluster_status().await.ok()?);
+        }
+        let leader = statuses[0].leader_id?;
+        let leader_status = statuses.iter().find(|status| status.node_id == leader)?;
+        let all_agree = statuses
+            .iter()
+            .all(|status| status.leader_id == Some(leader));
+        let followers_heard = leader_status
+            .members
+            .iter()
+            .all(|member| member.link == LinkState::Connected && member.lag.is_some());
+        (all_agree && followers_heard).then_some(statuses)
+    })
+    .await;
+    let leaders = statuses
+        .iter()
+        .filter(|status| status.role == StatusRole::Leader)
+        .count();
+    assert_eq!(leaders, 1, "{statuses:?}");
+    for status in &statuses {
+        assert_eq!(status.members.len(), 2, "{status:?}");
+    }
     for node in &mut nodes {
         assert!(node.stop().success(), "{}", node.log());
     }
+}
+
+/// SAVE answers once the snapshot is on disk: a node killed right after it, with its log
+/// deleted, comes back from the snapshot alone with every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_answers_once_the_snapshot_is_on_disk() {
+    let dir = temp_dir();
+    let mut server = Server::new(1, dir.path().join("n1"), &args(&["--snapshot-every", "0"]));
+    server.start();
+    let client = server.client().await;
+    for i in 0..100 {
+        client
+            .set(format!("k{i}").as_bytes(), b"v", SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let report = client.save().await.unwrap();
+    assert!(report.applied_index >= 100, "{report:?}");
+    let snapshot = server.data_dir.join("snapshot.memdi");
+    assert_eq!(
+        std::fs::metadata(&snapshot).unwrap().len(),
+        report.snapshot_bytes
+    );
+    drop(client);
+    server.kill();
+    for (_, log) in memdi_node::log_file::find_logs(&server.data_dir).unwrap() {
+        std::fs::remove_file(log).unwrap();
+    }
+    server.start();
+    let client = server.client().await;
+    for i in 0..100 {
+        assert_eq!(
+            read(&client, &format!("k{i}")).await,
+            Some(b"v".to_vec()),
+            "k{i}"
+        );
+    }
+    assert!(server.stop().success(), "{}", server.log());
 }

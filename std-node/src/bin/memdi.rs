@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use memdi_core::wire::{AckLevel, ReadConsistency, SetCondition};
 use memdi_node::client::{CasOutcome, Client, ClientError, ClientOptions, SetOptions};
+use memdi_node::status_text;
 
 /// Talks to a memdi node.
 ///
@@ -43,6 +44,18 @@ impl From<Ack> for AckLevel {
 enum BenchOp {
     Set,
     Get,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// This node's role, term and leader, and each member's role, link and replication lag
+    /// (lag and match index only as a leader sees them).
+    Status {
+        /// Print one JSON object (fields node_id, role, term, leader_id, commit_index,
+        /// applied_index, last_index, members).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +119,14 @@ enum Command {
     },
     /// Print the number of keys.
     Dbsize,
+    /// Make the node write a snapshot now (it also starts a new log); returns once the file
+    /// is renamed and fsynced.
+    Save,
+    /// Cluster administration.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Check the node answers.
     Ping,
     /// Measure throughput and latency, like redis-benchmark.
@@ -270,6 +291,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Dbsize => println!("{}", client.dbsize().await?),
+        Command::Save => {
+            let report = client.save().await?;
+            println!(
+                "OK (snapshot through entry {}, {} bytes)",
+                report.applied_index, report.snapshot_bytes
+            );
+        }
+        Command::Cluster {
+            command: ClusterCommand::Status { json },
+        } => {
+            let status = client.cluster_status().await?;
+            if json {
+                println!("{}", status_text::to_json(&status));
+            } else {
+                print!("{}", status_text::to_text(&status));
+            }
+        }
         Command::Ping => {
             client.ping().await?;
             println!("PONG");

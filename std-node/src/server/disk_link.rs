@@ -165,8 +165,8 @@ impl DiskLink {
 
     /// Takes a checkpoint of `node` and hands it to the writer (after the records gathered
     /// so far). Returns its job number, which a `CheckpointSaved` or `CheckpointFailed`
-    /// report names.
-    pub fn checkpoint(&mut self, node: &mut CoreNode) -> Result<u64, CheckpointError> {
+    /// report names, and the last entry its snapshot reflects.
+    pub fn checkpoint(&mut self, node: &mut CoreNode) -> Result<(u64, u64), CheckpointError> {
         self.flush()?;
         let checkpoint = node.checkpoint().ok_or(CheckpointError::NotNow)?;
         let Checkpoint {
@@ -213,7 +213,7 @@ impl DiskLink {
             log,
             fallback,
         }))?;
-        Ok(seq)
+        Ok((seq, applied.index.0))
     }
 
     /// Whether an output given now must wait for the disk.

@@ -253,6 +253,7 @@ impl Prepared {
             checkpoint_in_flight: None,
             disk_failed: None,
             store_replaced_checkpoint: None,
+            saves: Vec::new(),
         };
         let node_handle = tokio::spawn(node_task.run());
         tokio::pin!(shutdown_signal);

@@ -21,14 +21,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use memdi_core::cluster::{ClientAction, NodeEvent, PeerAction, Ticket, TicketEvent};
-use memdi_core::wire::{decode, ClientMessage, ErrorCode, NodeId, Request, Sender};
+use memdi_core::wire::{decode, ClientMessage, ErrorCode, NodeId, Request, SaveReport, Sender};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use super::disk_link::DiskLink;
 use super::disk_link::{CheckpointError, Dest};
 use super::disk_writer::DiskReport;
-use super::frames::error_frame;
+use super::frames::{error_frame, saved_frame};
 use super::{CoreNode, ServerError};
 use crate::clock::Clock;
 
@@ -130,6 +130,17 @@ pub struct NodeTask {
     /// The checkpoint that records a store replaced by the leader's snapshot: if it
     /// fails, the log no longer describes the node, which must stop.
     pub(super) store_replaced_checkpoint: Option<u64>,
+    /// `Save` requests waiting for their checkpoint.
+    pub(super) saves: Vec<PendingSave>,
+}
+
+/// A `Save` request waiting for its checkpoint to be on disk.
+#[derive(Debug)]
+pub(super) struct PendingSave {
+    seq: u64,
+    conn: ConnId,
+    request_id: u32,
+    applied_index: u64,
 }
 
 /// How long a clean shutdown waits for requests in flight.
@@ -176,7 +187,7 @@ impl NodeTask {
                     if self.checkpoint_in_flight.is_some() {
                         tracing::warn!("previous snapshot still being written; skipping this one");
                     } else {
-                        self.checkpoint("periodic");
+                        let _ = self.checkpoint("periodic");
                     }
                 }
             }
@@ -189,7 +200,7 @@ impl NodeTask {
             return Err(ServerError::Disk(error));
         }
         let final_checkpoint = match self.disk.checkpoint(&mut self.node) {
-            Ok(seq) => Some(seq),
+            Ok((seq, _)) => Some(seq),
             Err(CheckpointError::NotNow) => {
                 tracing::warn!("no final snapshot: the store does not match the log yet (the log keeps everything)");
                 None
@@ -244,6 +255,7 @@ impl NodeTask {
                     self.checkpoint_in_flight = None;
                 }
                 tracing::info!("snapshot saved ({snapshot_bytes} bytes); a new log started");
+                self.answer_saves(seq, Ok(snapshot_bytes as u64));
             }
             Some(DiskReport::CheckpointFailed { seq, error }) => {
                 if self.checkpoint_in_flight == Some(seq) {
@@ -272,27 +284,72 @@ impl NodeTask {
         }
     }
 
-    /// Hands a checkpoint to the disk writer. Returns its job number.
-    fn checkpoint(&mut self, why: &str) -> Option<u64> {
+    /// Hands a checkpoint to the disk writer. Returns its job number and the last entry its
+    /// snapshot reflects.
+    fn checkpoint(&mut self, why: &str) -> Result<(u64, u64), CheckpointError> {
         let started = std::time::Instant::now();
         match self.disk.checkpoint(&mut self.node) {
-            Ok(seq) => {
+            Ok((seq, applied_index)) => {
                 tracing::debug!(
                     "{why} checkpoint: {} keys encoded in {} ms",
                     self.node.store().len(),
                     started.elapsed().as_millis()
                 );
                 self.checkpoint_in_flight = Some(seq);
-                Some(seq)
-            }
-            Err(CheckpointError::NotNow) => {
-                tracing::info!("no {why} snapshot: the store does not match the log yet");
-                None
+                Ok((seq, applied_index))
             }
             Err(error) => {
-                tracing::error!("{why} snapshot not taken: {error}");
-                None
+                match error {
+                    CheckpointError::NotNow => tracing::info!("no {why} snapshot: {error}"),
+                    _ => tracing::error!("{why} snapshot not taken: {error}"),
+                }
+                Err(error)
             }
+        }
+    }
+
+    /// `Save`: a checkpoint now, answered when the writer reports it.
+    fn save(&mut self, conn: ConnId, request_id: u32) {
+        match self.checkpoint("SAVE") {
+            Ok((seq, applied_index)) => self.saves.push(PendingSave {
+                seq,
+                conn,
+                request_id,
+                applied_index,
+            }),
+            Err(error) => {
+                let code = match error {
+                    CheckpointError::NotNow => ErrorCode::Busy,
+                    _ => ErrorCode::Internal,
+                };
+                let frame = error_frame(request_id, code, &format!("snapshot not taken: {error}"));
+                self.send_client(conn, frame);
+            }
+        }
+    }
+
+    /// Answers the `Save` requests waiting for checkpoint `seq`.
+    fn answer_saves(&mut self, seq: u64, outcome: Result<u64, &str>) {
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.saves)
+            .into_iter()
+            .partition(|save| save.seq == seq);
+        self.saves = waiting;
+        for save in done {
+            let frame = match outcome {
+                Ok(snapshot_bytes) => saved_frame(
+                    save.request_id,
+                    SaveReport {
+                        applied_index: save.applied_index,
+                        snapshot_bytes,
+                    },
+                ),
+                Err(error) => error_frame(
+                    save.request_id,
+                    ErrorCode::Internal,
+                    &format!("snapshot not written: {error}"),
+                ),
+            };
+            self.send_client(save.conn, frame);
         }
     }
 
@@ -482,8 +539,8 @@ impl NodeTask {
                 // The store was replaced by the leader's snapshot: nothing in the current
                 // log describes it, so a checkpoint must be written before anything else.
                 match self.checkpoint("store replaced") {
-                    Some(seq) => self.store_replaced_checkpoint = Some(seq),
-                    None => {
+                    Ok((seq, _)) => self.store_replaced_checkpoint = Some(seq),
+                    Err(_) => {
                         self.fail_disk(
                             "cannot write the checkpoint of a snapshot from the leader".into(),
                         );
@@ -541,6 +598,7 @@ impl NodeTask {
                     },
                 );
             }
+            ClientAction::Save { request_id } => self.save(conn, request_id),
         }
     }
 
