@@ -72,7 +72,7 @@ pub enum FsyncPolicy {
 /// Every flag can also be set in a TOML file given with --config, under the same name
 /// (for example `node-id = 2`, `cluster = "1=127.0.0.1:7380,2=127.0.0.1:7382"`); a flag on the
 /// command line wins over the file. With no flags at all this is a single node on
-/// 127.0.0.1:7379 keeping its snapshots in ./memdi-data.
+/// 127.0.0.1:7379 keeping its snapshot and log in ./memdi-data.
 #[derive(Debug, Default, Clone, Parser, Deserialize)]
 #[command(name = "memdi-server", version)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

@@ -6,8 +6,9 @@
 //! its own temporary data directory, every process is killed when its test ends, and every
 //! wait is bounded. No test asserts on speed: times are printed, limits are generous.
 //!
-//! There is no cluster-status request yet, so the leader is found by reading the nodes'
-//! logs (`role: Leader in term N`, the last such line of the highest term).
+//! The leader is found by reading the nodes' logs (`role: Leader in term N`, the last such
+//! line of the highest term), which works with a node that does not answer; the
+//! `ClusterStatus` request is tested in persistence.rs.
 
 mod process;
 

@@ -175,7 +175,7 @@ impl Server {
     }
 
     /// The role and term of the last `role:` line of the current run's log, if any.
-    /// (There is no cluster-status request yet, so the tests read the node's own log.)
+    /// (Read from the log, so that it works whether or not the node answers requests.)
     pub fn last_role(&self) -> Option<(String, u64)> {
         let log = self.log();
         let run = log.rsplit("starting node").next()?;
