@@ -179,39 +179,39 @@ impl DiskLink {
         } = checkpoint;
         let snapshot = snapshot_file::encode(node.store(), applied.term.0, applied.index.0)
             .map_err(CheckpointError::Encode)?;
-        let mut log = Vec::new();
-        let mut fallback = Vec::new();
-        let mut both = |record: LogRecord<'_>, payload: &mut Vec<u8>| {
-            payload.clear();
-            record.encode(payload);
-            encode_record(payload, &mut log);
-            if !matches!(record, LogRecord::Reset(_)) {
-                encode_record(payload, &mut fallback);
-            }
-        };
-        both(LogRecord::HardState(hard_state), &mut self.payload);
-        both(LogRecord::Reset(base), &mut self.payload);
+        let mut head = Vec::new();
+        self.payload.clear();
+        LogRecord::HardState(hard_state).encode(&mut self.payload);
+        encode_record(&self.payload, &mut head);
+        let mut reset = Vec::new();
+        self.payload.clear();
+        LogRecord::Reset(base).encode(&mut self.payload);
+        encode_record(&self.payload, &mut reset);
+        let mut tail = Vec::new();
         for index in base.index.0 + 1..=last_index {
             let Some((term, bytes)) = node.log().entry(index) else {
                 unreachable!("a checkpoint's entry {index} is not in the log");
             };
-            both(LogRecord::Entry { index, term, bytes }, &mut self.payload);
+            self.payload.clear();
+            LogRecord::Entry { index, term, bytes }.encode(&mut self.payload);
+            encode_record(&self.payload, &mut tail);
         }
-        both(
-            LogRecord::Committed {
-                index: commit_index,
-                cluster_time_ms,
-            },
-            &mut self.payload,
-        );
+        self.payload.clear();
+        LogRecord::Committed {
+            index: commit_index,
+            cluster_time_ms,
+        }
+        .encode(&mut self.payload);
+        encode_record(&self.payload, &mut tail);
         self.reported_last_index = last_index;
         let seq = self.issued_seq + 1;
         self.submit(DiskJob::Checkpoint(CheckpointJob {
             seq,
             snapshot,
             base_index: base.index.0,
-            log,
-            fallback,
+            head,
+            reset,
+            tail,
         }))?;
         Ok((seq, applied.index.0))
     }
@@ -261,6 +261,12 @@ impl DiskLink {
     /// Outputs still waiting for the disk.
     pub fn waiting_outputs(&self) -> usize {
         self.gated.len()
+    }
+
+    /// Jobs handed to the writer and not yet reported durable.
+    #[cfg(test)]
+    pub fn pending_jobs(&self) -> usize {
+        self.pending.len()
     }
 
     /// Stops feeding the writer: it fsyncs what it has and ends.

@@ -48,7 +48,10 @@ pub enum DiskJob {
     Checkpoint(CheckpointJob),
 }
 
-/// A checkpoint to write.
+/// A checkpoint to write. The new log is `head`, `reset`, `tail`; if the checkpoint cannot
+/// be written, `head` and `tail` go to the current log instead (a reset there would claim a
+/// base the snapshot on disk does not reach). Kept in parts so that the log entries, up to
+/// the whole in-memory log, are not held twice.
 #[derive(Debug)]
 pub struct CheckpointJob {
     /// The job's number.
@@ -57,10 +60,12 @@ pub struct CheckpointJob {
     pub snapshot: Vec<u8>,
     /// The committed entry the new log starts after (names the file).
     pub base_index: u64,
-    /// The new log's framed records: hard state, reset, entries, commit.
-    pub log: Vec<u8>,
-    /// The same without the reset: what the current log gets if the checkpoint fails.
-    pub fallback: Vec<u8>,
+    /// The hard-state record, framed.
+    pub head: Vec<u8>,
+    /// The reset record, framed.
+    pub reset: Vec<u8>,
+    /// The entry records and the commit record, framed.
+    pub tail: Vec<u8>,
 }
 
 /// What the disk writer tells the node task.
@@ -232,7 +237,8 @@ impl DiskWriter {
                 snapshot_bytes: job.snapshot.len(),
             }),
             Err(error) => {
-                self.file.write_all(&job.fallback)?;
+                self.file.write_all(&job.head)?;
+                self.file.write_all(&job.tail)?;
                 self.dirty = true;
                 Ok(DiskReport::CheckpointFailed {
                     seq: job.seq,
@@ -251,7 +257,9 @@ impl DiskWriter {
             source,
         };
         let mut file = File::create(&temp).map_err(log_error)?;
-        file.write_all(&job.log).map_err(log_error)?;
+        for part in [&job.head, &job.reset, &job.tail] {
+            file.write_all(part).map_err(log_error)?;
+        }
         file.sync_data().map_err(log_error)?;
         std::fs::rename(&temp, &path).map_err(log_error)?;
         log_file::sync_dir(&self.data_dir).map_err(log_error)?;

@@ -12,6 +12,8 @@ pub mod disk_writer;
 mod frames;
 mod node_task;
 mod peer_link;
+#[cfg(test)]
+mod persist_tests;
 pub mod restore;
 
 use std::collections::{BTreeMap, HashMap};

@@ -231,6 +231,9 @@ impl NodeTask {
         for link in self.clients.values() {
             let _ = link.replies.try_send(Outbound::Close);
         }
+        if let Some(error) = self.disk_failed.take() {
+            return Err(ServerError::Disk(error));
+        }
         result
     }
 

@@ -92,13 +92,16 @@ pub fn restore(
     })?;
     let mut restore = Restore::new(store, log, applied);
     let log_base_index = match logs.last() {
-        None => {
-            tracing::info!(
-                "no log in {}: starting from the snapshot alone",
+        None if applied.index.0 > 0 => {
+            // A data directory from before the log, or whose log was removed: the term, the
+            // vote and the entries after the snapshot are unknown.
+            tracing::warn!(
+                "no log in {}: starting from the snapshot alone, in term 0 with no vote",
                 data_dir.display()
             );
             applied.index.0
         }
+        None => applied.index.0,
         Some((base, path)) => {
             replay(path, &mut restore, &snapshot_file::snapshot_path(data_dir))?;
             *base

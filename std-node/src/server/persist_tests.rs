@@ -1,0 +1,312 @@
+//! The disk writer, the node task's link to it and start-up restore, together on a real
+//! core node (a single voter, driven by hand): what one run writes, the next run restores,
+//! including after a crash in the middle of a checkpoint and after a checkpoint that failed.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use memdi_core::cluster::{ClientAction, Log, LogLimits, NodeConfig, Role};
+use memdi_core::store::{Store, StoreLimits};
+use memdi_core::wire::{
+    decode, encode, ClientMessage, ClusterId, Expiry, NodeId, Request, Response, ServerMessage,
+    SetCondition, WriteOptions, FRAME_HEADER_BYTES,
+};
+
+use super::disk_link::DiskLink;
+use super::disk_writer::{DiskReport, DiskWriter};
+use super::restore::restore;
+use super::CoreNode;
+use crate::config::FsyncPolicy;
+use crate::{log_file, snapshot_file};
+
+const STORE: StoreLimits = StoreLimits {
+    max_keys: 64,
+    max_key_bytes: 16,
+    max_value_bytes: 16,
+    max_total_bytes: 8192,
+};
+
+/// A node restored from `dir`, its link to a running disk writer, and the writer.
+struct Harness {
+    node: Box<CoreNode>,
+    disk: DiskLink,
+    writer: JoinHandle<()>,
+    now_ms: u64,
+}
+
+impl Harness {
+    fn start(dir: &Path) -> Self {
+        let store = Store::new(vec![0; STORE.memory_bytes().unwrap()], STORE, 1).unwrap();
+        let limits = LogLimits {
+            max_entries: 256,
+            max_bytes: 64 * 1024,
+        };
+        let log = Log::new(vec![0; limits.memory_bytes()], limits).unwrap();
+        let mut config = NodeConfig::new(NodeId(1), ClusterId(1), &[NodeId(1)]);
+        config.persistent = true;
+        let restored = restore(dir, store, log, config, 1_000).unwrap();
+        let writer = DiskWriter::open(dir, restored.log_base_index, FsyncPolicy::Always).unwrap();
+        let (jobs, receiver) = mpsc::channel();
+        let (reports_sender, reports) = tokio::sync::mpsc::unbounded_channel();
+        let writer = std::thread::spawn(move || writer.run(receiver, reports_sender));
+        let mut disk = DiskLink::new(jobs, reports);
+        disk.start_at(restored.node.log().last_index());
+        Self {
+            node: restored.node,
+            disk,
+            writer,
+            now_ms: 1_000,
+        }
+    }
+
+    /// Gives the core's persist items to the writer, as the node task does.
+    fn persist(&mut self) {
+        while let Some(persist) = self.node.poll_persist() {
+            assert!(!self.disk.record(&self.node, persist), "no snapshot comes");
+        }
+        self.disk.flush().unwrap();
+    }
+
+    /// Runs timers until this single voter leads.
+    fn lead(&mut self) {
+        for _ in 0..100 {
+            if self.node.role() == Role::Leader {
+                return;
+            }
+            self.now_ms = self.node.poll_timeout().max(self.now_ms);
+            self.node.handle_timeout(self.now_ms);
+            self.persist();
+        }
+        panic!("a single voter did not become leader");
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        self.set_unpersisted(key, value);
+        self.persist();
+    }
+
+    /// A write whose persist items are not drained: a checkpoint taken now must carry them.
+    fn set_unpersisted(&mut self, key: &str, value: &str) {
+        let message = ClientMessage {
+            request_id: 1,
+            request: Request::Set {
+                key: key.as_bytes(),
+                value: value.as_bytes(),
+                condition: SetCondition::Always,
+                expiry: Expiry::None,
+                write: WriteOptions::default(),
+            },
+        };
+        let mut payload = [0u8; 128];
+        let len = encode(&message, &mut payload).unwrap().len();
+        let mut out = vec![0; 64 * 1024];
+        let action = self
+            .node
+            .handle_client_frame(self.now_ms, &payload[..len], &mut out);
+        let ClientAction::Reply { len, .. } = action else {
+            panic!("{action:?}");
+        };
+        let reply: ServerMessage<'_> = decode(&out[FRAME_HEADER_BYTES..len]).unwrap();
+        assert!(
+            matches!(reply.response, Response::Stored { .. }),
+            "{reply:?}"
+        );
+    }
+
+    /// Waits until the writer has made every job durable; returns the other reports.
+    fn settle(&mut self) -> Vec<DiskReport> {
+        let mut others = Vec::new();
+        while self.disk.waiting_outputs() > 0 || self.disk.pending_jobs() > 0 {
+            match self.disk.reports.blocking_recv().expect("the writer runs") {
+                DiskReport::Durable { seq } => {
+                    if let (_, Some(index)) = self.disk.durable(seq) {
+                        self.node.handle_persisted(index);
+                    }
+                }
+                other => others.push(other),
+            }
+        }
+        others
+    }
+
+    /// Ends the run like a crash after everything reached the disk.
+    fn stop(mut self) -> Vec<DiskReport> {
+        let others = self.settle();
+        self.disk.close();
+        self.writer.join().unwrap();
+        others
+    }
+}
+
+/// Runs `test` on a thread with the main thread's stack size: a node (4,096 tickets) is
+/// built on the stack before it is boxed, as in `Prepared::new`.
+fn on_a_large_stack(test: fn()) {
+    std::thread::Builder::new()
+        .stack_size(16 << 20)
+        .spawn(test)
+        .unwrap()
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
+fn value(node: &CoreNode, key: &str) -> Option<Vec<u8>> {
+    node.store()
+        .get(key.as_bytes(), 0)
+        .map(|value| value.value.to_vec())
+}
+
+#[test]
+fn a_restart_restores_term_and_every_entry() {
+    on_a_large_stack(a_restart_restores_term_and_every_entry_body);
+}
+
+fn a_restart_restores_term_and_every_entry_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start(dir.path());
+    run.lead();
+    for i in 0..20 {
+        run.set(&format!("k{i}"), &format!("v{i}"));
+    }
+    let term = run.node.term();
+    let last_index = run.node.log().last_index();
+    assert!(run.stop().is_empty());
+
+    let run = Harness::start(dir.path());
+    assert_eq!(run.node.term(), term);
+    assert_eq!(run.node.log().last_index(), last_index);
+    for i in 0..20 {
+        assert_eq!(
+            value(&run.node, &format!("k{i}")),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    run.stop();
+}
+
+/// A crash after the checkpoint's snapshot was renamed, before its new log was: the new
+/// snapshot and the old log (and a half-written new log under its temporary name).
+#[test]
+fn a_crash_between_the_snapshot_and_the_new_log_loses_nothing() {
+    on_a_large_stack(a_crash_between_the_snapshot_and_the_new_log_loses_nothing_body);
+}
+
+fn a_crash_between_the_snapshot_and_the_new_log_loses_nothing_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start(dir.path());
+    run.lead();
+    for i in 0..10 {
+        run.set(&format!("k{i}"), "before");
+    }
+    let applied = run.node.applied_index();
+    let term = run.node.term();
+    let snapshot = snapshot_file::encode(run.node.store(), term, applied).unwrap();
+    snapshot_file::save(dir.path(), &snapshot).unwrap();
+    let temp = log_file::log_path(dir.path(), applied).with_extension("memdi.tmp");
+    std::fs::write(&temp, b"half a log").unwrap();
+    for i in 5..15 {
+        run.set(&format!("k{i}"), "after");
+    }
+    run.stop();
+
+    let run = Harness::start(dir.path());
+    assert_eq!(run.node.term(), term);
+    for i in 0..15 {
+        let expected = if i < 5 { "before" } else { "after" };
+        assert_eq!(
+            value(&run.node, &format!("k{i}")),
+            Some(expected.as_bytes().to_vec()),
+            "k{i}"
+        );
+    }
+    run.stop();
+}
+
+/// A checkpoint whose snapshot cannot be written reports the failure and appends its
+/// records to the current log, so the next start still has everything.
+#[test]
+fn a_failed_checkpoint_keeps_its_records_in_the_current_log() {
+    on_a_large_stack(a_failed_checkpoint_keeps_its_records_in_the_current_log_body);
+}
+
+fn a_failed_checkpoint_keeps_its_records_in_the_current_log_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start(dir.path());
+    run.lead();
+    for i in 0..10 {
+        run.set(&format!("k{i}"), "v");
+    }
+    run.set_unpersisted("unreported", "v");
+    // The snapshot's temporary file cannot be created: a directory has its name.
+    std::fs::create_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
+    let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
+    let reports = run.stop();
+    assert!(
+        matches!(reports.as_slice(), [DiskReport::CheckpointFailed { seq: failed, .. }] if *failed == seq),
+        "{reports:?}"
+    );
+    assert!(!snapshot_file::snapshot_path(dir.path()).exists());
+
+    std::fs::remove_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
+    let mut run = Harness::start(dir.path());
+    for i in 0..10 {
+        assert_eq!(value(&run.node, &format!("k{i}")), Some(b"v".to_vec()));
+    }
+    // Its entry is in the log; it commits (and applies) once this node leads again.
+    run.lead();
+    run.settle();
+    assert_eq!(value(&run.node, "unreported"), Some(b"v".to_vec()));
+    // And a checkpoint now succeeds, starting a log of its own.
+    let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
+    let reports = run.stop();
+    assert!(
+        matches!(reports.as_slice(), [DiskReport::CheckpointSaved { seq: saved, .. }] if *saved == seq),
+        "{reports:?}"
+    );
+    assert_eq!(log_file::find_logs(dir.path()).unwrap().len(), 1);
+    let run = Harness::start(dir.path());
+    assert_eq!(value(&run.node, "k9"), Some(b"v".to_vec()));
+    run.stop();
+}
+
+/// Outputs given after a job wait for it, in order, and are released by its report.
+#[test]
+fn outputs_wait_for_the_records_given_before_them() {
+    on_a_large_stack(outputs_wait_for_the_records_given_before_them_body);
+}
+
+fn outputs_wait_for_the_records_given_before_them_body() {
+    use super::disk_link::Dest;
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start(dir.path());
+    assert!(
+        run.disk
+            .gate(Dest::Peer(NodeId(2)), Some(vec![0]))
+            .is_some(),
+        "nothing to wait for"
+    );
+    run.lead(); // records a vote and a no-op entry
+    assert!(run
+        .disk
+        .gate(Dest::Peer(NodeId(2)), Some(vec![1]))
+        .is_none());
+    assert!(run.disk.gate(Dest::Client(7), None).is_none());
+    assert_eq!(run.disk.waiting_outputs(), 2);
+    // Reports of earlier jobs release nothing; the last job's releases both, in order.
+    let mut released = Vec::new();
+    let mut index = None;
+    while released.is_empty() {
+        let DiskReport::Durable { seq } = run.disk.reports.blocking_recv().unwrap() else {
+            panic!("expected a durable report");
+        };
+        let (now_released, now_index) = run.disk.durable(seq);
+        released = now_released;
+        index = now_index.or(index);
+    }
+    assert_eq!(run.disk.pending_jobs(), 0);
+    assert_eq!(released.len(), 2);
+    assert_eq!(released[0].frame, Some(vec![1]));
+    assert_eq!(released[1].frame, None);
+    assert_eq!(index, Some(run.node.log().last_index()));
+    run.stop();
+}
