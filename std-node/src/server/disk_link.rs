@@ -131,7 +131,14 @@ impl DiskLink {
                 index,
                 cluster_time_ms,
             }),
-            Persist::StoreReplaced => return true,
+            Persist::StoreReplaced => {
+                // The jobs not yet durable wrote the log the snapshot replaced: they make
+                // nothing of the new log durable (the core forgot what was persisted).
+                for (_, index) in self.pending.iter_mut() {
+                    *index = 0;
+                }
+                return true;
+            }
         }
         false
     }
