@@ -77,6 +77,9 @@ pub struct DiskLink {
     payload: Vec<u8>,
     /// The last log index handed to the writer.
     reported_last_index: u64,
+    /// The writer failed or stopped: what the core gives now may never reach the disk, so
+    /// no output leaves any more (the node is stopping).
+    failed: bool,
 }
 
 impl DiskLink {
@@ -92,6 +95,7 @@ impl DiskLink {
             framed: Vec::new(),
             payload: Vec::new(),
             reported_last_index: 0,
+            failed: false,
         }
     }
 
@@ -160,10 +164,14 @@ impl DiskLink {
     }
 
     fn submit(&mut self, job: DiskJob) -> Result<(), CheckpointError> {
-        let sender = self.jobs.as_ref().ok_or(CheckpointError::WriterStopped)?;
-        sender
-            .send(job)
-            .map_err(|_| CheckpointError::WriterStopped)?;
+        let sent = match &self.jobs {
+            Some(sender) => sender.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.failed = true;
+            return Err(CheckpointError::WriterStopped);
+        }
         self.issued_seq += 1;
         self.pending
             .push_back((self.issued_seq, self.reported_last_index));
@@ -228,8 +236,18 @@ impl DiskLink {
         self.issued_seq > self.durable_seq
     }
 
-    /// Queues `frame` for `to` if it must wait; otherwise gives it back to send now.
+    /// The writer has failed: from now on no output leaves.
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
+        self.gated.clear();
+    }
+
+    /// Queues `frame` for `to` if it must wait; otherwise gives it back to send now. After
+    /// the writer failed, drops it.
     pub fn gate(&mut self, to: Dest, frame: Option<Vec<u8>>) -> Option<(Dest, Option<Vec<u8>>)> {
+        if self.failed {
+            return None;
+        }
         if self.must_wait() {
             self.gated.push_back(Gated {
                 seq: self.issued_seq,

@@ -274,16 +274,8 @@ impl NodeTask {
                     "snapshot not written ({error}); its records went to the current log"
                 );
             }
-            Some(DiskReport::Failed { error }) => {
-                self.disk_failed = Some(error);
-                self.shutdown.cancel();
-            }
-            None => {
-                if self.disk_failed.is_none() {
-                    self.disk_failed = Some("the disk writer stopped".into());
-                }
-                self.shutdown.cancel();
-            }
+            Some(DiskReport::Failed { error }) => self.fail_disk(error),
+            None => self.fail_disk("the disk writer stopped".into()),
         }
     }
 
@@ -560,6 +552,7 @@ impl NodeTask {
     /// The disk can no longer keep what the core asks: stop the node.
     fn fail_disk(&mut self, error: String) {
         tracing::error!("{error}; this node stops");
+        self.disk.mark_failed();
         if self.disk_failed.is_none() {
             self.disk_failed = Some(error);
         }
