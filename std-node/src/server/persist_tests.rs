@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use memdi_core::cluster::{ClientAction, Log, LogLimits, NodeConfig, Role};
+use memdi_core::cluster::{ClientAction, Log, LogLimits, NodeConfig, Role, TicketEvent};
 use memdi_core::store::{Store, StoreLimits};
 use memdi_core::wire::{
-    decode, encode, ClientMessage, ClusterId, Expiry, NodeId, Request, Response, ServerMessage,
-    SetCondition, WriteOptions, FRAME_HEADER_BYTES,
+    decode, encode, ClientMessage, ClusterId, Durability, Expiry, NodeId, Request, Response,
+    ServerMessage, SetCondition, WriteOptions, FRAME_HEADER_BYTES,
 };
 
 use super::disk_link::DiskLink;
@@ -84,6 +84,31 @@ impl Harness {
     fn set(&mut self, key: &str, value: &str) {
         self.set_unpersisted(key, value);
         self.persist();
+    }
+
+    /// Sends a SET asking for `durability` and returns what the core does with it.
+    fn set_with(&mut self, key: &str, durability: Durability) -> ClientAction {
+        let message = ClientMessage {
+            request_id: 1,
+            request: Request::Set {
+                key: key.as_bytes(),
+                value: b"v",
+                condition: SetCondition::Always,
+                expiry: Expiry::None,
+                write: WriteOptions {
+                    ack: None,
+                    durability: Some(durability),
+                },
+            },
+        };
+        let mut payload = [0u8; 128];
+        let len = encode(&message, &mut payload).unwrap().len();
+        let mut out = vec![0; 64 * 1024];
+        let action = self
+            .node
+            .handle_client_frame(self.now_ms, &payload[..len], &mut out);
+        self.persist();
+        action
     }
 
     /// A write whose persist items are not drained: a checkpoint taken now must carry them.
@@ -266,6 +291,35 @@ fn a_failed_checkpoint_keeps_its_records_in_the_current_log_body() {
     assert_eq!(log_file::find_logs(dir.path()).unwrap().len(), 1);
     let run = Harness::start(dir.path());
     assert_eq!(value(&run.node, "k9"), Some(b"v".to_vec()));
+    run.stop();
+}
+
+/// A write at `durability: disk` is answered only once the writer reports its entry
+/// durable; one at `memory` at once.
+#[test]
+fn a_disk_write_waits_for_the_writers_report() {
+    on_a_large_stack(a_disk_write_waits_for_the_writers_report_body);
+}
+
+fn a_disk_write_waits_for_the_writers_report_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start(dir.path());
+    run.lead();
+    run.settle();
+    assert!(matches!(
+        run.set_with("fast", Durability::Memory),
+        ClientAction::Reply { .. }
+    ));
+    let ClientAction::Wait { ticket, .. } = run.set_with("durable", Durability::Disk) else {
+        panic!("a disk write was answered before its entry was written");
+    };
+    let mut out = vec![0; 64 * 1024];
+    assert_eq!(run.node.poll_ticket_event(&mut out), None, "released early");
+    run.settle();
+    assert_eq!(
+        run.node.poll_ticket_event(&mut out),
+        Some(TicketEvent::Release { ticket })
+    );
     run.stop();
 }
 
