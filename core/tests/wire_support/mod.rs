@@ -8,9 +8,9 @@
 #![allow(dead_code)]
 
 use memdi_core::wire::{
-    AckLevel, Capacities, ClientMessage, ClusterId, Durability, ErrorCode, ErrorReply, Expiry,
-    Hello, HelloAck, NodeId, Packed, PackedWriter, ReadConsistency, Request, Response, Sender,
-    ServerMessage, SetCondition, ValueRef, WriteOptions,
+    AckLevel, Capacities, ClientMessage, ClusterId, ClusterStatus, Durability, ErrorCode,
+    ErrorReply, Expiry, Hello, HelloAck, NodeId, Packed, PackedWriter, ReadConsistency, Request,
+    Response, SaveReport, Sender, ServerMessage, SetCondition, StatusRole, ValueRef, WriteOptions,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -178,6 +178,8 @@ pub enum OwnedRequest {
     DbSize {
         read: ReadConsistency,
     },
+    Save,
+    ClusterStatus,
 }
 
 impl OwnedRequest {
@@ -239,6 +241,8 @@ impl OwnedRequest {
                 read: *read,
             },
             Self::DbSize { read } => Request::DbSize { read: *read },
+            Self::Save => Request::Save,
+            Self::ClusterStatus => Request::ClusterStatus,
         }
     }
 }
@@ -285,6 +289,8 @@ pub fn request() -> impl Strategy<Value = OwnedRequest> {
             }
         }),
         read().prop_map(|read| OwnedRequest::DbSize { read }),
+        Just(OwnedRequest::Save),
+        Just(OwnedRequest::ClusterStatus),
     ]
 }
 
@@ -317,14 +323,39 @@ pub enum OwnedResponse {
     HelloAck(HelloAck),
     Pong,
     Value(Option<(Vec<u8>, u64, Option<u64>)>),
-    Stored { version: u64 },
+    Stored {
+        version: u64,
+    },
     NotStored,
-    VersionMismatch { current_version: u64 },
+    VersionMismatch {
+        current_version: u64,
+    },
     Integer(i64),
     Count(u64),
     Values(Vec<u8>),
-    ScanPage { next_cursor: u64, keys: Vec<u8> },
-    Error { code: ErrorCode, detail: String },
+    ScanPage {
+        next_cursor: u64,
+        keys: Vec<u8>,
+    },
+    Error {
+        code: ErrorCode,
+        detail: String,
+    },
+    Saved(SaveReport),
+    /// The status with its member list replaced by the encoded list.
+    ClusterStatus(OwnedStatusHead, Vec<u8>),
+}
+
+/// The fixed fields of a [`ClusterStatus`].
+#[derive(Clone, Copy, Debug)]
+pub struct OwnedStatusHead {
+    pub node_id: u64,
+    pub role: StatusRole,
+    pub term: u64,
+    pub leader_id: Option<u64>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
 }
 
 impl OwnedResponse {
@@ -354,6 +385,17 @@ impl OwnedResponse {
             Self::Error { code, detail } => Response::Error(ErrorReply {
                 code: *code,
                 detail,
+            }),
+            Self::Saved(report) => Response::Saved(*report),
+            Self::ClusterStatus(head, members) => Response::ClusterStatus(ClusterStatus {
+                node_id: NodeId(head.node_id),
+                role: head.role,
+                term: head.term,
+                leader_id: head.leader_id.map(NodeId),
+                commit_index: head.commit_index,
+                applied_index: head.applied_index,
+                last_index: head.last_index,
+                members: packed(members),
             }),
         }
     }
@@ -395,7 +437,44 @@ pub fn response() -> impl Strategy<Value = OwnedResponse> {
         (any::<u64>(), packed_list())
             .prop_map(|(next_cursor, keys)| OwnedResponse::ScanPage { next_cursor, keys }),
         (error_code(), ".{0,40}").prop_map(|(code, detail)| OwnedResponse::Error { code, detail }),
+        (any::<u64>(), any::<u64>()).prop_map(|(applied_index, snapshot_bytes)| {
+            OwnedResponse::Saved(SaveReport {
+                applied_index,
+                snapshot_bytes,
+            })
+        }),
+        (status_head(), packed_list())
+            .prop_map(|(head, members)| OwnedResponse::ClusterStatus(head, members)),
     ]
+}
+
+pub fn status_head() -> impl Strategy<Value = OwnedStatusHead> {
+    (
+        any::<u64>(),
+        prop::sample::select(vec![
+            StatusRole::Follower,
+            StatusRole::PreCandidate,
+            StatusRole::Candidate,
+            StatusRole::Leader,
+            StatusRole::Learner,
+        ]),
+        any::<u64>(),
+        option::of(any::<u64>()),
+        (any::<u64>(), any::<u64>(), any::<u64>()),
+    )
+        .prop_map(
+            |(node_id, role, term, leader_id, (commit_index, applied_index, last_index))| {
+                OwnedStatusHead {
+                    node_id,
+                    role,
+                    term,
+                    leader_id,
+                    commit_index,
+                    applied_index,
+                    last_index,
+                }
+            },
+        )
 }
 
 /// Owned mirror of [`ServerMessage`].
