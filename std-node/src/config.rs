@@ -119,7 +119,8 @@ pub struct ServerArgs {
     #[arg(long, value_enum)]
     pub fsync: Option<FsyncPolicy>,
     /// Seconds between snapshots to --data-dir, each of which starts a new log; 0 = no
-    /// periodic snapshots (one is still written on SAVE and on a clean shutdown)
+    /// periodic snapshots (one is still written on SAVE, on a clean shutdown and when the
+    /// log passes 256 MiB)
     /// [default: 60].
     #[arg(long, value_name = "SECS")]
     pub snapshot_every: Option<u64>,

@@ -77,14 +77,20 @@ pub struct DiskLink {
     payload: Vec<u8>,
     /// The last log index handed to the writer.
     reported_last_index: u64,
+    /// Bytes handed to the writer for the current log file (which a checkpoint replaces).
+    log_bytes: u64,
     /// The writer failed or stopped: what the core gives now may never reach the disk, so
     /// no output leaves any more (the node is stopping).
     failed: bool,
 }
 
 impl DiskLink {
-    /// A link over the writer's channels.
-    pub fn new(jobs: Sender<DiskJob>, reports: UnboundedReceiver<DiskReport>) -> Self {
+    /// A link over the writer's channels; the current log file holds `log_bytes` already.
+    pub fn new(
+        jobs: Sender<DiskJob>,
+        reports: UnboundedReceiver<DiskReport>,
+        log_bytes: u64,
+    ) -> Self {
         Self {
             jobs: Some(jobs),
             reports,
@@ -95,6 +101,7 @@ impl DiskLink {
             framed: Vec::new(),
             payload: Vec::new(),
             reported_last_index: 0,
+            log_bytes,
             failed: false,
         }
     }
@@ -160,6 +167,7 @@ impl DiskLink {
         }
         let seq = self.issued_seq + 1;
         let framed = std::mem::take(&mut self.framed);
+        self.log_bytes += framed.len() as u64;
         self.submit(DiskJob::Append { seq, framed })
     }
 
@@ -219,6 +227,8 @@ impl DiskLink {
         .encode(&mut self.payload);
         encode_record(&self.payload, &mut tail);
         self.reported_last_index = last_index;
+        // If the checkpoint fails, its records go to the current log: counted either way.
+        self.log_bytes = (head.len() + reset.len() + tail.len()) as u64;
         let seq = self.issued_seq + 1;
         self.submit(DiskJob::Checkpoint(CheckpointJob {
             seq,
@@ -281,6 +291,12 @@ impl DiskLink {
             released.extend(self.gated.pop_front());
         }
         (released, index)
+    }
+
+    /// Bytes handed to the writer for the current log since the last checkpoint (about the
+    /// log file's size).
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
     }
 
     /// Outputs still waiting for the disk.

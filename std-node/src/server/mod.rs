@@ -115,6 +115,7 @@ pub struct Prepared {
     config: ServerConfig,
     node: Box<CoreNode>,
     log_base_index: u64,
+    log_bytes: u64,
     clock: Clock,
     sizes: Sizes,
 }
@@ -158,6 +159,7 @@ impl Prepared {
             config,
             node: restored.node,
             log_base_index: restored.log_base_index,
+            log_bytes: restored.log_bytes,
             clock,
             sizes,
         })
@@ -171,6 +173,7 @@ impl Prepared {
             config,
             node,
             log_base_index,
+            log_bytes,
             clock,
             sizes,
         } = self;
@@ -246,7 +249,7 @@ impl Prepared {
             clock,
             inputs: receiver,
             peers,
-            disk: node_task::DiskLink::new(disk_jobs, disk_reports),
+            disk: node_task::DiskLink::new(disk_jobs, disk_reports, log_bytes),
             snapshot_every_secs: config.snapshot_every_secs,
             shutdown: shutdown.clone(),
             out: vec![0; 2 * (sizes.max_frame_bytes as usize + 64)],

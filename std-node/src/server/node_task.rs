@@ -143,6 +143,10 @@ pub(super) struct PendingSave {
     applied_index: u64,
 }
 
+/// A log file grown past this is replaced by a checkpoint (as Redis rewrites its AOF), so
+/// that it stays bounded even with `--snapshot-every 0`: a checkpoint's log holds only the
+/// core's in-memory log (at most `LOG_BYTES` of entries).
+const LOG_REWRITE_BYTES: u64 = 256 << 20;
 /// How long a clean shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Most inputs taken at once before the timer and the shutdown signal are looked at again.
@@ -546,6 +550,10 @@ impl NodeTask {
         }
         if let Err(error) = self.disk.flush() {
             self.fail_disk(error.to_string());
+            return;
+        }
+        if self.disk.log_bytes() > LOG_REWRITE_BYTES && self.checkpoint_in_flight.is_none() {
+            let _ = self.checkpoint("log size");
         }
     }
 

@@ -50,7 +50,7 @@ impl Harness {
         let (jobs, receiver) = mpsc::channel();
         let (reports_sender, reports) = tokio::sync::mpsc::unbounded_channel();
         let writer = std::thread::spawn(move || writer.run(receiver, reports_sender));
-        let mut disk = DiskLink::new(jobs, reports);
+        let mut disk = DiskLink::new(jobs, reports, restored.log_bytes);
         disk.start_at(restored.node.log().last_index());
         Self {
             node: restored.node,
@@ -282,7 +282,19 @@ fn a_failed_checkpoint_keeps_its_records_in_the_current_log_body() {
     run.settle();
     assert_eq!(value(&run.node, "unreported"), Some(b"v".to_vec()));
     // And a checkpoint now succeeds, starting a log of its own.
+    let grown = run.disk.log_bytes();
+    assert_eq!(
+        grown,
+        std::fs::metadata(&log_file::find_logs(dir.path()).unwrap()[0].1)
+            .unwrap()
+            .len(),
+        "the restored log's size is counted"
+    );
     let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
+    assert!(
+        run.disk.log_bytes() > 0 && run.disk.log_bytes() <= grown,
+        "the new log holds only the checkpoint's records"
+    );
     let reports = run.stop();
     assert!(
         matches!(reports.as_slice(), [DiskReport::CheckpointSaved { seq: saved, .. }] if *saved == seq),

@@ -64,6 +64,8 @@ pub struct Restored {
     pub node: Box<CoreNode>,
     /// The base index of the log to append to (its file exists or is created).
     pub log_base_index: u64,
+    /// The size of that log file (after a torn tail was cut off).
+    pub log_bytes: u64,
 }
 
 /// Loads the snapshot of `data_dir` into the empty `store`, replays the current log over it
@@ -128,9 +130,12 @@ pub fn restore(
         node.commit_index(),
         node.applied_index()
     );
+    let log_bytes = std::fs::metadata(log_file::log_path(data_dir, log_base_index))
+        .map_or(0, |metadata| metadata.len());
     Ok(Restored {
         node,
         log_base_index,
+        log_bytes,
     })
 }
 
