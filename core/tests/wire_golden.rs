@@ -279,6 +279,21 @@ fn golden_requests() {
         },
         "0b 01"
     );
+    golden!(
+        g,
+        Request<'_>,
+        Request::AddMember {
+            node_id: NodeId(4),
+            address: b"h:1",
+        },
+        "0c 04 03 68 3a 31"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::RemoveMember { node_id: NodeId(2) },
+        "0d 02"
+    );
     g.finish();
 }
 
@@ -360,6 +375,14 @@ fn golden_responses() {
             detail: "",
         }),
         "0a 00 00"
+    );
+    golden!(
+        g,
+        Response<'_>,
+        Response::MembershipChanged {
+            log_index: LogIndex(300),
+        },
+        "0b ac 02"
     );
     g.finish();
 }

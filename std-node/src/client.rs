@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use memdi_core::wire::{
     decode, encode_frame, AckLevel, ClientMessage, ClusterId, ErrorCode, Expiry, FrameDecoder,
-    Hello, HelloAck, Packed, PackedWriter, ReadConsistency, Request, Response, Sender,
+    Hello, HelloAck, NodeId, Packed, PackedWriter, ReadConsistency, Request, Response, Sender,
     ServerMessage, SetCondition, WriteOptions, FRAME_HEADER_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -107,6 +107,8 @@ pub enum Reply {
     },
     /// An answer this client does not expect after the handshake.
     HelloAck,
+    /// A membership change committed at this log index.
+    MembershipChanged(u64),
 }
 
 /// Options of a SET.
@@ -364,6 +366,7 @@ fn to_reply(response: Response<'_>) -> Result<Reply, ClientError> {
             expires_at_ms: v.expires_at_ms,
         })),
         Response::Stored { version } => Reply::Stored(version),
+        Response::MembershipChanged { log_index } => Reply::MembershipChanged(log_index.0),
         Response::NotStored => Reply::NotStored,
         Response::VersionMismatch { current_version } => Reply::VersionMismatch(current_version),
         Response::Integer(value) => Reply::Integer(value),
@@ -636,6 +639,30 @@ impl Client {
         let read = self.inner.options.read;
         match self.request(&Request::DbSize { read }).await? {
             Reply::Count(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Adds node `node_id`, whose peer port is at `address`, to the cluster as a learner
+    /// (promoted to voter once caught up). Returns the log index of the change.
+    pub async fn add_member(&self, node_id: u64, address: &str) -> Result<u64, ClientError> {
+        let request = Request::AddMember {
+            node_id: NodeId(node_id),
+            address: address.as_bytes(),
+        };
+        match self.request(&request).await? {
+            Reply::MembershipChanged(index) => Ok(index),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes node `node_id` from the cluster. Returns the log index of the change.
+    pub async fn remove_member(&self, node_id: u64) -> Result<u64, ClientError> {
+        let request = Request::RemoveMember {
+            node_id: NodeId(node_id),
+        };
+        match self.request(&request).await? {
+            Reply::MembershipChanged(index) => Ok(index),
             other => Err(unexpected(other)),
         }
     }

@@ -37,8 +37,8 @@ where
 
     fn majority_granted(&self) -> bool {
         let granted = self.peers.iter().filter(|p| p.voter && p.granted).count()
-            + usize::from(self.config.is_voter());
-        granted >= self.config.quorum()
+            + usize::from(self.is_voter());
+        granted >= self.quorum()
     }
 
     pub(crate) fn start_pre_vote(&mut self, now_ms: u64) {
@@ -49,11 +49,7 @@ where
         // which, since it could win without them, are not committed.
         let store_ahead_of_log =
             self.applied_index > self.log.last_index() || self.applied_term.is_some();
-        if !self.config.is_voter()
-            || self.store_stale
-            || self.incoming.is_some()
-            || store_ahead_of_log
-        {
+        if !self.is_voter() || self.store_stale || self.incoming.is_some() || store_ahead_of_log {
             return;
         }
         self.set_leader(None);
@@ -105,7 +101,7 @@ where
         last_log: LogPosition,
     ) {
         let granted = term > self.term
-            && self.config.is_voter()
+            && self.is_voter()
             && !self.leader_is_fresh(now_ms)
             && self.log_is_current(last_log);
         // A rejection carries this node's term, so that a pre-candidate behind it learns
@@ -161,7 +157,7 @@ where
             self.step_down(now_ms, term, None);
         }
         let granted = term == self.term
-            && self.config.is_voter()
+            && self.is_voter()
             && self.voted_for.is_none_or(|id| id == from)
             && self.log_is_current(last_log);
         if granted {
@@ -224,7 +220,7 @@ where
         let _ = self.propose(now_ms, super::command::Command::Noop);
         self.election_deadline_ms = now_ms + self.config.election_timeout_max_ms;
         self.start_round(now_ms);
-        self.advance_commit();
+        self.advance_commit(now_ms);
     }
 
     /// CheckQuorum: run every election timeout while leading.
@@ -235,8 +231,8 @@ where
             .iter()
             .filter(|p| p.voter && now_ms.saturating_sub(p.last_heard_ms) < window)
             .count()
-            + usize::from(self.config.is_voter());
-        if heard < self.config.quorum() {
+            + usize::from(self.is_voter());
+        if heard < self.quorum() {
             self.step_down(now_ms, self.term, None);
         } else {
             self.election_deadline_ms = now_ms + window;

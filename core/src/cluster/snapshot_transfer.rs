@@ -25,6 +25,7 @@
 //! every committed entry stays on a majority however many snapshots are loading. The most
 //! lagging follower always qualifies, so some follower can always make progress.
 
+use super::membership::Membership;
 use super::node::{Node, NodeEvent, Outgoing, Role};
 use crate::snapshot::{SnapshotDecoder, SnapshotEncodeError, SnapshotEncoder};
 use crate::wire::{encode_frame, LogIndex, LogPosition, NodeId, PeerMessage, Term};
@@ -42,6 +43,16 @@ pub(crate) struct OutgoingSnapshot {
     sent_offset: u64,
     in_flight: bool,
     sent_at_ms: u64,
+}
+
+/// One chunk of a snapshot, as received (follower).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunk<'a> {
+    pub snapshot_id: u64,
+    pub offset: u64,
+    pub done: bool,
+    pub members: &'a [u8],
+    pub data: &'a [u8],
 }
 
 /// A snapshot being received (follower).
@@ -82,7 +93,7 @@ where
                         < self.config.election_timeout_min_ms
             })
             .count();
-        others + usize::from(self.config.is_voter()) >= self.config.quorum()
+        others + usize::from(self.is_voter()) >= self.quorum()
     }
 
     /// Leader: the next snapshot chunk for peer `at`, if one is due, written into `out`.
@@ -125,7 +136,13 @@ where
             });
         }
         let term = self.term;
-        let chunk_limit = self.config.max_append_bytes;
+        let base = self.peers[at].snapshot.as_ref()?.base;
+        let (members, _) = self.membership_as_of(base.index.0);
+        // The membership travels in every chunk, within the chunk's budget.
+        let chunk_limit = self
+            .config
+            .max_append_bytes
+            .saturating_sub(members.as_bytes().len());
         let snapshot = self.peers[at].snapshot.as_mut()?;
         if snapshot.in_flight {
             if now_ms.saturating_sub(snapshot.sent_at_ms) < retransmit_ms {
@@ -153,6 +170,7 @@ where
             snapshot_id: snapshot.id,
             offset: snapshot.sent_offset,
             done: snapshot.sending.is_done(),
+            members: members.as_bytes(),
             data: &back[..len],
         };
         let frame_len = encode_frame(&message, front).ok()?;
@@ -203,7 +221,7 @@ where
                 peer.held_index = Some(base);
                 peer.inflight = 0;
                 peer.heartbeat_due = true;
-                self.advance_commit();
+                self.advance_commit(now_ms);
             }
         } else if next_offset == snapshot.acked_offset {
             snapshot.sending = snapshot.acked.clone();
@@ -216,18 +234,21 @@ where
     }
 
     /// Follower: a chunk of a snapshot.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn handle_snapshot(
         &mut self,
         now_ms: u64,
         from: NodeId,
         term: u64,
         base: LogPosition,
-        snapshot_id: u64,
-        offset: u64,
-        done: bool,
-        data: &[u8],
+        chunk: Chunk<'_>,
     ) {
+        let Chunk {
+            snapshot_id,
+            offset,
+            done,
+            members,
+            data,
+        } = chunk;
         let reply = |node: &mut Self, next_offset: u64, failed: bool| {
             node.send(
                 from,
@@ -290,8 +311,9 @@ where
             let Some(incoming) = self.incoming.take() else {
                 return;
             };
+            let membership = Membership::decode(members);
             match incoming.decoder.finish(&mut self.store) {
-                Ok(meta) => {
+                Ok(meta) if membership.is_ok() => {
                     // The log starts at the leader's commit index (`base`); the store
                     // reflects the leader's applied index (`meta.log_index`), possibly
                     // further, whose entries arrive next and are not applied again.
@@ -306,8 +328,11 @@ where
                     self.push_event(NodeEvent::SnapshotInstalled {
                         index: incoming.base.index.0,
                     });
+                    if let Ok(membership) = membership {
+                        self.reset_membership(now_ms, membership);
+                    }
                 }
-                Err(_) => {
+                _ => {
                     reply(self, 0, true);
                     return;
                 }

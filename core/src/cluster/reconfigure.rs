@@ -1,0 +1,280 @@
+//! Membership changes: tracking the membership the log says is in force, and the leader's
+//! joins, promotions and removals.
+//!
+//! A node uses the latest `Members` entry in its log, committed or not, else the membership
+//! as of its log's base (`membership` module). So the membership changes when such an entry
+//! is appended, when a truncation removes it (the node falls back to the one before), and
+//! when a snapshot replaces the log. Discarding entries from the front of the log moves a
+//! `Members` entry into the base membership, so that it is never lost.
+//!
+//! The leader changes the membership one member at a time, and only when the previous
+//! change is committed and an entry of its own term is committed (Raft thesis 4.1 and the
+//! fix of 2015: a leader of a new term must not reconfigure before it has committed in that
+//! term, or two leaders' changes can build configurations without a common majority).
+//! - **Join**: a node is added as a learner: it gets the log (or a snapshot), counts for
+//!   nothing, and never votes or stands.
+//! - **Promotion**: once a learner holds every committed entry, the leader makes it a voter.
+//!   So a new voter never makes commitment wait for a long catch-up.
+//! - **Removal**: a member is removed. A leader that removes itself leads until the change
+//!   commits (counting a majority of the new voters, not itself), then steps down; as a
+//!   non-voter it never stands again.
+
+use super::command::Command;
+use super::membership::{Membership, MembershipError};
+use super::node::{Node, Peer, ReplayWindow, Role};
+use super::replication::ProposeError;
+use crate::wire::NodeId;
+
+/// Why the leader did not start a membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeError {
+    /// A change is not committed yet, or this leader has not committed in its term.
+    InProgress,
+    /// The change would leave no voter.
+    LastVoter,
+    /// The membership would not be valid.
+    Membership(MembershipError),
+    /// The log could not take the entry.
+    Propose(ProposeError),
+}
+
+impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
+where
+    M: AsRef<[u8]> + AsMut<[u8]>,
+    L: AsRef<[u8]> + AsMut<[u8]>,
+{
+    /// The membership in force.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Whether this node votes.
+    pub(crate) fn is_voter(&self) -> bool {
+        self.voter
+    }
+
+    /// Votes needed to win an election or to commit: a majority of the voters.
+    pub(crate) fn quorum(&self) -> usize {
+        self.membership.voter_count() / 2 + 1
+    }
+
+    /// An entry was appended at `index`: if it changes the membership, the change is in
+    /// force at once.
+    pub(crate) fn note_entry_appended(&mut self, now_ms: u64, index: u64, bytes: &[u8]) {
+        let Some(members) = Command::members_in(bytes) else {
+            return;
+        };
+        match Membership::decode(members) {
+            Ok(membership) => {
+                self.membership = membership;
+                self.membership_index = index;
+                self.adopt_membership(now_ms);
+            }
+            // The leader checked it; a damaged one would be a leader's bug. The entry is
+            // kept (it is part of the log), but it changes nothing here.
+            Err(_) => {}
+        }
+    }
+
+    /// Entries from `from` on were truncated: if the membership came from one of them, the
+    /// one before it is in force again.
+    pub(crate) fn note_truncated(&mut self, now_ms: u64, from: u64) {
+        if self.membership_index >= from {
+            self.rescan_membership(now_ms);
+        }
+    }
+
+    /// Discards the log's first entry, keeping the membership it carries, if any, as the
+    /// base membership.
+    pub(crate) fn discard_first_entry(&mut self) {
+        let first = self.log.first_index();
+        if let Some(membership) = self
+            .log
+            .entry(first)
+            .and_then(|(_, bytes)| Command::members_in(bytes))
+            .and_then(|members| Membership::decode(members).ok())
+        {
+            self.base_membership = membership;
+        }
+        self.log.discard_through(first);
+        if self.membership_index == first {
+            // Still in force; it now comes from the base.
+            self.membership_index = 0;
+        }
+    }
+
+    /// The log was replaced and starts after a state whose membership is `base`.
+    pub(crate) fn reset_membership(&mut self, now_ms: u64, base: Membership) {
+        self.base_membership = base;
+        self.rescan_membership(now_ms);
+    }
+
+    /// Finds the membership in force from the log: the latest `Members` entry, else the
+    /// base membership.
+    pub(crate) fn rescan_membership(&mut self, now_ms: u64) {
+        let (membership, index) = self.membership_as_of(self.log.last_index());
+        self.membership = membership;
+        self.membership_index = index;
+        self.adopt_membership(now_ms);
+    }
+
+    /// The membership as of entry `index` (at or after the log's base) and the entry it
+    /// came from (0 for the base).
+    pub(crate) fn membership_as_of(&self, index: u64) -> (Membership, u64) {
+        let first = self.log.first_index();
+        let mut at = index.min(self.log.last_index());
+        while at >= first {
+            if let Some(membership) = self
+                .log
+                .entry(at)
+                .and_then(|(_, bytes)| Command::members_in(bytes))
+                .and_then(|members| Membership::decode(members).ok())
+            {
+                return (membership, at);
+            }
+            at -= 1;
+        }
+        (self.base_membership.clone(), 0)
+    }
+
+    /// Makes the peers match the membership: new members are added with no progress, gone
+    /// ones dropped, and the others keep their progress with their vote updated.
+    pub(crate) fn adopt_membership(&mut self, now_ms: u64) {
+        let own_id = self.config.node_id;
+        let membership = &self.membership;
+        self.peers.retain(|peer| membership.get(peer.id).is_some());
+        for member in membership.iter().filter(|member| member.id != own_id) {
+            if let Some(peer) = self.peers.iter_mut().find(|peer| peer.id == member.id) {
+                peer.voter = member.voter;
+                continue;
+            }
+            // At most MAX_MEMBERS members, this node among them or not.
+            let _ = self.peers.push(Peer {
+                id: member.id,
+                voter: member.voter,
+                next_index: self.log.last_index() + 1,
+                match_index: 0,
+                inflight: 0,
+                heartbeat_due: true,
+                last_heard_ms: now_ms,
+                acked_round: 0,
+                granted: false,
+                forwards: ReplayWindow::default(),
+                held_index: None,
+                needs_snapshot: false,
+                snapshot: None,
+            });
+        }
+        if self.next_peer >= self.peers.len() {
+            self.next_peer = 0;
+        }
+        self.voter = membership.is_voter(own_id);
+    }
+
+    /// Leader: whether a membership change may start now.
+    fn may_reconfigure(&self) -> bool {
+        self.role == Role::Leader
+            && self.membership_index <= self.commit_index
+            && self.log.term_at(self.commit_index) == Some(self.term)
+    }
+
+    /// Leader: logs `membership` as the new one, in force at once. Returns its entry.
+    fn propose_membership(
+        &mut self,
+        now_ms: u64,
+        membership: &Membership,
+    ) -> Result<u64, ChangeError> {
+        if !self.may_reconfigure() {
+            return Err(ChangeError::InProgress);
+        }
+        if membership.voter_count() == 0 {
+            return Err(ChangeError::LastVoter);
+        }
+        let command = Command::Members {
+            members: membership.as_bytes(),
+        };
+        // Not `propose`: the membership must be in force before anything else looks at it
+        // (committing the entry may promote or step down); there is nothing to apply.
+        self.make_room(&command).map_err(ChangeError::Propose)?;
+        let index = self
+            .append_applied(&command)
+            .map_err(ChangeError::Propose)?;
+        self.membership = membership.clone();
+        self.membership_index = index;
+        self.adopt_membership(now_ms);
+        // With fewer voters, what the others hold may already be a majority.
+        self.advance_commit(now_ms);
+        Ok(index)
+    }
+
+    /// Leader: adds `id` as a learner with peer address `address`. Returns the entry to wait
+    /// for, or `None` if it is already a member with that address (nothing to do).
+    pub(crate) fn add_member(
+        &mut self,
+        now_ms: u64,
+        id: NodeId,
+        address: &[u8],
+    ) -> Result<Option<u64>, ChangeError> {
+        if let Some(member) = self.membership.get(id) {
+            if member.address == address {
+                return Ok(None);
+            }
+            // A known member at a new address: keep its vote, change the address.
+            let voter = member.voter;
+            let next = self
+                .membership
+                .with(id, voter, address)
+                .map_err(ChangeError::Membership)?;
+            return self.propose_membership(now_ms, &next).map(Some);
+        }
+        let next = self
+            .membership
+            .with(id, false, address)
+            .map_err(ChangeError::Membership)?;
+        self.propose_membership(now_ms, &next).map(Some)
+    }
+
+    /// Leader: removes `id`. Returns the entry to wait for, or `None` if it is not a member.
+    pub(crate) fn remove_member(
+        &mut self,
+        now_ms: u64,
+        id: NodeId,
+    ) -> Result<Option<u64>, ChangeError> {
+        if self.membership.get(id).is_none() {
+            return Ok(None);
+        }
+        let next = self.membership.without(id);
+        self.propose_membership(now_ms, &next).map(Some)
+    }
+
+    /// Leader: promotes a learner that holds every committed entry, one at a time.
+    pub(crate) fn promote_caught_up_learner(&mut self, now_ms: u64) {
+        if !self.may_reconfigure() {
+            return;
+        }
+        let commit = self.commit_index;
+        let Some(id) = self
+            .peers
+            .iter()
+            .find(|peer| !peer.voter && peer.match_index >= commit && peer.snapshot.is_none())
+            .map(|peer| peer.id)
+        else {
+            return;
+        };
+        let Some(address) = self.membership.get(id).map(|member| member.address) else {
+            return;
+        };
+        let Ok(next) = self.membership.with(id, true, address) else {
+            return;
+        };
+        // A full log or an entry in progress: tried again on the next answer.
+        let _ = self.propose_membership(now_ms, &next);
+    }
+
+    /// Leader: once a membership without this node is committed, it steps down.
+    pub(crate) fn step_down_if_removed(&mut self, now_ms: u64) {
+        if self.role == Role::Leader && !self.voter && self.membership_index <= self.commit_index {
+            self.step_down(now_ms, self.term, None);
+        }
+    }
+}
