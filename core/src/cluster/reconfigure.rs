@@ -64,15 +64,12 @@ where
         let Some(members) = Command::members_in(bytes) else {
             return;
         };
-        match Membership::decode(members) {
-            Ok(membership) => {
-                self.membership = membership;
-                self.membership_index = index;
-                self.adopt_membership(now_ms);
-            }
-            // The leader checked it; a damaged one would be a leader's bug. The entry is
-            // kept (it is part of the log), but it changes nothing here.
-            Err(_) => {}
+        // The leader checked it; a damaged one would be a leader's bug. The entry is kept
+        // (it is part of the log), but it changes nothing here.
+        if let Ok(membership) = Membership::decode(members) {
+            self.membership = membership;
+            self.membership_index = index;
+            self.adopt_membership(now_ms);
         }
     }
 
