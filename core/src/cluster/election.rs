@@ -49,7 +49,7 @@ where
         // which, since it could win without them, are not committed.
         let store_ahead_of_log =
             self.applied_index > self.log.last_index() || self.applied_term.is_some();
-        if !self.is_voter() || self.store_stale || self.incoming.is_some() || store_ahead_of_log {
+        if !self.may_stand() || self.store_stale || self.incoming.is_some() || store_ahead_of_log {
             return;
         }
         self.set_leader(None);
@@ -100,10 +100,12 @@ where
         term: u64,
         last_log: LogPosition,
     ) {
-        let granted = term > self.term
-            && self.is_voter()
-            && !self.leader_is_fresh(now_ms)
-            && self.log_is_current(last_log);
+        // Whether this node votes in its own membership is not asked (Raft thesis 4.2.3): a
+        // node whose latest membership entry is uncommitted and about to be replaced may be
+        // a voter in the candidate's, and refusing would deadlock the election (found by
+        // the simulator). The candidate counts only the votes of its own voters.
+        let granted =
+            term > self.term && !self.leader_is_fresh(now_ms) && self.log_is_current(last_log);
         // A rejection carries this node's term, so that a pre-candidate behind it learns
         // the term exists (it could otherwise never ask for a high enough one). A grant
         // echoes the term asked about.
@@ -156,8 +158,8 @@ where
             }
             self.step_down(now_ms, term, None);
         }
+        // As for PreVote, whether this node votes in its own membership is not asked.
         let granted = term == self.term
-            && self.is_voter()
             && self.voted_for.is_none_or(|id| id == from)
             && self.log_is_current(last_log);
         if granted {

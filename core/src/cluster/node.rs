@@ -83,6 +83,16 @@ pub enum NodeEvent {
         /// The last entry the snapshot reflects.
         index: u64,
     },
+    /// The membership in force changed (a change entered the log, a truncation removed
+    /// one, or a snapshot brought one): the shell dials new members and drops gone ones.
+    MembershipChanged {
+        /// The entry that made the change (0 when it came with the log's base).
+        index: u64,
+        /// Voters now.
+        voters: usize,
+        /// Members now, learners included.
+        members: usize,
+    },
     /// A snapshot started streaming to a follower behind this leader's log.
     SnapshotStarted {
         /// The follower.
@@ -523,16 +533,12 @@ where
         let Ok(message) = decode::<PeerMessage<'_>>(payload) else {
             return PeerAction::None;
         };
-        let from_leader = matches!(
-            message,
-            PeerMessage::Append { .. } | PeerMessage::Snapshot { .. }
-        );
-        if !from_leader && !self.peers.iter().any(|peer| peer.id == from) {
-            // Not a member this node knows of: ignore, as if the message had been lost. A
-            // leader is heard whoever it is (the handshake checked the cluster id): a node
-            // being added learns the membership from it, and a term is a term.
-            return PeerAction::None;
-        }
+        // Messages are taken from peers whatever this node's membership says (the handshake
+        // checked the cluster id), as Raft asks (thesis 4.2.3): a node being added learns
+        // the membership from the leader, and a node whose membership entry is about to be
+        // replaced must still vote for candidates that count it. Answers from nodes that are
+        // not members are ignored by their handlers, which look the sender up among the
+        // peers; so are forwarded requests.
         match message {
             PeerMessage::PreVote { term, last_log } => {
                 self.handle_pre_vote(now_ms, from, term.0, last_log)

@@ -21,7 +21,7 @@
 
 use super::command::Command;
 use super::membership::{Membership, MembershipError};
-use super::node::{Node, Peer, ReplayWindow, Role};
+use super::node::{Node, NodeEvent, Peer, ReplayWindow, Role};
 use super::replication::ProposeError;
 use crate::wire::NodeId;
 
@@ -53,6 +53,24 @@ where
         self.voter
     }
 
+    /// Whether this node may stand for election: it votes in the membership in force, or it
+    /// is being removed and the change is not known committed (it voted in the membership
+    /// before). A leader removing itself may lose leadership before the change commits; it
+    /// then holds the whole log, and may be the only such node whose store can lead (the
+    /// simulator found a two-voter cluster where the other holder's store was stale). It
+    /// counts votes of the new membership like any candidate, which is what Raft's safety
+    /// needs; once the change commits, it steps down for good.
+    pub(crate) fn may_stand(&self) -> bool {
+        if self.voter {
+            return true;
+        }
+        self.membership_index > self.commit_index
+            && self
+                .membership_as_of(self.membership_index - 1)
+                .0
+                .is_voter(self.config.node_id)
+    }
+
     /// Votes needed to win an election or to commit: a majority of the voters.
     pub(crate) fn quorum(&self) -> usize {
         self.membership.voter_count() / 2 + 1
@@ -67,9 +85,7 @@ where
         // The leader checked it; a damaged one would be a leader's bug. The entry is kept
         // (it is part of the log), but it changes nothing here.
         if let Ok(membership) = Membership::decode(members) {
-            self.membership = membership;
-            self.membership_index = index;
-            self.adopt_membership(now_ms);
+            self.set_membership(now_ms, membership, index);
         }
     }
 
@@ -110,9 +126,22 @@ where
     /// base membership.
     pub(crate) fn rescan_membership(&mut self, now_ms: u64) {
         let (membership, index) = self.membership_as_of(self.log.last_index());
+        self.set_membership(now_ms, membership, index);
+    }
+
+    /// Puts `membership`, from entry `index`, in force.
+    fn set_membership(&mut self, now_ms: u64, membership: Membership, index: u64) {
+        let changed = membership != self.membership;
         self.membership = membership;
         self.membership_index = index;
         self.adopt_membership(now_ms);
+        if changed {
+            self.push_event(NodeEvent::MembershipChanged {
+                index,
+                voters: self.membership.voter_count(),
+                members: self.membership.len(),
+            });
+        }
     }
 
     /// The membership as of entry `index` (at or after the log's base) and the entry it
@@ -196,9 +225,7 @@ where
         let index = self
             .append_applied(&command)
             .map_err(ChangeError::Propose)?;
-        self.membership = membership.clone();
-        self.membership_index = index;
-        self.adopt_membership(now_ms);
+        self.set_membership(now_ms, membership.clone(), index);
         // With fewer voters, what the others hold may already be a majority.
         self.advance_commit(now_ms);
         Ok(index)

@@ -20,10 +20,16 @@
 //!
 //! **Safety: a snapshot never wipes the only copies.** Loading a snapshot replaces the
 //! follower's store and log, so whatever it held is lost to it. The leader starts a snapshot
-//! to a follower only when a majority of voters *not counting that follower* (the leader
-//! included, which holds everything) hold every entry the follower reported holding. So
-//! every committed entry stays on a majority however many snapshots are loading. The most
-//! lagging follower always qualifies, so some follower can always make progress.
+//! to a follower only when enough voters *not counting that follower* (the leader included,
+//! which holds everything) hold every entry the follower reported holding that the voters
+//! lacking them are fewer than a quorum: `holders > voters - quorum`, a quorum of holders
+//! for an odd number of voters, one fewer for an even number. A candidate without a
+//! committed entry would need the votes of a quorum lacking it, which do not exist, so every
+//! committed entry survives into every later leader's log however many snapshots are
+//! loading. The most lagging follower always qualifies, so some follower can always make
+//! progress. (With two voters, a rule asking for a quorum of holders besides the follower
+//! never let the leader heal its only follower: found by the simulator once membership
+//! changes made two-voter clusters.)
 
 use super::membership::Membership;
 use super::node::{Node, NodeEvent, Outgoing, Role};
@@ -93,7 +99,11 @@ where
                         < self.config.election_timeout_min_ms
             })
             .count();
-        others + usize::from(self.is_voter()) >= self.quorum()
+        // Enough holders that the voters lacking the entries are fewer than a quorum: no
+        // candidate without them can win. For an odd number of voters that is a quorum of
+        // holders; for an even number, one fewer (two voters: the leader alone).
+        let holders = others + usize::from(self.is_voter());
+        holders + self.quorum() > self.membership.voter_count()
     }
 
     /// Leader: the next snapshot chunk for peer `at`, if one is due, written into `out`.
