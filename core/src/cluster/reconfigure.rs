@@ -302,3 +302,237 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::vec;
+    use std::vec::Vec;
+
+    use crate::cluster::{ClientAction, Log, LogLimits, NodeConfig, TicketEvent};
+    use crate::store::{Store, StoreLimits};
+    use crate::wire::{
+        decode, encode, ClientMessage, ClusterId, ErrorCode, Expiry, NodeId, Request, Response,
+        ServerMessage, SetCondition, WriteOptions, FRAME_HEADER_BYTES,
+    };
+
+    use super::*;
+
+    type TestNode = Node<Vec<u8>, Vec<u8>, 8>;
+
+    const STORE: StoreLimits = StoreLimits {
+        max_keys: 16,
+        max_key_bytes: 16,
+        max_value_bytes: 16,
+        max_total_bytes: 1024,
+    };
+    const LOG: LogLimits = LogLimits {
+        max_entries: 16,
+        max_bytes: 2048,
+    };
+
+    fn node(id: u64, voters: &[NodeId]) -> TestNode {
+        let config = NodeConfig::new(NodeId(id), ClusterId(7), voters);
+        let store = Store::new(vec![0; STORE.memory_bytes().unwrap()], STORE, id).unwrap();
+        let log = Log::new(vec![0; LOG.memory_bytes()], LOG).unwrap();
+        Node::new(config, store, log, 0)
+    }
+
+    /// Nodes wired to each other by a lossless network, and a clock.
+    struct Net {
+        nodes: Vec<TestNode>,
+        now_ms: u64,
+        /// Answers to the test's requests, by node index, once released.
+        answers: Vec<Vec<u8>>,
+        /// Answers waiting on tickets: (node index, ticket, bytes).
+        held: Vec<(usize, crate::cluster::Ticket, Vec<u8>)>,
+    }
+
+    impl Net {
+        fn at(&self, id: u64) -> usize {
+            self.nodes
+                .iter()
+                .position(|n| n.id() == NodeId(id))
+                .unwrap()
+        }
+
+        /// Delivers every frame and fires every timer, for `ms` of simulated time.
+        fn run(&mut self, ms: u64) {
+            let end = self.now_ms + ms;
+            let mut out = vec![0u8; 1 << 16];
+            while self.now_ms < end {
+                self.now_ms += 1;
+                let now = self.now_ms;
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].poll_timeout() <= now {
+                        self.nodes[i].handle_timeout(now);
+                    }
+                }
+                // Bounded: a node's outputs are finite at each instant.
+                for _ in 0..1_000 {
+                    let mut moved = false;
+                    for i in 0..self.nodes.len() {
+                        while let Some(event) = self.nodes[i].poll_ticket_event(&mut out) {
+                            if let TicketEvent::Release { ticket } = event {
+                                if let Some(at) =
+                                    self.held.iter().position(|h| h.0 == i && h.1 == ticket)
+                                {
+                                    let (_, _, bytes) = self.held.remove(at);
+                                    self.answers.push(bytes);
+                                }
+                            }
+                        }
+                        while self.nodes[i].poll_event().is_some() {}
+                        if let Some((to, len)) = self.nodes[i].poll_peer_transmit(now, &mut out) {
+                            moved = true;
+                            let from = self.nodes[i].id();
+                            let payload = out[FRAME_HEADER_BYTES..len].to_vec();
+                            let Some(j) = self.nodes.iter().position(|n| n.id() == to) else {
+                                continue;
+                            };
+                            let mut reply = vec![0u8; 1 << 16];
+                            self.nodes[j].handle_peer_frame(now, from, &payload, &mut reply);
+                        }
+                    }
+                    if !moved {
+                        break;
+                    }
+                }
+            }
+        }
+
+        /// Sends `request` to node `id`; returns the answer if it came at once.
+        fn request(&mut self, id: u64, request: Request<'_>) -> Option<Response<'static>> {
+            let message = ClientMessage {
+                request_id: 1,
+                request,
+            };
+            let mut payload = [0u8; 256];
+            let len = encode(&message, &mut payload).unwrap().len();
+            let mut out = vec![0u8; 1 << 16];
+            let i = self.at(id);
+            let now = self.now_ms;
+            match self.nodes[i].handle_client_frame(now, &payload[..len], &mut out) {
+                ClientAction::Reply { len, .. } => Some(to_response(&out[FRAME_HEADER_BYTES..len])),
+                ClientAction::Wait { ticket, len } => {
+                    self.held
+                        .push((i, ticket, out[FRAME_HEADER_BYTES..len].to_vec()));
+                    None
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Decodes an answer, keeping only what the tests look at.
+    fn to_response(bytes: &[u8]) -> Response<'static> {
+        let message: ServerMessage<'_> = decode(bytes).unwrap();
+        match message.response {
+            Response::MembershipChanged { log_index } => Response::MembershipChanged { log_index },
+            Response::Stored { version } => Response::Stored { version },
+            Response::Error(error) => Response::Error(crate::wire::ErrorReply {
+                code: error.code,
+                detail: "",
+            }),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    fn set(key: &'static [u8]) -> Request<'static> {
+        Request::Set {
+            key,
+            value: b"v",
+            condition: SetCondition::Always,
+            expiry: Expiry::None,
+            write: WriteOptions::default(),
+        }
+    }
+
+    /// A node joins a one-node cluster as a learner, gets every key, is promoted, and then
+    /// the first node removes itself: the joined node leads alone.
+    #[test]
+    fn a_node_joins_is_promoted_and_the_first_leader_leaves() {
+        let mut net = Net {
+            nodes: vec![node(1, &[NodeId(1)]), node(2, &[])],
+            now_ms: 0,
+            answers: Vec::new(),
+            held: Vec::new(),
+        };
+        net.run(1_000);
+        assert_eq!(net.nodes[0].role(), Role::Leader);
+        assert!(net.request(1, set(b"before")).is_some());
+
+        let joined = net.request(
+            1,
+            Request::AddMember {
+                node_id: NodeId(2),
+                address: b"n2:7380",
+            },
+        );
+        assert!(matches!(joined, Some(Response::MembershipChanged { .. })));
+        let learner = net.nodes[0].membership().get(NodeId(2)).unwrap();
+        assert!(!learner.voter, "a new member starts as a learner");
+        assert_eq!(learner.address, b"n2:7380");
+
+        net.run(500);
+        assert!(
+            net.nodes[0].membership().is_voter(NodeId(2)),
+            "caught up, so promoted"
+        );
+        assert!(net.nodes[1].membership().is_voter(NodeId(2)));
+        assert!(net.nodes[1].store().get(b"before", 0).is_some());
+        assert_eq!(net.nodes[1].leader_id(), Some(NodeId(1)));
+
+        // One change at a time: a second change waits for the first to commit.
+        assert!(net
+            .request(
+                1,
+                Request::AddMember {
+                    node_id: NodeId(3),
+                    address: b"n3:7380",
+                },
+            )
+            .is_none());
+        let busy = net.request(1, Request::RemoveMember { node_id: NodeId(3) });
+        assert!(
+            matches!(busy, Some(Response::Error(e)) if e.code == ErrorCode::Busy),
+            "{busy:?}"
+        );
+        net.run(200);
+        assert_eq!(net.answers.len(), 1, "the first change committed");
+        // Node 3 never comes: remove it again.
+        assert!(net
+            .request(1, Request::RemoveMember { node_id: NodeId(3) })
+            .is_none());
+        net.run(200);
+        assert_eq!(net.answers.len(), 2);
+
+        // The leader removes itself: it leads until the change commits, then steps down,
+        // and the remaining voter elects itself.
+        assert!(net
+            .request(1, Request::RemoveMember { node_id: NodeId(1) })
+            .is_none());
+        net.run(2_000);
+        assert_eq!(net.answers.len(), 3, "the removal was acknowledged");
+        assert_ne!(net.nodes[0].role(), Role::Leader);
+        assert_eq!(net.nodes[1].role(), Role::Leader);
+        assert_eq!(net.nodes[1].membership().len(), 1);
+        assert!(net.request(2, set(b"after")).is_some());
+    }
+
+    #[test]
+    fn the_last_voter_cannot_be_removed() {
+        let mut net = Net {
+            nodes: vec![node(1, &[NodeId(1)])],
+            now_ms: 0,
+            answers: Vec::new(),
+            held: Vec::new(),
+        };
+        net.run(1_000);
+        let refused = net.request(1, Request::RemoveMember { node_id: NodeId(1) });
+        assert!(
+            matches!(refused, Some(Response::Error(e)) if e.code == ErrorCode::Unsupported),
+            "{refused:?}"
+        );
+        assert!(net.nodes[0].membership().is_voter(NodeId(1)));
+    }
+}
