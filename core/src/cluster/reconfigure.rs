@@ -519,6 +519,90 @@ mod tests {
         assert!(net.request(2, set(b"after")).is_some());
     }
 
+    /// Feeds node `to` a peer message from `from`.
+    fn deliver(net: &mut Net, to: u64, from: u64, message: crate::wire::PeerMessage<'_>) {
+        let mut payload = [0u8; 256];
+        let len = encode(&message, &mut payload).unwrap().len();
+        let mut out = vec![0u8; 1 << 16];
+        let i = net.at(to);
+        let now = net.now_ms;
+        net.nodes[i].handle_peer_frame(now, NodeId(from), &payload[..len], &mut out);
+    }
+
+    /// A new leader reconfigures only once it has committed an entry of its own term (the
+    /// 2015 fix to single-server changes).
+    #[test]
+    fn a_new_leader_changes_nothing_before_committing_in_its_term() {
+        use crate::wire::{AppendOutcome, LogIndex, PeerMessage, Term};
+        let mut net = Net {
+            nodes: vec![node(1, &[NodeId(1), NodeId(2)])],
+            now_ms: 0,
+            answers: Vec::new(),
+            held: Vec::new(),
+        };
+        // Node 2 exists only as the messages fed here: node 1 wins its votes.
+        net.now_ms = net.nodes[0].poll_timeout();
+        let now = net.now_ms;
+        net.nodes[0].handle_timeout(now);
+        assert_eq!(net.nodes[0].role(), Role::PreCandidate);
+        let granted = |term| PeerMessage::PreVoteReply {
+            term: Term(term),
+            granted: true,
+        };
+        deliver(&mut net, 1, 2, granted(1));
+        assert_eq!(net.nodes[0].role(), Role::Candidate);
+        deliver(
+            &mut net,
+            1,
+            2,
+            PeerMessage::VoteReply {
+                term: Term(1),
+                granted: true,
+            },
+        );
+        assert_eq!(net.nodes[0].role(), Role::Leader);
+        let add = Request::AddMember {
+            node_id: NodeId(3),
+            address: b"n3:7380",
+        };
+        let refused = net.request(1, add);
+        assert!(
+            matches!(refused, Some(Response::Error(e)) if e.code == ErrorCode::Busy),
+            "reconfigured before its no-op committed: {refused:?}"
+        );
+        assert!(net.nodes[0].membership().get(NodeId(3)).is_none());
+        let last = net.nodes[0].log().last_index();
+        deliver(
+            &mut net,
+            1,
+            2,
+            PeerMessage::AppendReply {
+                term: Term(1),
+                round: 1,
+                outcome: AppendOutcome::Accepted {
+                    match_index: LogIndex(last),
+                },
+            },
+        );
+        assert_eq!(net.nodes[0].commit_index(), last);
+        assert!(net.request(1, add).is_none(), "waits for node 2 to commit");
+        assert!(net.nodes[0].membership().get(NodeId(3)).is_some());
+
+        // A learner's acknowledgement commits nothing; a voter's does.
+        let change = net.nodes[0].log().last_index();
+        let accepted = |index| PeerMessage::AppendReply {
+            term: Term(1),
+            round: 1,
+            outcome: AppendOutcome::Accepted {
+                match_index: LogIndex(index),
+            },
+        };
+        deliver(&mut net, 1, 3, accepted(change));
+        assert!(net.nodes[0].commit_index() < change, "a learner counted");
+        deliver(&mut net, 1, 2, accepted(change));
+        assert_eq!(net.nodes[0].commit_index(), change);
+    }
+
     #[test]
     fn the_last_voter_cannot_be_removed() {
         let mut net = Net {

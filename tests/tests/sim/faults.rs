@@ -172,8 +172,10 @@ impl Faults {
                         let spares: Vec<u64> = (1..=size)
                             .filter(|id| !members.contains(id) && !self.removed.contains(id))
                             .collect();
-                        if !spares.is_empty() {
-                            let id = *self.rng.pick(&spares);
+                        // Every spare at once: the leader takes one change at a time
+                        // and answers the others `Busy`, and learners caught up together
+                        // are promoted one by one.
+                        for id in spares {
                             let address = format!("node-{id}:7380");
                             let request = Request::AddMember {
                                 node_id: NodeId(id),
@@ -186,9 +188,19 @@ impl Faults {
                         let members = cluster.member_ids();
                         // Keep at least three members, so that most runs keep a cluster
                         // that survives a fault.
-                        if members.len() > 2 {
+                        // Sometimes two at once (the second is refused while the first
+                        // is not committed).
+                        let count = if members.len() > 3 && self.rng.chance(0.3) {
+                            2
+                        } else {
+                            1
+                        };
+                        for _ in 0..count {
+                            if members.len() <= 2 {
+                                break;
+                            }
                             let id = match (self.rng.chance(0.3), cluster.leader()) {
-                                (true, Some(leader)) => leader,
+                                (true, Some(leader)) if !self.removed.contains(&leader) => leader,
                                 _ => *self.rng.pick(&members),
                             };
                             self.removed.push(id);
