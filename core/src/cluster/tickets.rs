@@ -139,20 +139,12 @@ impl<const N: usize> Tickets<N> {
             .filter(|pending| pending.ticket == ticket)
     }
 
-    /// The slots that may be in use: tickets take the lowest free slot first (the free list
-    /// is a stack that starts in order and takes slots back on top), so the waiting requests
-    /// sit in the low slots, and a scan stops once it has seen them all. A shell's node
-    /// scans on every commit and every timer re-arm, with up to thousands of slots.
-    fn occupied(&self) -> impl Iterator<Item = usize> + '_ {
-        let mut left = self.waiting();
-        (0..N).take_while(move |_| left > 0).filter(move |&slot| {
-            let used = self.slots[slot].is_some();
-            left -= usize::from(used);
-            used
-        })
-    }
-
     /// Ends every waiting request for which `decide` returns an ending.
+    ///
+    /// This scan and `earliest_deadline_ms` stop once they have seen every waiting request:
+    /// tickets take the lowest free slot first (the free list is a stack that starts in
+    /// order and takes slots back on top), so waiting requests sit in the low slots. A
+    /// shell's node scans on every commit and every timer re-arm, with thousands of slots.
     pub fn end_where(&mut self, mut decide: impl FnMut(&Pending) -> Option<Ending>) {
         let mut left = self.waiting();
         for slot in 0..N {
@@ -187,9 +179,20 @@ impl<const N: usize> Tickets<N> {
 
     /// The earliest deadline among waiting requests.
     pub fn earliest_deadline_ms(&self) -> Option<u64> {
-        self.occupied()
-            .filter_map(|slot| self.slots[slot].map(|p| p.deadline_ms))
-            .min()
+        let mut left = self.waiting();
+        if left == 0 {
+            return None;
+        }
+        let mut earliest = None;
+        for pending in self.slots.iter().flatten() {
+            earliest =
+                Some(earliest.map_or(pending.deadline_ms, |e: u64| e.min(pending.deadline_ms)));
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+        earliest
     }
 
     pub fn waiting(&self) -> usize {
