@@ -315,6 +315,21 @@ fn golden_requests() {
     );
     golden!(g, Request<'_>, Request::Save, "0c");
     golden!(g, Request<'_>, Request::ClusterStatus, "0d");
+    golden!(
+        g,
+        Request<'_>,
+        Request::AddMember {
+            node_id: NodeId(4),
+            address: b"h:1",
+        },
+        "0e 04 03 68 3a 31"
+    );
+    golden!(
+        g,
+        Request<'_>,
+        Request::RemoveMember { node_id: NodeId(2) },
+        "0f 02"
+    );
     g.finish();
 }
 
@@ -418,6 +433,14 @@ fn golden_responses() {
     let members: Vec<MemberState> = status.members().map(Result::unwrap).collect();
     assert_eq!(members.len(), 2);
     assert_eq!(members[1].lag, Some(200));
+    golden!(
+        g,
+        Response<'_>,
+        Response::MembershipChanged {
+            log_index: LogIndex(300),
+        },
+        "0d ac 02"
+    );
     g.finish();
 }
 

@@ -348,9 +348,10 @@ fn golden_snapshot_transfer() {
             snapshot_id: 3,
             offset: 65_536,
             done: true,
+            members: &[1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 1, b'h'],
             data: b"snap",
         },
-        "08 07 06 e8 07 03 80 80 04 01 04 73 6e 61 70"
+        "08 07 06 e8 07 03 80 80 04 01 0c 01 02 00 00 00 00 00 00 00 01 01 68 04 73 6e 61 70"
     );
     golden!(
         g,
@@ -361,9 +362,10 @@ fn golden_snapshot_transfer() {
             snapshot_id: 1,
             offset: 0,
             done: false,
+            members: &[0],
             data: b"",
         },
-        "08 07 00 00 01 00 00 00"
+        "08 07 00 00 01 00 00 01 00 00"
     );
     golden!(
         g,
@@ -423,6 +425,13 @@ fn golden_commands() {
     );
     golden_command!(g, Command::Delete { key: b"key" }, "02 03 6b 65 79");
     golden_command!(g, Command::Clear, "03");
+    golden_command!(
+        g,
+        Command::Members {
+            members: &[1, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        },
+        "04 0b 01 03 00 00 00 00 00 00 00 00 00"
+    );
     g.finish();
 }
 
@@ -455,10 +464,10 @@ fn unknown_variants_are_rejected() {
         Err(DecodeError::Malformed)
     );
     assert_eq!(
-        decode::<Command<'_>>(&from_hex("04")),
+        decode::<Command<'_>>(&from_hex("05")),
         Err(DecodeError::Malformed)
     );
-    assert!(Command::decode(&from_hex("04")).is_err());
+    assert!(Command::decode(&from_hex("05")).is_err());
     // Bytes after a whole command are refused too.
     assert!(Command::decode(&from_hex("00 00")).is_err());
 }

@@ -111,6 +111,8 @@ pub enum Reply {
     Saved(SaveReport),
     /// `CLUSTER STATUS`.
     ClusterStatus(NodeStatus),
+    /// A membership change committed at this log index.
+    MembershipChanged(u64),
 }
 
 /// A node's answer to `CLUSTER STATUS`, owned (the wire's `ClusterStatus` borrows).
@@ -389,6 +391,7 @@ fn to_reply(response: Response<'_>) -> Result<Reply, ClientError> {
             expires_at_ms: v.expires_at_ms,
         })),
         Response::Stored { version } => Reply::Stored(version),
+        Response::MembershipChanged { log_index } => Reply::MembershipChanged(log_index.0),
         Response::NotStored => Reply::NotStored,
         Response::VersionMismatch { current_version } => Reply::VersionMismatch(current_version),
         Response::Integer(value) => Reply::Integer(value),
@@ -687,10 +690,34 @@ impl Client {
         }
     }
 
+    /// Adds node `node_id`, whose peer port is at `address`, to the cluster as a learner
+    /// (promoted to voter once caught up). Returns the log index of the change.
+    pub async fn add_member(&self, node_id: u64, address: &str) -> Result<u64, ClientError> {
+        let request = Request::AddMember {
+            node_id: NodeId(node_id),
+            address: address.as_bytes(),
+        };
+        match self.request(&request).await? {
+            Reply::MembershipChanged(index) => Ok(index),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The node's view of the cluster.
     pub async fn cluster_status(&self) -> Result<NodeStatus, ClientError> {
         match self.request(&Request::ClusterStatus).await? {
             Reply::ClusterStatus(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes node `node_id` from the cluster. Returns the log index of the change.
+    pub async fn remove_member(&self, node_id: u64) -> Result<u64, ClientError> {
+        let request = Request::RemoveMember {
+            node_id: NodeId(node_id),
+        };
+        match self.request(&request).await? {
+            Reply::MembershipChanged(index) => Ok(index),
             other => Err(unexpected(other)),
         }
     }

@@ -22,8 +22,15 @@ const COMMITTED: u8 = 5;
 pub enum LogRecord<'a> {
     /// The term and vote.
     HardState(HardState),
-    /// The log is kept from after this committed entry (first record after a checkpoint).
-    Reset(LogPosition),
+    /// The log is kept from after the committed entry `base` (first record after a
+    /// checkpoint), and the cluster's membership at `base` is `members` (an encoded
+    /// `Membership`: the entries that set it may be gone from the log).
+    Reset {
+        /// The log's base.
+        base: LogPosition,
+        /// The membership as of the base.
+        members: &'a [u8],
+    },
     /// A log entry; replaces any recorded entry at or after `index`.
     Entry {
         /// Its index.
@@ -66,10 +73,11 @@ impl<'a> LogRecord<'a> {
                 // Node ids start at 1, so 0 can stand for "no vote".
                 push_u64(out, state.voted_for.map_or(0, |id| id.0));
             }
-            Self::Reset(base) => {
+            Self::Reset { base, members } => {
                 out.push(RESET);
                 push_u64(out, base.index.0);
                 push_u64(out, base.term.0);
+                out.extend_from_slice(members);
             }
             Self::Entry { index, term, bytes } => {
                 out.push(ENTRY);
@@ -106,10 +114,13 @@ impl<'a> LogRecord<'a> {
                 term: word(0)?,
                 voted_for: Some(word(1)?).filter(|&id| id != 0).map(NodeId),
             }),
-            RESET => Self::Reset(LogPosition {
-                index: LogIndex(word(0)?),
-                term: Term(word(1)?),
-            }),
+            RESET => Self::Reset {
+                base: LogPosition {
+                    index: LogIndex(word(0)?),
+                    term: Term(word(1)?),
+                },
+                members: rest.get(16..).ok_or(RecordDecodeError::TooShort)?,
+            },
             ENTRY => Self::Entry {
                 index: word(0)?,
                 term: word(1)?,
@@ -144,10 +155,13 @@ mod tests {
                 term: 8,
                 voted_for: None,
             }),
-            LogRecord::Reset(LogPosition {
-                index: LogIndex(40),
-                term: Term(6),
-            }),
+            LogRecord::Reset {
+                base: LogPosition {
+                    index: LogIndex(40),
+                    term: Term(6),
+                },
+                members: &[1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            },
             LogRecord::Entry {
                 index: 41,
                 term: 7,
@@ -170,7 +184,11 @@ mod tests {
             assert_eq!(LogRecord::decode(&payload), Ok(record));
             for cut in 0..payload.len() {
                 let short = LogRecord::decode(&payload[..cut]);
-                let entry_body = matches!(record, LogRecord::Entry { .. }) && cut >= 17;
+                // Bytes run to the end of an entry's or a reset's record (its CRC, not this
+                // layout, catches a cut there).
+                let entry_body =
+                    matches!(record, LogRecord::Entry { .. } | LogRecord::Reset { .. })
+                        && cut >= 17;
                 if !entry_body {
                     assert_eq!(
                         short,

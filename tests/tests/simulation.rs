@@ -48,6 +48,10 @@ struct Totals {
     dropped: u64,
     duplicated: u64,
     blocked: u64,
+    membership_changes: u64,
+    spares_promoted: u64,
+    spares_learning: u64,
+    voters_removed: u64,
 }
 
 fn summarize(reports: &[RunReport]) -> String {
@@ -75,6 +79,10 @@ fn summarize(reports: &[RunReport]) -> String {
         t.dropped += r.net.dropped;
         t.duplicated += r.net.duplicated;
         t.blocked += r.net.blocked;
+        t.membership_changes += r.node_stats.membership_changes;
+        t.spares_promoted += r.spares_promoted;
+        t.spares_learning += r.spares_learning;
+        t.voters_removed += r.voters_removed;
         recovery.extend(r.recovery_ms);
         converge.extend(r.converge_ms);
     }
@@ -92,6 +100,8 @@ fn summarize(reports: &[RunReport]) -> String {
          network: {} packets dropped, {} duplicated, {} blocked by partitions\n\
          elections won: {}; deposed leaders with a stale store: {}; snapshots installed: {}\n\
          restarts from disk: {}; checkpoints written: {}\n\
+         membership: {} changes taken by nodes; at the end, {} added nodes are voters, {} \
+         learners, and {} bootstrap voters were removed\n\
          checked operations: {}; quorum writes acknowledged: {}; leader writes acknowledged: {}; \
          linearizable reads: {}; stale reads: {}; errors: {}; client timeouts: {}\n\
          leader-acknowledged writes lost on failover: {} ({lost_percent:.2}%)\n\
@@ -107,6 +117,10 @@ fn summarize(reports: &[RunReport]) -> String {
         t.snapshots,
         t.restarts,
         t.checkpoints,
+        t.membership_changes,
+        t.spares_promoted,
+        t.spares_learning,
+        t.voters_removed,
         t.operations,
         t.quorum_writes,
         t.leader_writes,
@@ -179,7 +193,7 @@ fn expiry_is_decided_by_the_leader_and_replicated() {
     };
     use sim::cluster::Cluster;
 
-    let mut cluster = Cluster::new(42, 3);
+    let mut cluster = Cluster::new(42, 3, 0);
     let run_until = |cluster: &mut Cluster, until_ms: u64| {
         // Bounded by the time limit: each step moves virtual time forward.
         while cluster.now_ms < until_ms {

@@ -41,6 +41,14 @@ pub enum Command<'a> {
     },
     /// Removes every key.
     Clear,
+    /// Replaces the cluster's membership (an encoded
+    /// [`Membership`](super::membership::Membership)). Changes nothing in the store: a
+    /// node takes the membership when the entry enters its log (see `membership`).
+    Members {
+        /// The whole new membership, encoded.
+        #[serde(borrow)]
+        members: &'a [u8],
+    },
 }
 
 /// Why a committed entry could not be applied. On a follower this means its store is
@@ -54,6 +62,14 @@ pub enum ApplyError {
 }
 
 impl<'a> Command<'a> {
+    /// The membership an entry's bytes carry, if it is a `Members` entry.
+    pub fn members_in(bytes: &'a [u8]) -> Option<&'a [u8]> {
+        match Self::decode(bytes) {
+            Ok(Command::Members { members }) => Some(members),
+            _ => None,
+        }
+    }
+
     /// Decodes an entry's bytes. Only the canonical encoding is accepted (postcard also
     /// reads overlong varints), so that a change has one byte form in every log and snapshot.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ApplyError> {
@@ -109,6 +125,7 @@ impl<'a> Command<'a> {
                 store.clear();
                 Ok(())
             }
+            Command::Members { .. } => Ok(()),
         }
     }
 }

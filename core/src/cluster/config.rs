@@ -2,6 +2,7 @@
 
 use heapless::Vec;
 
+use super::membership::{Membership, MembershipError, MAX_ADDRESS_BYTES};
 use crate::wire::{AckLevel, ClusterId, Durability, NodeId};
 
 /// Most members (voters and learners) a cluster can have. Fixed so that all per-peer state
@@ -15,8 +16,14 @@ pub struct NodeConfig {
     pub node_id: NodeId,
     /// The cluster; peers of another cluster are refused at the handshake.
     pub cluster_id: ClusterId,
-    /// The voting members, this node included if it votes.
+    /// The voters a new cluster starts with (`--cluster`), this node included if it votes.
+    /// Empty for a node that waits to be added to a running cluster: it learns the
+    /// membership from the leader. After the start, the membership lives in the log (see
+    /// `membership`) and this list is not read again.
     pub voters: Vec<NodeId, MAX_MEMBERS>,
+    /// Peer addresses of the bootstrap voters, recorded in the membership so that nodes
+    /// added later can dial them. A voter without one gets an empty address.
+    pub addresses: Vec<(NodeId, Vec<u8, MAX_ADDRESS_BYTES>), MAX_MEMBERS>,
     /// Shortest election timeout: a follower that hears no leader for a random time between
     /// the two bounds stands for election.
     pub election_timeout_min_ms: u64,
@@ -58,6 +65,7 @@ impl NodeConfig {
             node_id,
             cluster_id,
             voters: members,
+            addresses: Vec::new(),
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             heartbeat_interval_ms: 50,
@@ -72,13 +80,32 @@ impl NodeConfig {
         }
     }
 
-    /// Votes needed to win an election or commit an entry: a majority of the voters.
-    pub fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+    /// Records the peer address of bootstrap voter `id`.
+    pub fn set_address(&mut self, id: NodeId, address: &[u8]) -> Result<(), MembershipError> {
+        let mut bytes = Vec::new();
+        bytes
+            .extend_from_slice(address)
+            .map_err(|_| MembershipError::AddressTooLong)?;
+        self.addresses.retain(|(other, _)| *other != id);
+        self.addresses
+            .push((id, bytes))
+            .map_err(|_| MembershipError::TooManyMembers)
     }
 
-    /// Whether this node is a voter.
-    pub fn is_voter(&self) -> bool {
-        self.voters.contains(&self.node_id)
+    /// The membership a new cluster starts with: the bootstrap voters and their addresses.
+    pub fn initial_membership(&self) -> Membership {
+        let mut membership = Membership::empty();
+        for &id in &self.voters {
+            let address = self
+                .addresses
+                .iter()
+                .find(|(other, _)| *other == id)
+                .map_or(&[][..], |(_, address)| address.as_slice());
+            // At most MAX_MEMBERS voters, each address within bounds.
+            if let Ok(next) = membership.with(id, true, address) {
+                membership = next;
+            }
+        }
+        membership
     }
 }

@@ -37,8 +37,8 @@ where
 
     fn majority_granted(&self) -> bool {
         let granted = self.peers.iter().filter(|p| p.voter && p.granted).count()
-            + usize::from(self.config.is_voter());
-        granted >= self.config.quorum()
+            + usize::from(self.is_voter());
+        granted >= self.quorum()
     }
 
     pub(crate) fn start_pre_vote(&mut self, now_ms: u64) {
@@ -49,11 +49,7 @@ where
         // which, since it could win without them, are not committed.
         let store_ahead_of_log =
             self.applied_index > self.log.last_index() || self.applied_term.is_some();
-        if !self.config.is_voter()
-            || self.store_stale
-            || self.incoming.is_some()
-            || store_ahead_of_log
-        {
+        if !self.may_stand() || self.store_stale || self.incoming.is_some() || store_ahead_of_log {
             return;
         }
         self.set_leader(None);
@@ -104,10 +100,12 @@ where
         term: u64,
         last_log: LogPosition,
     ) {
-        let granted = term > self.term
-            && self.config.is_voter()
-            && !self.leader_is_fresh(now_ms)
-            && self.log_is_current(last_log);
+        // Whether this node votes in its own membership is not asked (Raft thesis 4.2.3): a
+        // node whose latest membership entry is uncommitted and about to be replaced may be
+        // a voter in the candidate's, and refusing would deadlock the election (found by
+        // the simulator). The candidate counts only the votes of its own voters.
+        let granted =
+            term > self.term && !self.leader_is_fresh(now_ms) && self.log_is_current(last_log);
         // A rejection carries this node's term, so that a pre-candidate behind it learns
         // the term exists (it could otherwise never ask for a high enough one). A grant
         // echoes the term asked about.
@@ -160,8 +158,8 @@ where
             }
             self.step_down(now_ms, term, None);
         }
+        // As for PreVote, whether this node votes in its own membership is not asked.
         let granted = term == self.term
-            && self.config.is_voter()
             && self.voted_for.is_none_or(|id| id == from)
             && self.log_is_current(last_log);
         if granted {
@@ -224,7 +222,7 @@ where
         let _ = self.propose(now_ms, super::command::Command::Noop);
         self.election_deadline_ms = now_ms + self.config.election_timeout_max_ms;
         self.start_round(now_ms);
-        self.advance_commit();
+        self.advance_commit(now_ms);
     }
 
     /// CheckQuorum: run every election timeout while leading.
@@ -235,8 +233,8 @@ where
             .iter()
             .filter(|p| p.voter && now_ms.saturating_sub(p.last_heard_ms) < window)
             .count()
-            + usize::from(self.config.is_voter());
-        if heard < self.config.quorum() {
+            + usize::from(self.is_voter());
+        if heard < self.quorum() {
             self.step_down(now_ms, self.term, None);
         } else {
             self.election_deadline_ms = now_ms + window;

@@ -11,8 +11,10 @@ mod command;
 mod config;
 mod election;
 mod log;
+mod membership;
 mod node;
 mod persist;
+mod reconfigure;
 mod replication;
 mod requests;
 mod rng;
@@ -23,6 +25,9 @@ mod tickets;
 pub use command::{ApplyError, Command};
 pub use config::{NodeConfig, MAX_MEMBERS};
 pub use log::{AppendError, Log, LogInitError, LogLimits};
+pub use membership::{
+    Member, Membership, MembershipError, MAX_ADDRESS_BYTES, MAX_MEMBERSHIP_BYTES,
+};
 pub use node::{MemberStatus, Node, NodeEvent, PeerAction, Role};
 pub use persist::{Checkpoint, HardState, Persist, Restore, RestoreError};
 pub use requests::ClientAction;

@@ -22,6 +22,7 @@ use super::clock::ClusterClock;
 use super::command::Command;
 use super::config::{NodeConfig, MAX_MEMBERS};
 use super::log::Log;
+use super::membership::Membership;
 use super::rng::Rng;
 use super::tickets::{Ending, TicketEvent, Tickets};
 use crate::store::Store;
@@ -81,6 +82,16 @@ pub enum NodeEvent {
     SnapshotInstalled {
         /// The last entry the snapshot reflects.
         index: u64,
+    },
+    /// The membership in force changed (a change entered the log, a truncation removed
+    /// one, or a snapshot brought one): the shell dials new members and drops gone ones.
+    MembershipChanged {
+        /// The entry that made the change (0 when it came with the log's base).
+        index: u64,
+        /// Voters now.
+        voters: usize,
+        /// Members now, learners included.
+        members: usize,
     },
     /// A snapshot started streaming to a follower behind this leader's log.
     SnapshotStarted {
@@ -297,6 +308,14 @@ pub struct Node<M, L, const TICKETS: usize> {
     pub(crate) store_replaced: bool,
     /// The shell has made the log durable through this entry (`durability: disk`).
     pub(crate) persisted_index: u64,
+    /// The membership as of the log's base (see `membership`).
+    pub(crate) base_membership: Membership,
+    /// The membership in force: the latest in the log, else `base_membership`.
+    pub(crate) membership: Membership,
+    /// The entry `membership` came from (0 when it is `base_membership`).
+    pub(crate) membership_index: u64,
+    /// Whether this node votes in `membership`.
+    pub(crate) voter: bool,
 }
 
 impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
@@ -310,24 +329,7 @@ where
         // Expired keys leave the store only through logged deletes, decided by the leader,
         // so that every replica removes the same keys.
         store.set_reclaim_expired(false);
-        let mut peers = Vec::new();
-        for &id in config.voters.iter().filter(|&&id| id != config.node_id) {
-            let _ = peers.push(Peer {
-                id,
-                voter: true,
-                next_index: 1,
-                match_index: 0,
-                inflight: 0,
-                heartbeat_due: false,
-                last_heard_ms: now_ms,
-                acked_round: 0,
-                granted: false,
-                forwards: ReplayWindow::default(),
-                held_index: None,
-                needs_snapshot: false,
-                snapshot: None,
-            });
-        }
+        let membership = config.initial_membership();
         let applied = log.first_index() - 1;
         let mut node = Self {
             rng: Rng::new(config.rng_seed),
@@ -340,7 +342,7 @@ where
             leader_id: None,
             commit_index: applied,
             applied_index: applied,
-            peers,
+            peers: Vec::new(),
             election_deadline_ms: 0,
             heartbeat_deadline_ms: u64::MAX,
             last_leader_contact_ms: None,
@@ -360,7 +362,12 @@ where
             reported_commit: applied,
             store_replaced: false,
             persisted_index: applied,
+            base_membership: membership.clone(),
+            membership,
+            membership_index: 0,
+            voter: false,
         };
+        node.adopt_membership(now_ms);
         node.reset_election_deadline(now_ms);
         node
     }
@@ -526,10 +533,12 @@ where
         let Ok(message) = decode::<PeerMessage<'_>>(payload) else {
             return PeerAction::None;
         };
-        if !self.peers.iter().any(|peer| peer.id == from) {
-            // Not a member: ignore, as if the message had been lost.
-            return PeerAction::None;
-        }
+        // Messages are taken from peers whatever this node's membership says (the handshake
+        // checked the cluster id), as Raft asks (thesis 4.2.3): a node being added learns
+        // the membership from the leader, and a node whose membership entry is about to be
+        // replaced must still vote for candidates that count it. Answers from nodes that are
+        // not members are ignored by their handlers, which look the sender up among the
+        // peers; so are forwarded requests.
         match message {
             PeerMessage::PreVote { term, last_log } => {
                 self.handle_pre_vote(now_ms, from, term.0, last_log)
@@ -589,8 +598,21 @@ where
                 snapshot_id,
                 offset,
                 done,
+                members,
                 data,
-            } => self.handle_snapshot(now_ms, from, term.0, base, snapshot_id, offset, done, data),
+            } => self.handle_snapshot(
+                now_ms,
+                from,
+                term.0,
+                base,
+                super::snapshot_transfer::Chunk {
+                    snapshot_id,
+                    offset,
+                    done,
+                    members,
+                    data,
+                },
+            ),
             PeerMessage::SnapshotReply {
                 term,
                 snapshot_id,

@@ -35,6 +35,7 @@
 use super::command::Command;
 use super::config::NodeConfig;
 use super::log::Log;
+use super::membership::Membership;
 use super::node::{Node, NodeEvent};
 use crate::store::Store;
 use crate::wire::{LogIndex, LogPosition, NodeId, Term};
@@ -75,7 +76,7 @@ pub enum Persist {
 }
 
 /// Where a checkpoint stands. See the [module documentation](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The store reflects the log through this entry: the snapshot header's index and term.
     pub applied: LogPosition,
@@ -90,6 +91,9 @@ pub struct Checkpoint {
     pub hard_state: HardState,
     /// The cluster clock's reading.
     pub cluster_time_ms: u64,
+    /// The membership as of `base`: recorded with the reset record, since the entries that
+    /// set it may be gone from the log.
+    pub members: Membership,
 }
 
 /// Why a node could not be rebuilt from its files.
@@ -121,6 +125,8 @@ pub enum RestoreError {
         /// The snapshot's index.
         applied: u64,
     },
+    /// A reset record's membership is not a valid membership.
+    BadMembership,
 }
 
 impl core::fmt::Display for RestoreError {
@@ -143,6 +149,7 @@ impl core::fmt::Display for RestoreError {
                 f,
                 "the log file starts after entry {index} but the snapshot holds only entries through {applied}: the snapshot is older than the log"
             ),
+            Self::BadMembership => f.write_str("a reset record holds a malformed membership"),
         }
     }
 }
@@ -158,6 +165,9 @@ pub struct Restore<M, L> {
     committed: u64,
     cluster_time_ms: u64,
     store_stale: bool,
+    /// The membership as of the log's base, once a reset record or a discarded entry gave
+    /// one (until then, the configuration's bootstrap voters).
+    base_membership: Option<Membership>,
 }
 
 impl<M, L> Restore<M, L>
@@ -180,6 +190,7 @@ where
             committed: 0,
             cluster_time_ms: 0,
             store_stale: false,
+            base_membership: None,
         }
     }
 
@@ -188,14 +199,17 @@ where
         self.hard_state = hard_state;
     }
 
-    /// A reset record: the log is kept from after `base`.
-    pub fn reset(&mut self, base: LogPosition) -> Result<(), RestoreError> {
+    /// A reset record: the log is kept from after `base`, whose membership is `members`
+    /// (a [`Checkpoint`]'s, encoded).
+    pub fn reset(&mut self, base: LogPosition, members: &[u8]) -> Result<(), RestoreError> {
         if base.index.0 > self.applied.index.0 {
             return Err(RestoreError::ResetAheadOfSnapshot {
                 index: base.index.0,
                 applied: self.applied.index.0,
             });
         }
+        self.base_membership =
+            Some(Membership::decode(members).map_err(|_| RestoreError::BadMembership)?);
         self.log.reset(base.index.0, base.term.0);
         self.committed = self.committed.max(base.index.0);
         Ok(())
@@ -256,6 +270,14 @@ where
                     index: LogIndex(first),
                 };
             }
+            if let Some(membership) = self
+                .log
+                .entry(first)
+                .and_then(|(_, bytes)| Command::members_in(bytes))
+                .and_then(|members| Membership::decode(members).ok())
+            {
+                self.base_membership = Some(membership);
+            }
             self.log.discard_through(first);
         }
         self.log
@@ -279,6 +301,7 @@ where
             committed,
             cluster_time_ms,
             mut store_stale,
+            base_membership,
         } = self;
         let _ = log.take_unreported();
         let base = log.first_index() - 1;
@@ -303,6 +326,8 @@ where
         node.applied_term = applied_term.filter(|_| !store_stale);
         node.store_stale = store_stale;
         node.clock.observe(now_ms, cluster_time_ms);
+        let base_membership = base_membership.unwrap_or_else(|| node.config.initial_membership());
+        node.reset_membership(now_ms, base_membership);
         if store_stale {
             node.push_event(NodeEvent::StoreStale {
                 term: hard_state.term,
@@ -390,6 +415,7 @@ where
             commit_index: self.commit_index,
             hard_state,
             cluster_time_ms: self.clock.floor_ms(),
+            members: self.base_membership.clone(),
         })
     }
 

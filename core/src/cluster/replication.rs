@@ -62,7 +62,7 @@ where
                     ProposeError::LogFull
                 });
             }
-            self.log.discard_through(self.log.first_index());
+            self.discard_first_entry();
         }
         Ok(())
     }
@@ -99,14 +99,14 @@ where
     /// Leader: applies and appends a command.
     pub(crate) fn propose(
         &mut self,
-        _now_ms: u64,
+        now_ms: u64,
         command: Command<'_>,
     ) -> Result<u64, ProposeError> {
         self.make_room(&command)?;
         // Noop and Delete cannot fail; a Put is checked by the caller before proposing.
         let _ = command.apply(&mut self.store);
         let index = self.append_applied(&command)?;
-        self.advance_commit();
+        self.advance_commit(now_ms);
         Ok(index)
     }
 
@@ -273,7 +273,7 @@ where
             // loaded is incomplete.
             self.store_stale = true;
         }
-        let mut outcome = self.accept_entries(prev, entries);
+        let mut outcome = self.accept_entries(now_ms, prev, entries);
         if self.store_stale {
             let last_index = LogIndex(self.log.last_index());
             outcome = match outcome {
@@ -302,7 +302,12 @@ where
     }
 
     /// Checks `prev` and appends the entries that are new, truncating a conflicting tail.
-    fn accept_entries(&mut self, prev: LogPosition, entries: Packed<'_>) -> AppendOutcome {
+    fn accept_entries(
+        &mut self,
+        now_ms: u64,
+        prev: LogPosition,
+        entries: Packed<'_>,
+    ) -> AppendOutcome {
         let last_index = self.log.last_index();
         let base = self.log.first_index() - 1;
         // An entry at or before the base is committed (a snapshot's base is the leader's
@@ -353,6 +358,7 @@ where
                         self.push_event(NodeEvent::StoreStale { term: self.term });
                     }
                     self.log.truncate_from(index);
+                    self.note_truncated(now_ms, index);
                 }
                 None => {}
             }
@@ -364,6 +370,7 @@ where
                 index -= 1;
                 break;
             }
+            self.note_entry_appended(now_ms, index, command);
         }
         AppendOutcome::Accepted {
             match_index: LogIndex(index),
@@ -435,13 +442,14 @@ where
                 peer.next_index = next_index;
             }
         }
-        self.advance_commit();
+        self.advance_commit(now_ms);
         self.release_confirmed_reads();
+        self.promote_caught_up_learner(now_ms);
     }
 
     /// Leader: commits what a majority holds, if of the current term, and releases the
     /// writes waiting for it.
-    pub(crate) fn advance_commit(&mut self) {
+    pub(crate) fn advance_commit(&mut self, now_ms: u64) {
         if self.role != Role::Leader {
             return;
         }
@@ -451,6 +459,8 @@ where
             self.commit_index = majority_index;
             self.release_durable_writes();
             self.release_confirmed_reads();
+            self.step_down_if_removed(now_ms);
+            self.promote_caught_up_learner(now_ms);
         }
     }
 
@@ -486,11 +496,11 @@ where
     fn quorum_value(&self, of: impl Fn(&super::node::Peer) -> u64, own: u64) -> u64 {
         let mut values: heapless::Vec<u64, { super::config::MAX_MEMBERS }> =
             self.peers.iter().filter(|p| p.voter).map(of).collect();
-        if self.config.is_voter() {
+        if self.is_voter() {
             let _ = values.push(own);
         }
         values.sort_unstable_by(|a, b| b.cmp(a));
-        values.get(self.config.quorum() - 1).copied().unwrap_or(0)
+        values.get(self.quorum() - 1).copied().unwrap_or(0)
     }
 
     /// Leader: the highest heartbeat round a majority has answered.
@@ -530,7 +540,7 @@ where
                 slot = 0;
             }
             examined += 1;
-            if !self.expire_at_slot(slot, cluster_now) {
+            if !self.expire_at_slot(now_ms, slot, cluster_now) {
                 slot += 1;
             }
         }
@@ -539,7 +549,7 @@ where
 
     /// If the key in `slot` has expired, logs and applies its delete; returns whether it did
     /// (a later key may then have moved into the slot).
-    pub(crate) fn expire_at_slot(&mut self, slot: usize, cluster_now: u64) -> bool {
+    pub(crate) fn expire_at_slot(&mut self, now_ms: u64, slot: usize, cluster_now: u64) -> bool {
         let len = match self.store.entry_at_slot(slot) {
             Some(entry) if entry.expires_at_ms.is_some_and(|at| at <= cluster_now) => {
                 Command::Delete { key: entry.key }.encoded_len()
@@ -562,7 +572,7 @@ where
         };
         self.store.delete_slot(slot);
         self.note_appended(index);
-        self.advance_commit();
+        self.advance_commit(now_ms);
         true
     }
 }

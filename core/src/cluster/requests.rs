@@ -17,14 +17,17 @@
 //!   timeout passes.
 
 use super::command::{ApplyError, Command};
+use super::membership::MembershipError;
 use super::node::{Node, PeerAction, Role};
+use super::reconfigure::ChangeError;
 use super::replication::ProposeError;
 use super::tickets::{ReplyTo, Ticket, Wait};
 use crate::store::{integer, SetCondition, WriteError};
 use crate::wire::{
     decode, encode, encode_frame, AckLevel, Capacities, ClientMessage, Durability, ErrorCode,
-    ErrorReply, Expiry, HelloAck, NodeId, PackedWriter, PeerMessage, ReadConsistency, Request,
-    Response, ServerMessage, ValueRef, WriteOptions, PROTOCOL_VERSION, STATUS_SCRATCH_BYTES,
+    ErrorReply, Expiry, HelloAck, LogIndex, NodeId, PackedWriter, PeerMessage, ReadConsistency,
+    Request, Response, ServerMessage, ValueRef, WriteOptions, PROTOCOL_VERSION,
+    STATUS_SCRATCH_BYTES,
 };
 
 /// What the shell does after [`Node::handle_client_frame`].
@@ -517,7 +520,7 @@ where
                 return Exec::NeedsLeader;
             }
             let len = self.read(now_ms, request, reply_to, out);
-            if self.config.quorum() <= 1 {
+            if self.quorum() <= 1 {
                 return Exec::Reply(len);
             }
             let wait = Wait::Read {
@@ -526,6 +529,9 @@ where
                 term: self.term,
             };
             return self.wait(now_ms, reply_to, wait, len, out);
+        }
+        if let Some(exec) = self.execute_membership_change(now_ms, request, reply_to, out) {
+            return exec;
         }
         let Some(write) = write_options(request) else {
             return Exec::Reply(self.error_frame(
@@ -549,8 +555,8 @@ where
         }
         let outcome = self.write(now_ms, request);
         let len = self.reply(reply_to, &outcome.response, out);
-        let quorum = write.ack.unwrap_or(self.config.default_ack) == AckLevel::Quorum
-            && self.config.quorum() > 1;
+        let quorum =
+            write.ack.unwrap_or(self.config.default_ack) == AckLevel::Quorum && self.quorum() > 1;
         if !quorum && !disk {
             return Exec::Reply(len);
         }
@@ -583,6 +589,66 @@ where
                 self.wait(now_ms, reply_to, wait, len, out)
             }
         }
+    }
+
+    /// Executes `AddMember` and `RemoveMember` (`None` for any other request).
+    fn execute_membership_change(
+        &mut self,
+        now_ms: u64,
+        request: &Request<'_>,
+        reply_to: ReplyTo,
+        out: &mut [u8],
+    ) -> Option<Exec> {
+        let change = match *request {
+            Request::AddMember { node_id, address } => (node_id, Some(address)),
+            Request::RemoveMember { node_id } => (node_id, None),
+            _ => return None,
+        };
+        if self.role != Role::Leader {
+            return Some(Exec::NeedsLeader);
+        }
+        let result = match change {
+            (node_id, Some(address)) => self.add_member(now_ms, node_id, address),
+            (node_id, None) => self.remove_member(now_ms, node_id),
+        };
+        let (code, detail) = match result {
+            Ok(index) => {
+                let index = index.unwrap_or(self.membership_index);
+                let response = Response::MembershipChanged {
+                    log_index: LogIndex(index),
+                };
+                let len = self.reply(reply_to, &response, out);
+                if index <= self.commit_index {
+                    return Some(Exec::Reply(len));
+                }
+                let wait = Wait::Commit {
+                    index,
+                    term: self.term,
+                    quorum: true,
+                    disk: false,
+                };
+                return Some(self.wait(now_ms, reply_to, wait, len, out));
+            }
+            Err(ChangeError::InProgress) => (
+                ErrorCode::Busy,
+                "a membership change is in progress; retry when it has committed",
+            ),
+            Err(ChangeError::LastVoter) => {
+                (ErrorCode::Unsupported, "the last voter cannot be removed")
+            }
+            Err(ChangeError::Membership(MembershipError::TooManyMembers)) => (
+                ErrorCode::Unsupported,
+                "the cluster has the most members it can have",
+            ),
+            Err(ChangeError::Membership(_)) => {
+                (ErrorCode::Malformed, "peer address longer than 64 bytes")
+            }
+            Err(ChangeError::Propose(error)) => {
+                let len = self.reply(reply_to, &propose_error(error), out);
+                return Some(Exec::Reply(len));
+            }
+        };
+        Some(Exec::Reply(self.error_frame(reply_to, code, detail, out)))
     }
 
     /// Opens a ticket for an answer already written into `out`.
@@ -817,7 +883,7 @@ where
                     let version = self.store.last_version();
                     return match self.append_applied(&command) {
                         Ok(index) => {
-                            self.advance_commit();
+                            self.advance_commit(now_ms);
                             WriteOutcome {
                                 response: answer(version),
                                 index: Some(index),
@@ -854,7 +920,7 @@ where
         let mut removed = false;
         let mut slot = 0;
         while let Some(found) = self.store.expired_slot(cluster_now, slot) {
-            if self.expire_at_slot(found, cluster_now) {
+            if self.expire_at_slot(now_ms, found, cluster_now) {
                 removed = true;
                 slot = found;
             } else {

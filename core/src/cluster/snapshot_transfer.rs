@@ -20,11 +20,18 @@
 //!
 //! **Safety: a snapshot never wipes the only copies.** Loading a snapshot replaces the
 //! follower's store and log, so whatever it held is lost to it. The leader starts a snapshot
-//! to a follower only when a majority of voters *not counting that follower* (the leader
-//! included, which holds everything) hold every entry the follower reported holding. So
-//! every committed entry stays on a majority however many snapshots are loading. The most
-//! lagging follower always qualifies, so some follower can always make progress.
+//! to a follower only when enough voters *not counting that follower* (the leader included,
+//! which holds everything) hold every entry the follower reported holding that the voters
+//! lacking them are fewer than a quorum: `holders > voters - quorum`, a quorum of holders
+//! for an odd number of voters, one fewer for an even number. A candidate without a
+//! committed entry would need the votes of a quorum lacking it, which do not exist, so every
+//! committed entry survives into every later leader's log however many snapshots are
+//! loading. The most lagging follower always qualifies, so some follower can always make
+//! progress. (With two voters, a rule asking for a quorum of holders besides the follower
+//! never let the leader heal its only follower: found by the simulator once membership
+//! changes made two-voter clusters.)
 
+use super::membership::Membership;
 use super::node::{Node, NodeEvent, Outgoing, Role};
 use crate::snapshot::{SnapshotDecoder, SnapshotEncodeError, SnapshotEncoder};
 use crate::wire::{encode_frame, LogIndex, LogPosition, NodeId, PeerMessage, Term};
@@ -42,6 +49,16 @@ pub(crate) struct OutgoingSnapshot {
     sent_offset: u64,
     in_flight: bool,
     sent_at_ms: u64,
+}
+
+/// One chunk of a snapshot, as received (follower).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunk<'a> {
+    pub snapshot_id: u64,
+    pub offset: u64,
+    pub done: bool,
+    pub members: &'a [u8],
+    pub data: &'a [u8],
 }
 
 /// A snapshot being received (follower).
@@ -82,7 +99,11 @@ where
                         < self.config.election_timeout_min_ms
             })
             .count();
-        others + usize::from(self.config.is_voter()) >= self.config.quorum()
+        // Enough holders that the voters lacking the entries are fewer than a quorum: no
+        // candidate without them can win. For an odd number of voters that is a quorum of
+        // holders; for an even number, one fewer (two voters: the leader alone).
+        let holders = others + usize::from(self.is_voter());
+        holders + self.quorum() > self.membership.voter_count()
     }
 
     /// Leader: the next snapshot chunk for peer `at`, if one is due, written into `out`.
@@ -125,7 +146,13 @@ where
             });
         }
         let term = self.term;
-        let chunk_limit = self.config.max_append_bytes;
+        let base = self.peers[at].snapshot.as_ref()?.base;
+        let (members, _) = self.membership_as_of(base.index.0);
+        // The membership travels in every chunk, within the chunk's budget.
+        let chunk_limit = self
+            .config
+            .max_append_bytes
+            .saturating_sub(members.as_bytes().len());
         let snapshot = self.peers[at].snapshot.as_mut()?;
         if snapshot.in_flight {
             if now_ms.saturating_sub(snapshot.sent_at_ms) < retransmit_ms {
@@ -153,6 +180,7 @@ where
             snapshot_id: snapshot.id,
             offset: snapshot.sent_offset,
             done: snapshot.sending.is_done(),
+            members: members.as_bytes(),
             data: &back[..len],
         };
         let frame_len = encode_frame(&message, front).ok()?;
@@ -203,7 +231,7 @@ where
                 peer.held_index = Some(base);
                 peer.inflight = 0;
                 peer.heartbeat_due = true;
-                self.advance_commit();
+                self.advance_commit(now_ms);
             }
         } else if next_offset == snapshot.acked_offset {
             snapshot.sending = snapshot.acked.clone();
@@ -216,18 +244,21 @@ where
     }
 
     /// Follower: a chunk of a snapshot.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn handle_snapshot(
         &mut self,
         now_ms: u64,
         from: NodeId,
         term: u64,
         base: LogPosition,
-        snapshot_id: u64,
-        offset: u64,
-        done: bool,
-        data: &[u8],
+        chunk: Chunk<'_>,
     ) {
+        let Chunk {
+            snapshot_id,
+            offset,
+            done,
+            members,
+            data,
+        } = chunk;
         let reply = |node: &mut Self, next_offset: u64, failed: bool| {
             node.send(
                 from,
@@ -290,8 +321,9 @@ where
             let Some(incoming) = self.incoming.take() else {
                 return;
             };
+            let membership = Membership::decode(members);
             match incoming.decoder.finish(&mut self.store) {
-                Ok(meta) => {
+                Ok(meta) if membership.is_ok() => {
                     // The log starts at the leader's commit index (`base`); the store
                     // reflects the leader's applied index (`meta.log_index`), possibly
                     // further, whose entries arrive next and are not applied again.
@@ -306,8 +338,11 @@ where
                     self.push_event(NodeEvent::SnapshotInstalled {
                         index: incoming.base.index.0,
                     });
+                    if let Ok(membership) = membership {
+                        self.reset_membership(now_ms, membership);
+                    }
                 }
-                Err(_) => {
+                _ => {
                     reply(self, 0, true);
                     return;
                 }

@@ -53,7 +53,7 @@ where
         });
         let members = write_members(members, scratch);
         let role = match self.role {
-            _ if !self.config.is_voter() => StatusRole::Learner,
+            _ if !self.is_voter() => StatusRole::Learner,
             Role::Follower => StatusRole::Follower,
             Role::PreCandidate => StatusRole::PreCandidate,
             Role::Candidate => StatusRole::Candidate,

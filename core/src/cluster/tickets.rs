@@ -140,11 +140,21 @@ impl<const N: usize> Tickets<N> {
     }
 
     /// Ends every waiting request for which `decide` returns an ending.
+    ///
+    /// This scan and `earliest_deadline_ms` stop once they have seen every waiting request:
+    /// tickets take the lowest free slot first (the free list is a stack that starts in
+    /// order and takes slots back on top), so waiting requests sit in the low slots. A
+    /// shell's node scans on every commit and every timer re-arm, with thousands of slots.
     pub fn end_where(&mut self, mut decide: impl FnMut(&Pending) -> Option<Ending>) {
+        let mut left = self.waiting();
         for slot in 0..N {
+            if left == 0 {
+                break;
+            }
             let Some(pending) = self.slots[slot] else {
                 continue;
             };
+            left -= 1;
             if let Some(ending) = decide(&pending) {
                 self.slots[slot] = None;
                 let _ = self.free.push(slot as u16);
@@ -169,10 +179,60 @@ impl<const N: usize> Tickets<N> {
 
     /// The earliest deadline among waiting requests.
     pub fn earliest_deadline_ms(&self) -> Option<u64> {
-        self.slots.iter().flatten().map(|p| p.deadline_ms).min()
+        let mut left = self.waiting();
+        if left == 0 {
+            return None;
+        }
+        let mut earliest = None;
+        for pending in self.slots.iter().flatten() {
+            earliest =
+                Some(earliest.map_or(pending.deadline_ms, |e: u64| e.min(pending.deadline_ms)));
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+        earliest
     }
 
     pub fn waiting(&self) -> usize {
         N - self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::vec::Vec;
+
+    use super::*;
+
+    /// The scans stop after the last waiting request; requests left in high slots after
+    /// others ended (the slots are reused out of order) must still be found.
+    #[test]
+    fn scans_find_every_waiting_request_wherever_its_slot() {
+        let mut tickets: Tickets<8> = Tickets::new();
+        let open = |tickets: &mut Tickets<8>, deadline_ms| {
+            tickets
+                .open(ReplyTo::Client { request_id: 0 }, Wait::Leader, deadline_ms)
+                .unwrap()
+        };
+        let all: Vec<Ticket> = (0..8).map(|i| open(&mut tickets, 100 + i)).collect();
+        // End all but the two in the highest slots.
+        for &ticket in &all[..6] {
+            tickets.take(ticket).unwrap();
+        }
+        assert_eq!(tickets.waiting(), 2);
+        assert_eq!(tickets.earliest_deadline_ms(), Some(106));
+        // A new request takes a low slot; the high ones are still found.
+        open(&mut tickets, 50);
+        assert_eq!(tickets.earliest_deadline_ms(), Some(50));
+        let mut ended = Vec::new();
+        tickets.end_where(|pending| (pending.deadline_ms >= 100).then_some(Ending::Release));
+        while let Some((pending, _)) = tickets.next_ending() {
+            ended.push(pending.ticket);
+        }
+        assert_eq!(ended, [all[6], all[7]]);
+        assert_eq!(tickets.waiting(), 1);
+        assert_eq!(tickets.earliest_deadline_ms(), Some(50));
     }
 }

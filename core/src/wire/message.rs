@@ -11,7 +11,7 @@ use super::error_code::ErrorCode;
 use super::handshake::{Hello, HelloAck};
 use super::packed::Packed;
 use super::status::{ClusterStatus, SaveReport};
-use super::types::{Expiry, ReadConsistency, SetCondition, WriteOptions};
+use super::types::{Expiry, LogIndex, NodeId, ReadConsistency, SetCondition, WriteOptions};
 
 /// A request from a client to a node.
 ///
@@ -131,6 +131,22 @@ pub enum Request<'a> {
     Save,
     /// Admin: this node's view of the cluster. Answered by `ClusterStatus`. Never forwarded.
     ClusterStatus,
+    /// Add a node to the cluster as a learner; the leader promotes it to voter once it
+    /// holds every committed entry. Answered by `MembershipChanged` once the change is
+    /// committed (at once if the node is already a member at that address).
+    AddMember {
+        /// The new node's id.
+        node_id: NodeId,
+        /// Where its peer port is ("host:port"), for the members to dial.
+        #[serde(borrow)]
+        address: &'a [u8],
+    },
+    /// Remove a node from the cluster (the leader itself included: it steps down once the
+    /// change commits). Answered by `MembershipChanged` once committed.
+    RemoveMember {
+        /// The node to remove.
+        node_id: NodeId,
+    },
 }
 
 /// A node's answer to one [`Request`].
@@ -176,6 +192,11 @@ pub enum Response<'a> {
     Saved(SaveReport),
     /// Answer to `ClusterStatus`.
     ClusterStatus(#[serde(borrow)] ClusterStatus<'a>),
+    /// Answer to `AddMember` and `RemoveMember`: the membership change is committed.
+    MembershipChanged {
+        /// The log entry that made the change (or the one in force, if nothing changed).
+        log_index: LogIndex,
+    },
 }
 
 /// A stored value as returned by a read, borrowed from the response frame.

@@ -100,6 +100,10 @@ pub enum PeerMessage<'a> {
         offset: u64,
         /// Whether this is the last chunk.
         done: bool,
+        /// The cluster's membership as of `base` (an encoded `Membership`): the log
+        /// entries that set it may be gone from the leader's log.
+        #[serde(borrow)]
+        members: &'a [u8],
         /// Bytes of the snapshot stream (see [`crate::snapshot`]).
         #[serde(borrow)]
         data: &'a [u8],

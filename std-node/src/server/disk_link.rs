@@ -199,6 +199,7 @@ impl DiskLink {
             commit_index,
             hard_state,
             cluster_time_ms,
+            members,
         } = checkpoint;
         let snapshot = snapshot_file::encode(node.store(), applied.term.0, applied.index.0)
             .map_err(CheckpointError::Encode)?;
@@ -208,7 +209,11 @@ impl DiskLink {
         encode_record(&self.payload, &mut head);
         let mut reset = Vec::new();
         self.payload.clear();
-        LogRecord::Reset(base).encode(&mut self.payload);
+        LogRecord::Reset {
+            base,
+            members: members.as_bytes(),
+        }
+        .encode(&mut self.payload);
         encode_record(&self.payload, &mut reset);
         let mut tail = Vec::new();
         for index in base.index.0 + 1..=last_index {

@@ -705,6 +705,15 @@ impl NodeTask {
             NodeEvent::SnapshotStarted { to, index } => {
                 tracing::info!("sending a snapshot through entry {index} to node {}", to.0)
             }
+            NodeEvent::MembershipChanged {
+                index,
+                voters,
+                members,
+            } => tracing::info!(
+                "membership (entry {index}): {voters} voters, {} learners: {:?}",
+                members - voters,
+                self.node.membership()
+            ),
         }
     }
 }

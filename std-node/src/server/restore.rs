@@ -161,7 +161,9 @@ fn replay(
         })?;
         match record {
             LogRecord::HardState(state) => restore.hard_state(state),
-            LogRecord::Reset(base) => restore.reset(base).map_err(replay_error)?,
+            LogRecord::Reset { base, members } => {
+                restore.reset(base, members).map_err(replay_error)?
+            }
             LogRecord::Entry { index, term, bytes } => {
                 restore.entry(index, term, bytes).map_err(replay_error)?
             }

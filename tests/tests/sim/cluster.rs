@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use memdi_core::cluster::{
-    ClientAction, Command, Log, LogLimits, Node, NodeConfig, NodeEvent, PeerAction, Role, Ticket,
-    TicketEvent,
+    ClientAction, Command, Log, LogLimits, Membership, Node, NodeConfig, NodeEvent, PeerAction,
+    Role, Ticket, TicketEvent,
 };
 use memdi_core::store::{Store, StoreLimits};
 use memdi_core::wire::{ClusterId, NodeId, FRAME_HEADER_BYTES};
@@ -61,6 +61,8 @@ pub struct NodeStats {
     pub apply_failures: u64,
     pub checkpoints: u64,
     pub restarts: u64,
+    /// Membership changes a leader made or took (counted once per node and change).
+    pub membership_changes: u64,
 }
 
 pub struct SimNode {
@@ -110,15 +112,23 @@ pub struct Cluster {
     pub refused_requests: Vec<(u64, u32)>,
     /// Print every node event (`MEMDI_SIM_TRACE=1`), to debug a replayed seed.
     pub trace: bool,
+    /// Answers to the operator's membership requests.
+    pub admin_inbox: Vec<Vec<u8>>,
 }
 
+/// The client id of the operator who adds and removes nodes.
+pub const ADMIN_CLIENT: u64 = u64::MAX;
+
 impl Cluster {
-    pub fn new(seed: u64, size: u64) -> Self {
+    /// A cluster of `size` voters, and `spares` more nodes (ids after the voters') started
+    /// with no membership, waiting to be added.
+    pub fn new(seed: u64, size: u64, spares: u64) -> Self {
         let voters: Vec<NodeId> = (1..=size).map(NodeId).collect();
-        let nodes = voters
-            .iter()
-            .map(|&id| {
-                let mut config = NodeConfig::new(id, ClusterId(7), &voters);
+        let nodes = (1..=size + spares)
+            .map(NodeId)
+            .map(|id| {
+                let bootstrap: &[NodeId] = if id.0 <= size { &voters } else { &[] };
+                let mut config = NodeConfig::new(id, ClusterId(7), bootstrap);
                 config.rng_seed = seed.wrapping_mul(31).wrapping_add(id.0);
                 config.max_append_bytes = 16 * 1024;
                 config.persistent = true;
@@ -156,7 +166,24 @@ impl Cluster {
             crashed_nodes: Vec::new(),
             refused_requests: Vec::new(),
             trace: std::env::var_os("MEMDI_SIM_TRACE").is_some(),
+            admin_inbox: Vec::new(),
         }
+    }
+
+    /// The membership as the most advanced live node sees it.
+    pub fn membership(&self) -> &Membership {
+        let node = self
+            .nodes
+            .iter()
+            .filter(|n| !n.paused && !n.core.membership().is_empty())
+            .max_by_key(|n| (n.core.commit_index(), n.core.term()))
+            .unwrap_or(&self.nodes[0]);
+        node.core.membership()
+    }
+
+    /// The members' ids: where clients send requests.
+    pub fn member_ids(&self) -> Vec<u64> {
+        self.membership().iter().map(|m| m.id.0).collect()
     }
 
     fn index_of(&self, id: u64) -> usize {
@@ -213,6 +240,7 @@ impl Cluster {
 
     fn deliver(&mut self, packet: Packet) {
         match packet.to {
+            Endpoint::Client(ADMIN_CLIENT) => self.admin_inbox.push(packet.bytes),
             Endpoint::Client(client) => self.client_inbox.push((client, packet.bytes)),
             Endpoint::Node(id) => {
                 let i = self.index_of(id);
@@ -226,6 +254,10 @@ impl Cluster {
                         }
                     }
                     if let (true, Endpoint::Client(client)) = (self.nodes[i].crashed, packet.from) {
+                        if client == ADMIN_CLIENT {
+                            // The operator tries again with a later change.
+                            return;
+                        }
                         // Connection refused: the client learns at once.
                         if let Ok(message) = memdi_core::wire::decode::<
                             memdi_core::wire::ClientMessage<'_>,
@@ -350,10 +382,11 @@ impl Cluster {
                 if self.trace {
                     let core = &node.core;
                     println!(
-                        "{now:>6} ms node {id}: {event:?} (applied {} commit {} versions {})",
+                        "{now:>6} ms node {id}: {event:?} (applied {} commit {} versions {}; members {:?})",
                         core.applied_index(),
                         core.commit_index(),
-                        core.store().last_version()
+                        core.store().last_version(),
+                        core.membership()
                     );
                 }
                 match event {
@@ -361,6 +394,9 @@ impl Cluster {
                         role: Role::Leader, ..
                     } => self.observed.stats.elections_won += 1,
                     NodeEvent::StoreStale { .. } => self.observed.stats.stale_stores += 1,
+                    NodeEvent::MembershipChanged { .. } => {
+                        self.observed.stats.membership_changes += 1
+                    }
                     NodeEvent::SnapshotInstalled { .. } => {
                         self.observed.stats.snapshots_installed += 1
                     }

@@ -13,7 +13,7 @@ use super::cluster::{CoreNode, LOG_LIMITS, STORE_LIMITS};
 #[derive(Debug, Clone)]
 enum Record {
     HardState(HardState),
-    Reset(LogPosition),
+    Reset(LogPosition, Vec<u8>),
     Entry {
         index: u64,
         term: u64,
@@ -78,6 +78,7 @@ impl Disk {
             commit_index,
             hard_state,
             cluster_time_ms,
+            members,
         } = checkpoint;
         // Fuzzy: a store loaded from a leader's fuzzy snapshot is exact only once it has
         // applied the entries after `applied` (see `Checkpoint`).
@@ -90,7 +91,10 @@ impl Disk {
                 .expect("snapshot of an unchanging store");
             snapshot.extend_from_slice(&chunk[..len]);
         }
-        let mut records = vec![Record::HardState(hard_state), Record::Reset(base)];
+        let mut records = vec![
+            Record::HardState(hard_state),
+            Record::Reset(base, members.as_bytes().to_vec()),
+        ];
         for index in base.index.0 + 1..=last_index {
             let (term, bytes) = node.log().entry(index).expect("checkpoint entry kept");
             records.push(Record::Entry {
@@ -140,7 +144,7 @@ impl Disk {
         for record in &self.records {
             match record {
                 Record::HardState(state) => restore.hard_state(*state),
-                Record::Reset(base) => restore.reset(*base)?,
+                Record::Reset(base, members) => restore.reset(*base, members)?,
                 Record::Entry { index, term, bytes } => restore.entry(*index, *term, bytes)?,
                 Record::Truncate(from) => restore.truncate(*from),
                 Record::Committed {

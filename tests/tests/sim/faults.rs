@@ -4,12 +4,17 @@
 //! symmetric partitions (a minority cut off from a majority), the leader isolated, one-way
 //! link failures, paused nodes (a process stopped: it resumes with its memory), crashed
 //! nodes (a process killed: it restarts from what its disk holds; a node that loses its disk
-//! too is not simulated yet, see docs/protocol.md), and bad weather (loss, duplication, long
-//! and reordering delays).
+//! too is not simulated yet, see docs/protocol.md), bad weather (loss, duplication, long
+//! and reordering delays), and membership changes: the operator adds a spare node (it joins
+//! as a learner and the leader promotes it once caught up) or removes a member, the leader
+//! included, sending the request to any member. A removed node is never added again (a
+//! node that rejoins must come back with a new id or an empty disk).
 
 use std::collections::BTreeMap;
 
-use super::cluster::Cluster;
+use memdi_core::wire::{encode, ClientMessage, NodeId, Request};
+
+use super::cluster::{Cluster, ADMIN_CLIENT};
 use super::net::Weather;
 use super::rng::SimRng;
 
@@ -23,6 +28,8 @@ pub enum FaultKind {
     Weather,
     Crash,
     CrashLeader,
+    Join,
+    Leave,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +47,9 @@ pub struct Faults {
     next_fault_ms: u64,
     pub until_ms: u64,
     pub counts: BTreeMap<FaultKind, u64>,
+    /// Nodes the operator asked to remove: never added again.
+    removed: Vec<u64>,
+    admin_requests: u32,
 }
 
 impl Faults {
@@ -51,6 +61,8 @@ impl Faults {
             next_fault_ms: 500,
             until_ms,
             counts: BTreeMap::new(),
+            removed: Vec::new(),
+            admin_requests: 0,
         }
     }
 
@@ -68,7 +80,9 @@ impl Faults {
     pub fn apply_due(&mut self, cluster: &mut Cluster) {
         let now = cluster.now_ms;
         if self.next_fault_ms <= now && now < self.until_ms {
-            let kind = match self.rng.range(0, 8) {
+            let kind = match self.rng.range(0, 10) {
+                8 => FaultKind::Join,
+                9 => FaultKind::Leave,
                 0 => FaultKind::Partition,
                 1 => FaultKind::IsolateLeader,
                 2 => FaultKind::OneWay,
@@ -153,6 +167,49 @@ impl Faults {
                         };
                         self.at(now + down_ms, Action::Resume(node));
                     }
+                    FaultKind::Join => {
+                        let members = cluster.member_ids();
+                        let spares: Vec<u64> = (1..=size)
+                            .filter(|id| !members.contains(id) && !self.removed.contains(id))
+                            .collect();
+                        // Every spare at once: the leader takes one change at a time
+                        // and answers the others `Busy`, and learners caught up together
+                        // are promoted one by one.
+                        for id in spares {
+                            let address = format!("node-{id}:7380");
+                            let request = Request::AddMember {
+                                node_id: NodeId(id),
+                                address: address.as_bytes(),
+                            };
+                            self.admin(cluster, &members, &request);
+                        }
+                    }
+                    FaultKind::Leave => {
+                        let members = cluster.member_ids();
+                        // Keep at least three members, so that most runs keep a cluster
+                        // that survives a fault.
+                        // Sometimes two at once (the second is refused while the first
+                        // is not committed).
+                        let count = if members.len() > 3 && self.rng.chance(0.3) {
+                            2
+                        } else {
+                            1
+                        };
+                        for _ in 0..count {
+                            if members.len() <= 2 {
+                                break;
+                            }
+                            let id = match (self.rng.chance(0.3), cluster.leader()) {
+                                (true, Some(leader)) if !self.removed.contains(&leader) => leader,
+                                _ => *self.rng.pick(&members),
+                            };
+                            self.removed.push(id);
+                            let request = Request::RemoveMember {
+                                node_id: NodeId(id),
+                            };
+                            self.admin(cluster, &members, &request);
+                        }
+                    }
                     FaultKind::Weather => {
                         cluster.net.weather = Weather {
                             drop: self.rng.range(0, 30) as f64 / 100.0,
@@ -168,6 +225,21 @@ impl Faults {
             Action::Resume(node) => cluster.resume(node),
             Action::CalmWeather => cluster.net.weather = Weather::CALM,
         }
+    }
+
+    /// The operator sends a membership request to a random member; whether it succeeds
+    /// is seen in the membership later.
+    fn admin(&mut self, cluster: &mut Cluster, members: &[u64], request: &Request<'_>) {
+        self.admin_requests += 1;
+        let message = ClientMessage {
+            request_id: self.admin_requests,
+            request: *request,
+        };
+        let mut bytes = vec![0; 512];
+        let len = encode(&message, &mut bytes).expect("small request").len();
+        bytes.truncate(len);
+        let node = *self.rng.pick(members);
+        cluster.client_send(ADMIN_CLIENT, node, bytes);
     }
 
     /// Ends every fault now.

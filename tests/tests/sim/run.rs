@@ -10,7 +10,7 @@
 //! - the history of `quorum` writes, `leader` writes (as unknown outcomes) and
 //!   linearizable reads is linearizable;
 //! - after healing, a `quorum` write is acknowledged within `PROGRESS_MS`;
-//! - after clients stop, all nodes converge to the same store within `CONVERGE_MS`.
+//! - after clients stop, all members converge to the same store within `CONVERGE_MS`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +22,8 @@ use super::net::NetStats;
 use super::workload::{Workload, WorkloadStats};
 
 const FAULT_PHASE_MS: u64 = 8_000;
+/// Nodes started outside the cluster, for the operator to add.
+const SPARE_NODES: u64 = 2;
 /// After healing, clients go on this long; a quorum write must succeed in it.
 pub const PROGRESS_MS: u64 = 3_000;
 /// After clients stop, the nodes must converge within this.
@@ -42,12 +44,26 @@ pub struct RunReport {
     /// From clients stopping to all stores equal.
     pub converge_ms: Option<u64>,
     pub operations: usize,
+    /// Spare nodes that ended the run as voters: added, caught up and promoted.
+    pub spares_promoted: u64,
+    /// Spare nodes that ended the run as learners.
+    pub spares_learning: u64,
+    /// Bootstrap voters no longer members at the end.
+    pub voters_removed: u64,
 }
 
-/// Whether every node holds the same committed state, with nothing left to apply.
+/// Whether every member holds the same committed state, with nothing left to apply (spares
+/// never added, and removed nodes, are not members).
 fn converged(cluster: &Cluster) -> bool {
-    let first = &cluster.nodes[0].core;
-    let commit = first.commit_index();
+    let members = cluster.member_ids();
+    let mut nodes = cluster
+        .nodes
+        .iter()
+        .filter(|node| members.contains(&node.id));
+    let Some(first) = nodes.next() else {
+        return false;
+    };
+    let commit = first.core.commit_index();
     let contents = |node: &super::cluster::SimNode| {
         let mut entries: Vec<(Vec<u8>, Vec<u8>, u64)> = node
             .core
@@ -58,8 +74,12 @@ fn converged(cluster: &Cluster) -> bool {
         entries.sort();
         entries
     };
-    let reference = contents(&cluster.nodes[0]);
-    cluster.nodes.iter().all(|node| {
+    let reference = contents(first);
+    let mut all = cluster
+        .nodes
+        .iter()
+        .filter(|node| members.contains(&node.id));
+    all.all(|node| {
         let core = &node.core;
         core.commit_index() == commit
             && core.applied_index() == commit
@@ -70,7 +90,7 @@ fn converged(cluster: &Cluster) -> bool {
 
 pub fn run(seed: u64) -> RunReport {
     let size = if seed % 2 == 0 { 3 } else { 5 };
-    let mut cluster = Cluster::new(seed, size);
+    let mut cluster = Cluster::new(seed, size, SPARE_NODES);
     let mut workload = Workload::new(seed, 4, 3);
     let mut faults = Faults::new(seed, FAULT_PHASE_MS);
     let heal_ms = FAULT_PHASE_MS;
@@ -195,6 +215,18 @@ pub fn run(seed: u64) -> RunReport {
         other => report.violations.push(format!("{other}")),
     }
     report.operations = workload.history.len();
+    let membership = cluster.membership();
+    report.spares_promoted = membership
+        .iter()
+        .filter(|m| m.id.0 > size && m.voter)
+        .count() as u64;
+    report.spares_learning = membership
+        .iter()
+        .filter(|m| m.id.0 > size && !m.voter)
+        .count() as u64;
+    report.voters_removed = (1..=size)
+        .filter(|&id| membership.get(memdi_core::wire::NodeId(id)).is_none())
+        .count() as u64;
     report.faults = faults.counts;
     report.node_stats = cluster.observed.stats.clone();
     report.node_stats.checkpoints = cluster.nodes.iter().map(|n| n.disk.checkpoints).sum();

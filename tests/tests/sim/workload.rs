@@ -261,7 +261,8 @@ impl Workload {
         .len();
         bytes.truncate(len);
         let op = op.map(|op| self.history.invoke(client.id, key.clone(), op, now));
-        let node = 1 + self.rng.range(0, cluster.nodes.len() as u64);
+        // Clients know the members, as a client of a real cluster is configured with them.
+        let node = *self.rng.pick(&cluster.member_ids());
         client.in_flight = Some(InFlight {
             request_id,
             kind,
