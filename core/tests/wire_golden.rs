@@ -438,8 +438,9 @@ fn golden_responses() {
         Response<'_>,
         Response::MembershipChanged {
             log_index: LogIndex(300),
+            members: &[0],
         },
-        "0d ac 02"
+        "0d ac 02 01 00"
     );
     g.finish();
 }

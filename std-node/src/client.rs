@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use memdi_core::cluster::Membership;
 use memdi_core::wire::{
     decode, encode_frame, AckLevel, ClientMessage, ClusterId, ErrorCode, Expiry, FrameDecoder,
     Hello, HelloAck, MemberState, NodeId, Packed, PackedWriter, ReadConsistency, Request, Response,
@@ -111,8 +112,8 @@ pub enum Reply {
     Saved(SaveReport),
     /// `CLUSTER STATUS`.
     ClusterStatus(NodeStatus),
-    /// A membership change committed at this log index.
-    MembershipChanged(u64),
+    /// A membership change committed at this log index; the membership now.
+    MembershipChanged(u64, Box<Membership>),
 }
 
 /// A node's answer to `CLUSTER STATUS`, owned (the wire's `ClusterStatus` borrows).
@@ -391,7 +392,12 @@ fn to_reply(response: Response<'_>) -> Result<Reply, ClientError> {
             expires_at_ms: v.expires_at_ms,
         })),
         Response::Stored { version } => Reply::Stored(version),
-        Response::MembershipChanged { log_index } => Reply::MembershipChanged(log_index.0),
+        Response::MembershipChanged { log_index, members } => Reply::MembershipChanged(
+            log_index.0,
+            Box::new(Membership::decode(members).map_err(|error| {
+                ClientError::Protocol(format!("membership in the answer: {error}"))
+            })?),
+        ),
         Response::NotStored => Reply::NotStored,
         Response::VersionMismatch { current_version } => Reply::VersionMismatch(current_version),
         Response::Integer(value) => Reply::Integer(value),
@@ -691,14 +697,19 @@ impl Client {
     }
 
     /// Adds node `node_id`, whose peer port is at `address`, to the cluster as a learner
-    /// (promoted to voter once caught up). Returns the log index of the change.
-    pub async fn add_member(&self, node_id: u64, address: &str) -> Result<u64, ClientError> {
+    /// (promoted to voter once caught up). Returns the log index of the change and the
+    /// membership with it.
+    pub async fn add_member(
+        &self,
+        node_id: u64,
+        address: &str,
+    ) -> Result<(u64, Box<Membership>), ClientError> {
         let request = Request::AddMember {
             node_id: NodeId(node_id),
             address: address.as_bytes(),
         };
         match self.request(&request).await? {
-            Reply::MembershipChanged(index) => Ok(index),
+            Reply::MembershipChanged(index, membership) => Ok((index, membership)),
             other => Err(unexpected(other)),
         }
     }
@@ -717,7 +728,7 @@ impl Client {
             node_id: NodeId(node_id),
         };
         match self.request(&request).await? {
-            Reply::MembershipChanged(index) => Ok(index),
+            Reply::MembershipChanged(index, _) => Ok(index),
             other => Err(unexpected(other)),
         }
     }

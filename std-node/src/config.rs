@@ -97,8 +97,10 @@ pub struct ServerArgs {
     /// 1=127.0.0.1:7380,2=127.0.0.1:7382,3=127.0.0.1:7384. Absent: a single-node cluster.
     #[arg(long, value_name = "ID=HOST:PORT,...")]
     pub cluster: Option<String>,
-    /// Join a running cluster through any member's peer address. NOT BUILT YET (the core has
-    /// no membership changes): refused at start.
+    /// Join a running cluster through any member's peer address: this node asks to be
+    /// added (as a learner, promoted to voter once it holds every key) and announces its
+    /// --peer-addr, which the members must be able to reach. Not with --cluster. A node
+    /// that restarts keeps its membership from its data directory.
     #[arg(long, value_name = "HOST:PORT")]
     pub join: Option<String>,
     /// Directory for the snapshot and the append-only log [default: ./memdi-data].
@@ -183,6 +185,8 @@ pub struct ServerConfig {
     pub max_clients: u32,
     /// Idle client connections close after this long; 0 = never.
     pub idle_timeout_ms: u64,
+    /// A member's peer address to ask for this node to be added (`--join`).
+    pub join: Option<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -261,9 +265,12 @@ impl ServerArgs {
                 setting: "--join",
                 reason,
             })?;
-            return Err(ConfigError::NotBuilt(
-                "--join (membership changes: the core has no join/leave yet; start every node with the same --cluster instead)",
-            ));
+            if self.cluster.is_some() {
+                return Err(invalid(
+                    "--join",
+                    "give either --cluster (start a new cluster with these voters) or --join (join a running one), not both",
+                ));
+            }
         }
         if self.resp_addr.is_some() {
             return Err(ConfigError::NotBuilt("--resp-addr (the Redis RESP2 front)"));
@@ -295,11 +302,23 @@ impl ServerArgs {
         let peer_addr = self
             .peer_addr
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7380)));
-        let voters = match &self.cluster {
-            None => BTreeMap::from([(node_id, peer_addr)]),
-            Some(spec) => parse_cluster(spec).map_err(|reason| invalid("--cluster", reason))?,
+        let voters = match (&self.cluster, &self.join) {
+            // Joining: the membership comes from the cluster.
+            (None, Some(_)) => BTreeMap::new(),
+            (None, None) => BTreeMap::from([(node_id, peer_addr)]),
+            (Some(spec), _) => {
+                parse_cluster(spec).map_err(|reason| invalid("--cluster", reason))?
+            }
         };
-        if !voters.contains_key(&node_id) {
+        if self.join.is_some() && peer_addr.ip().is_unspecified() {
+            return Err(invalid(
+                "--peer-addr",
+                format!(
+                    "with --join the members dial this node at its --peer-addr, so it must be an address they can reach, not {peer_addr}"
+                ),
+            ));
+        }
+        if self.join.is_none() && !voters.contains_key(&node_id) {
             return Err(invalid(
                 "--cluster",
                 format!("it must include this node (--node-id {})", node_id.0),
@@ -336,6 +355,7 @@ impl ServerArgs {
             store_limits,
             max_clients: self.max_clients.unwrap_or(10_000).max(1),
             idle_timeout_ms: self.idle_timeout_secs.unwrap_or(300).saturating_mul(1000),
+            join: self.join,
         })
     }
 }
@@ -448,8 +468,7 @@ mod tests {
     #[test]
     fn unbuilt_features_are_refused_clearly() {
         for args in [
-            &["--join", "127.0.0.1:7380"][..],
-            &["--resp-addr", "127.0.0.1:6379"],
+            &["--resp-addr", "127.0.0.1:6379"][..],
             &["--requirepass", "x"],
             &["--cluster-secret", "x"],
         ] {
@@ -460,6 +479,31 @@ mod tests {
             parse(&["--join", "nonsense"]).resolve(),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn join_starts_with_no_voters_and_refuses_what_cannot_work() {
+        let config = parse(&[
+            "--node-id",
+            "4",
+            "--join",
+            "127.0.0.1:7380",
+            "--peer-addr",
+            "127.0.0.1:7386",
+        ])
+        .resolve()
+        .unwrap();
+        assert!(config.voters.is_empty());
+        assert_eq!(config.join.as_deref(), Some("127.0.0.1:7380"));
+        for args in [
+            &["--join", "127.0.0.1:7380", "--cluster", "1=127.0.0.1:7380"][..],
+            &["--join", "127.0.0.1:7380", "--peer-addr", "0.0.0.0:7386"],
+        ] {
+            assert!(
+                matches!(parse(args).resolve(), Err(ConfigError::Invalid { .. })),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

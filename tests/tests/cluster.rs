@@ -510,3 +510,88 @@ async fn bad_connections_are_closed_and_others_keep_being_served() {
     assert_eq!(client.get(b"k").await.unwrap().unwrap().value, b"v");
     assert!(server.stop().success());
 }
+
+/// A fourth node joins a running cluster through a member's peer address, gets every key,
+/// becomes a voter and serves; then the leader is removed, the others elect a new one, and
+/// the removed node, restarted with `--join`, refuses to come back with its old log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_running_cluster_and_the_leader_leaves() {
+    use memdi_core::wire::StatusRole;
+
+    let dir = temp_dir();
+    let mut cluster = Cluster::start(dir.path());
+    let leader = cluster.leader().await;
+    let via_leader = cluster.nodes[leader].client().await;
+    for i in 0..50 {
+        let key = format!("before-{i}");
+        via_leader
+            .set(key.as_bytes(), b"v", QUORUM)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    let seed = cluster.nodes[(leader + 1) % 3].peer_addr();
+    let mut joiner = Server::new(4, dir.path().join("n4"), &["--join", &seed]);
+    joiner
+        .extra_args
+        .extend(SMALL_STORE.iter().map(|arg| arg.to_string()));
+    joiner.start();
+    let joined = joiner.client().await;
+    // Every key arrives, and the leader promotes the node once it holds them.
+    eventually(Duration::from_secs(20), "node 4 to be a voter", || async {
+        let status = via_leader.cluster_status().await.ok()?;
+        let member = status.members.iter().find(|m| m.id.0 == 4)?;
+        (member.role != StatusRole::Learner).then_some(())
+    })
+    .await;
+    for i in 0..50 {
+        let key = format!("before-{i}");
+        eventually(Duration::from_secs(10), "a key on node 4", || async {
+            stale_value(&joined, key.as_bytes()).await
+        })
+        .await;
+    }
+    // It takes writes (forwarded to the leader) like any member.
+    joined.set(b"via-4", b"yes", QUORUM).await.unwrap().unwrap();
+    assert!(joiner.log().contains("joined the cluster through"));
+
+    // The leader leaves: it steps down once the change commits, the others elect a leader
+    // among themselves, and quorum writes go on through the new node.
+    let old_leader_id = cluster.nodes[leader].node_id;
+    joined.remove_member(old_leader_id).await.unwrap();
+    eventually(Duration::from_secs(20), "a new leader", || async {
+        let status = joined.cluster_status().await.ok()?;
+        status
+            .leader_id
+            .filter(|id| id.0 != old_leader_id)
+            .map(|_| ())
+    })
+    .await;
+    joined
+        .set(b"after-leave", b"yes", QUORUM)
+        .await
+        .unwrap()
+        .unwrap();
+    let status = joined.cluster_status().await.unwrap();
+    assert!(
+        status.members.iter().all(|m| m.id.0 != old_leader_id),
+        "{status:?}"
+    );
+
+    // The removed node refuses to rejoin with the log the cluster has moved past.
+    let removed = &mut cluster.nodes[leader];
+    removed.stop();
+    removed.extra_args = vec!["--join".into(), joiner.peer_addr()];
+    removed.start();
+    let status = removed
+        .wait_exit(Duration::from_secs(20))
+        .expect("a removed node restarted with --join kept running");
+    assert!(!status.success());
+    assert!(
+        removed.log().contains("was removed from the cluster"),
+        "{}",
+        removed.log()
+    );
+    joiner.stop();
+}

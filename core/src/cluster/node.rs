@@ -93,6 +93,12 @@ pub enum NodeEvent {
         /// Members now, learners included.
         members: usize,
     },
+    /// A node removed from the membership is no longer a peer (the change committed): the
+    /// shell may hang up on it.
+    PeerDeparted {
+        /// The removed node.
+        peer: NodeId,
+    },
     /// A snapshot started streaming to a follower behind this leader's log.
     SnapshotStarted {
         /// The follower.

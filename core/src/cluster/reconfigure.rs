@@ -127,6 +127,7 @@ where
     pub(crate) fn rescan_membership(&mut self, now_ms: u64) {
         let (membership, index) = self.membership_as_of(self.log.last_index());
         self.set_membership(now_ms, membership, index);
+        self.drop_departed_peers();
     }
 
     /// Puts `membership`, from entry `index`, in force.
@@ -163,12 +164,23 @@ where
         (self.base_membership.clone(), 0)
     }
 
-    /// Makes the peers match the membership: new members are added with no progress, gone
-    /// ones dropped, and the others keep their progress with their vote updated.
+    /// Makes the peers match the membership: new members are added with no progress, and
+    /// the others keep their progress with their vote updated. A node removed by a change
+    /// not yet committed stays a peer, as a non-voter, until the change commits
+    /// (`drop_departed_peers`): a leader keeps replicating to it, so that it learns it was
+    /// removed (else it would stand for election in vain forever), and a leader removing
+    /// itself stays reachable to the others until then.
     pub(crate) fn adopt_membership(&mut self, now_ms: u64) {
         let own_id = self.config.node_id;
         let membership = &self.membership;
-        self.peers.retain(|peer| membership.get(peer.id).is_some());
+        let pending = self.membership_index > self.commit_index;
+        self.peers
+            .retain(|peer| pending || membership.get(peer.id).is_some());
+        for peer in self.peers.iter_mut() {
+            if membership.get(peer.id).is_none() {
+                peer.voter = false;
+            }
+        }
         for member in membership.iter().filter(|member| member.id != own_id) {
             if let Some(peer) = self.peers.iter_mut().find(|peer| peer.id == member.id) {
                 peer.voter = member.voter;
@@ -195,6 +207,24 @@ where
             self.next_peer = 0;
         }
         self.voter = membership.is_voter(own_id);
+    }
+
+    /// Once the membership in force is committed, drops the peers it removed.
+    pub(crate) fn drop_departed_peers(&mut self) {
+        if self.membership_index > self.commit_index {
+            return;
+        }
+        while let Some(at) = self
+            .peers
+            .iter()
+            .position(|peer| self.membership.get(peer.id).is_none())
+        {
+            let peer = self.peers.swap_remove(at).id;
+            self.push_event(NodeEvent::PeerDeparted { peer });
+        }
+        if self.next_peer >= self.peers.len() {
+            self.next_peer = 0;
+        }
     }
 
     /// Leader: whether a membership change may start now.
@@ -427,7 +457,10 @@ mod tests {
     fn to_response(bytes: &[u8]) -> Response<'static> {
         let message: ServerMessage<'_> = decode(bytes).unwrap();
         match message.response {
-            Response::MembershipChanged { log_index } => Response::MembershipChanged { log_index },
+            Response::MembershipChanged { log_index, .. } => Response::MembershipChanged {
+                log_index,
+                members: &[],
+            },
             Response::Stored { version } => Response::Stored { version },
             Response::Error(error) => Response::Error(crate::wire::ErrorReply {
                 code: error.code,

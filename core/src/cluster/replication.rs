@@ -296,6 +296,7 @@ where
             if commit > self.commit_index {
                 self.commit_index = commit;
                 self.apply_committed();
+                self.drop_departed_peers();
             }
         }
         outcome
@@ -459,6 +460,7 @@ where
             self.commit_index = majority_index;
             self.release_durable_writes();
             self.release_confirmed_reads();
+            self.drop_departed_peers();
             self.step_down_if_removed(now_ms);
             self.promote_caught_up_learner(now_ms);
         }

@@ -614,8 +614,10 @@ where
         let (code, detail) = match result {
             Ok(index) => {
                 let index = index.unwrap_or(self.membership_index);
+                let membership = self.membership.clone();
                 let response = Response::MembershipChanged {
                     log_index: LogIndex(index),
+                    members: membership.as_bytes(),
                 };
                 let len = self.reply(reply_to, &response, out);
                 if index <= self.commit_index {

@@ -196,6 +196,10 @@ pub enum Response<'a> {
     MembershipChanged {
         /// The log entry that made the change (or the one in force, if nothing changed).
         log_index: LogIndex,
+        /// The membership now (an encoded `Membership`), with the members' peer addresses:
+        /// a node that asked to be added dials them from it, before its own log tells it.
+        #[serde(borrow)]
+        members: &'a [u8],
     },
 }
 

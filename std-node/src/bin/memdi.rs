@@ -56,6 +56,22 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add a node to the cluster (as a learner, promoted to voter once it holds every key).
+    /// The node itself must run (started with --join, or with no --cluster) and listen on
+    /// PEER_ADDR. Prints the log index of the change once it is committed.
+    Join {
+        /// The new node's id.
+        node_id: u64,
+        /// Its peer address, which the members dial.
+        peer_addr: String,
+    },
+    /// Remove a node from the cluster (the leader too: it steps down once the change is
+    /// committed). Without NODE_ID, the node at --addr. A removed node must come back with an
+    /// empty data directory or a new id.
+    Leave {
+        /// The node to remove [default: the node at --addr].
+        node_id: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +323,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!("{}", status_text::to_text(&status));
             }
+        }
+        Command::Cluster {
+            command: ClusterCommand::Join { node_id, peer_addr },
+        } => {
+            let (index, _) = client.add_member(node_id, &peer_addr).await?;
+            println!("OK (node {node_id} added at {peer_addr}: membership entry {index})");
+        }
+        Command::Cluster {
+            command: ClusterCommand::Leave { node_id },
+        } => {
+            let node_id = match node_id {
+                Some(id) => id,
+                None => client.cluster_status().await?.node_id.0,
+            };
+            let index = client.remove_member(node_id).await?;
+            println!("OK (node {node_id} removed: membership entry {index})");
         }
         Command::Ping => {
             client.ping().await?;

@@ -42,13 +42,56 @@ pub struct ClientSettings {
     pub tasks: TaskTracker,
 }
 
+/// Admits client connections under the `--max-clients` cap, from the client listener and
+/// from the peer listener (which hands over connections that greet it as a client: a node
+/// started with `--join` asks a member's peer address to add it).
+#[derive(Debug, Clone)]
+pub struct ClientGate {
+    settings: ClientSettings,
+    permits: Arc<Semaphore>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl ClientGate {
+    /// A gate for `settings.max_clients` connections.
+    pub fn new(settings: ClientSettings) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(settings.max_clients as usize)),
+            next_id: Arc::new(AtomicU64::new(1)),
+            settings,
+        }
+    }
+
+    /// Serves `stream` as a client connection, or refuses it when the cap is reached.
+    /// `hello` is the first frame's payload when the caller has read it already.
+    pub fn admit(&self, stream: TcpStream, addr: std::net::SocketAddr, hello: Option<Vec<u8>>) {
+        let settings = &self.settings;
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "refused client {addr}: already {} clients (--max-clients)",
+                settings.max_clients
+            );
+            settings.tasks.spawn(refuse(stream, settings.max_clients));
+            return;
+        };
+        let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let settings = settings.clone();
+        let tasks = settings.tasks.clone();
+        tasks.spawn(async move {
+            tracing::debug!("client {conn} connected from {addr}");
+            serve(stream, conn, settings, hello).await;
+            drop(permit);
+            tracing::debug!("client {conn} disconnected");
+        });
+    }
+}
+
 /// Accepts client connections until shutdown.
-pub async fn accept_loop(listener: TcpListener, settings: ClientSettings) {
-    let permits = Arc::new(Semaphore::new(settings.max_clients as usize));
-    let next_id = AtomicU64::new(1);
+pub async fn accept_loop(listener: TcpListener, gate: ClientGate) {
+    let shutdown = gate.settings.shutdown.clone();
     loop {
         let accepted = tokio::select! {
-            _ = settings.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, addr) = match accepted {
@@ -61,23 +104,7 @@ pub async fn accept_loop(listener: TcpListener, settings: ClientSettings) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(
-                "refused client {addr}: already {} clients (--max-clients)",
-                settings.max_clients
-            );
-            settings.tasks.spawn(refuse(stream, settings.max_clients));
-            continue;
-        };
-        let conn = next_id.fetch_add(1, Ordering::Relaxed);
-        let settings = settings.clone();
-        let tasks = settings.tasks.clone();
-        tasks.spawn(async move {
-            tracing::debug!("client {conn} connected from {addr}");
-            serve(stream, conn, settings).await;
-            drop(permit);
-            tracing::debug!("client {conn} disconnected");
-        });
+        gate.admit(stream, addr, None);
     }
 }
 
@@ -92,7 +119,7 @@ async fn refuse(mut stream: TcpStream, max_clients: u32) {
 }
 
 /// Serves one connection until it closes, misbehaves, idles out or the node shuts down.
-async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings) {
+async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello: Option<Vec<u8>>) {
     let (mut reader, writer) = stream.into_split();
     let (replies, outbound) = mpsc::channel(REPLY_QUEUE);
     let close = CancellationToken::new();
@@ -108,6 +135,17 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings) {
     let idle =
         (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
     let mut greeted = false;
+    if let Some(payload) = hello {
+        greeted = true;
+        let input = Input::ClientHello {
+            conn,
+            payload,
+            link: link.clone(),
+        };
+        if settings.inputs.send(input).await.is_err() {
+            return;
+        }
+    }
     'connection: loop {
         let read = tokio::select! {
             _ = settings.shutdown.cancelled() => break,

@@ -10,13 +10,15 @@ mod client_conn;
 mod disk_link;
 pub mod disk_writer;
 mod frames;
+mod join;
 mod node_task;
 mod peer_link;
+mod peer_set;
 #[cfg(test)]
 mod persist_tests;
 pub mod restore;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -76,6 +78,10 @@ pub enum ServerError {
     /// The final snapshot could not be written (its records went to the log).
     #[error("final snapshot not written: {0}")]
     FinalSnapshot(String),
+    /// Started with `--join`, but the data directory says this node was removed from the
+    /// cluster: its log is behind the cluster's and must not come back.
+    #[error("node {0} was removed from the cluster (its data directory says so): to add it again, start it with an empty --data-dir or a new --node-id")]
+    Removed(u64),
     /// The data directory cannot be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -145,6 +151,12 @@ impl Prepared {
             .expect("log limits are constants above zero");
         let voters: Vec<NodeId> = config.voters.keys().copied().collect();
         let mut node_config = NodeConfig::new(config.node_id, config.cluster_id, &voters);
+        for (&id, addr) in &config.voters {
+            // Recorded in the membership, so that nodes added later can dial the voters.
+            node_config
+                .set_address(id, addr.to_string().as_bytes())
+                .expect("a socket address is shorter than 64 bytes");
+        }
         node_config.default_ack = config.default_ack;
         node_config.default_durability = config.default_durability;
         // Always: the log is what keeps the term, the vote and the acknowledged entries
@@ -155,6 +167,12 @@ impl Prepared {
         node_config.max_frame_bytes = sizes.max_frame_bytes;
         let clock = Clock::start();
         let restored = restore::restore(&config.data_dir, store, log, node_config, clock.now_ms())?;
+        if config.join.is_some()
+            && join::JoinPlan::for_node(config.node_id, restored.node.membership())
+                == join::JoinPlan::Refuse
+        {
+            return Err(ServerError::Removed(config.node_id.0));
+        }
         Ok(Self {
             config,
             node: restored.node,
@@ -202,38 +220,35 @@ impl Prepared {
         let tasks = TaskTracker::new();
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
 
-        let mut peers = BTreeMap::new();
-        for (&peer, &addr) in config.voters.iter().filter(|(&id, _)| id != config.node_id) {
-            let (sender, frames) = mpsc::channel(peer_link::PEER_QUEUE);
-            peers.insert(peer, sender);
-            let dialer = peer_link::Dialer {
-                me: config.node_id,
-                peer,
-                addr,
-                cluster_id: config.cluster_id,
-                max_frame_bytes: sizes.max_frame_bytes,
-                inputs: inputs.clone(),
-            };
-            tasks.spawn(dialer.run(frames, shutdown.clone()));
-        }
+        let mut peers = peer_set::PeerSet::new(
+            config.node_id,
+            config.cluster_id,
+            sizes.max_frame_bytes,
+            inputs.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        );
+        // The membership restored from disk (or the bootstrap voters), with its addresses;
+        // later changes arrive as core events.
+        peers.follow(node.membership(), |_| false);
+        let clients = client_conn::ClientGate::new(client_conn::ClientSettings {
+            inputs: inputs.clone(),
+            max_frame_bytes: sizes.max_frame_bytes,
+            idle_timeout_ms: config.idle_timeout_ms,
+            max_clients: config.max_clients,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        });
         tasks.spawn(peer_link::accept_loop(
             peer_listener,
             inputs.clone(),
             sizes.max_frame_bytes,
             shutdown.clone(),
             tasks.clone(),
+            clients.clone(),
         ));
-        tasks.spawn(client_conn::accept_loop(
-            client_listener,
-            client_conn::ClientSettings {
-                inputs: inputs.clone(),
-                max_frame_bytes: sizes.max_frame_bytes,
-                idle_timeout_ms: config.idle_timeout_ms,
-                max_clients: config.max_clients,
-                shutdown: shutdown.clone(),
-                tasks: tasks.clone(),
-            },
-        ));
+        tasks.spawn(client_conn::accept_loop(client_listener, clients));
+        let join_inputs = inputs.clone();
         drop(inputs);
         tracing::info!(
             "memdi-server node {} of cluster {} ({} voters) serving clients on {}, peers on {}, data in {}",
@@ -261,6 +276,15 @@ impl Prepared {
             saves: Vec::new(),
         };
         let node_handle = tokio::spawn(node_task.run());
+        if let Some(seed) = config.join.clone() {
+            tasks.spawn(join::run(
+                seed,
+                config.node_id,
+                config.peer_addr.to_string(),
+                join_inputs,
+                shutdown.clone(),
+            ));
+        }
         tokio::pin!(shutdown_signal);
         tokio::select! {
             _ = &mut shutdown_signal => {

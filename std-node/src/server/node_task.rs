@@ -17,7 +17,7 @@
 //! and a new log) are taken when the core asks (`StoreReplaced`), every
 //! `--snapshot-every` seconds, and at a clean shutdown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use memdi_core::cluster::{ClientAction, NodeEvent, PeerAction, Ticket, TicketEvent};
@@ -89,6 +89,8 @@ pub enum Input {
         /// The peer.
         peer: NodeId,
     },
+    /// The membership a join was answered with: dial its members (see `join`).
+    Members(Box<memdi_core::cluster::Membership>),
     /// A frame from a peer.
     PeerFrame {
         /// The peer.
@@ -115,7 +117,7 @@ pub struct NodeTask {
     pub(super) node: Box<CoreNode>,
     pub(super) clock: Clock,
     pub(super) inputs: mpsc::Receiver<Input>,
-    pub(super) peers: BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>,
+    pub(super) peers: super::peer_set::PeerSet,
     pub(super) disk: DiskLink,
     pub(super) snapshot_every_secs: u64,
     pub(super) shutdown: CancellationToken,
@@ -409,6 +411,11 @@ impl NodeTask {
                 self.node.handle_peer_lost(peer);
                 self.drain();
             }
+            Input::Members(membership) => {
+                let node = &self.node;
+                self.peers
+                    .follow(&membership, |id| node.members().any(|m| m.id == id));
+            }
             Input::PeerFrame { from, payload } => {
                 self.peer_frame(now, from, &payload);
                 self.drain();
@@ -460,9 +467,15 @@ impl NodeTask {
             );
             return (frame, None);
         };
-        if id == self.node.id() || !self.node.config().voters.contains(&id) {
-            let frame = error_frame(0, ErrorCode::Unauthorized, "not a member of this cluster");
-            tracing::warn!("refused a peer connection from node {}: not a member", id.0);
+        // Any node of this cluster (the core checks the cluster id below) may connect: a
+        // node being added is not a member yet, and the core ignores what non-members send
+        // (docs/protocol.md 4.9).
+        if id == self.node.id() {
+            let frame = error_frame(0, ErrorCode::Unauthorized, "a node cannot be its own peer");
+            tracing::warn!(
+                "refused a peer connection that claims this node's id {}",
+                id.0
+            );
             return (frame, None);
         }
         let (len, accepted) = self.node.handle_client_hello(payload, &mut self.out);
@@ -684,6 +697,13 @@ impl NodeTask {
         }
     }
 
+    /// Dials the members the core knows, and hangs up on nodes that are no longer peers.
+    fn follow_membership(&mut self) {
+        let node = &self.node;
+        self.peers
+            .follow(node.membership(), |id| node.members().any(|m| m.id == id));
+    }
+
     fn log_event(&mut self, event: NodeEvent) {
         match event {
             NodeEvent::RoleChanged { role, term } => {
@@ -709,11 +729,18 @@ impl NodeTask {
                 index,
                 voters,
                 members,
-            } => tracing::info!(
-                "membership (entry {index}): {voters} voters, {} learners: {:?}",
-                members - voters,
-                self.node.membership()
-            ),
+            } => {
+                tracing::info!(
+                    "membership (entry {index}): {voters} voters, {} learners: {:?}",
+                    members - voters,
+                    self.node.membership()
+                );
+                self.follow_membership();
+            }
+            NodeEvent::PeerDeparted { peer } => {
+                tracing::info!("node {} is no longer a member", peer.0);
+                self.follow_membership();
+            }
         }
     }
 }

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use memdi_core::wire::{
-    decode, ClusterId, FrameDecoder, NodeId, Response, ServerMessage, FRAME_HEADER_BYTES,
+    decode, ClientMessage, ClusterId, FrameDecoder, Hello, NodeId, Request, Response, Sender,
+    ServerMessage, FRAME_HEADER_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::client_conn::ClientGate;
 use super::frames::peer_hello_frame;
 use super::node_task::Input;
 
@@ -36,6 +38,7 @@ pub async fn accept_loop(
     max_frame_bytes: u32,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    clients: ClientGate,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -47,8 +50,10 @@ pub async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let inputs = inputs.clone();
                 let shutdown = shutdown.clone();
+                let clients = clients.clone();
                 tasks.spawn(async move {
-                    if let Err(reason) = serve(stream, inputs, max_frame_bytes, shutdown).await {
+                    let served = serve(stream, addr, inputs, max_frame_bytes, shutdown, clients);
+                    if let Err(reason) = served.await {
                         tracing::debug!("peer connection from {addr} ended: {reason}");
                     }
                 });
@@ -64,9 +69,11 @@ pub async fn accept_loop(
 /// One incoming peer connection: the handshake (checked by the node task), then frames.
 async fn serve(
     mut stream: TcpStream,
+    addr: SocketAddr,
     inputs: mpsc::Sender<Input>,
     max_frame_bytes: u32,
     shutdown: CancellationToken,
+    clients: ClientGate,
 ) -> Result<(), String> {
     let buffer = vec![0; max_frame_bytes as usize + FRAME_HEADER_BYTES];
     let mut decoder = FrameDecoder::new(buffer).expect("frame buffer above the header size");
@@ -93,6 +100,16 @@ async fn serve(
                     if inputs.send(input).await.is_err() {
                         return Ok(());
                     }
+                }
+                None if greets_as_client(&payload) => {
+                    // A client at the peer address (`--join` of a new node, or `memdi
+                    // --addr` pointed at it): served as any client. It waits for the
+                    // handshake's answer before sending more, so nothing else is buffered.
+                    if decoder.buffered_bytes() > 0 {
+                        return Err("a client sent frames before its handshake was answered".into());
+                    }
+                    clients.admit(stream, addr, Some(payload));
+                    return Ok(());
                 }
                 None => {
                     let (answer, reply) = oneshot::channel();
@@ -121,6 +138,20 @@ async fn serve(
     }
 }
 
+/// Whether a connection's first frame is a client's handshake.
+fn greets_as_client(payload: &[u8]) -> bool {
+    matches!(
+        decode::<ClientMessage<'_>>(payload),
+        Ok(ClientMessage {
+            request: Request::Hello(Hello {
+                sender: Sender::Client,
+                ..
+            }),
+            ..
+        })
+    )
+}
+
 /// Where and how to reach one peer.
 #[derive(Debug, Clone)]
 pub struct Dialer {
@@ -128,8 +159,8 @@ pub struct Dialer {
     pub me: NodeId,
     /// The peer.
     pub peer: NodeId,
-    /// Its peer address.
-    pub addr: SocketAddr,
+    /// Its peer address ("host:port", resolved at each attempt).
+    pub addr: String,
     /// The cluster.
     pub cluster_id: ClusterId,
     /// Announced in the handshake.
@@ -187,10 +218,11 @@ impl Dialer {
 
     /// Connects and completes the handshake.
     async fn connect(&self) -> Result<TcpStream, String> {
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|error| error.to_string())?;
+        let mut stream =
+            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr.as_str()))
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|error| error.to_string())?;
         let _ = stream.set_nodelay(true);
         let hello = peer_hello_frame(self.cluster_id, self.me, self.max_frame_bytes);
         tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
