@@ -423,6 +423,9 @@ fn golden_commands() {
     );
     golden_command!(g, Command::Delete { key: b"key" }, "02 03 6b 65 79");
     golden_command!(g, Command::Clear, "03");
+    // MSET a=1: the pairs travel as one packed byte string (tag = length + 1).
+    let pairs = memdi_core::wire::Packed::from_encoded(&[2, b'a', 2, b'1']).unwrap();
+    golden_command!(g, Command::PutMany { pairs }, "04 04 02 61 02 31");
     g.finish();
 }
 
@@ -455,10 +458,10 @@ fn unknown_variants_are_rejected() {
         Err(DecodeError::Malformed)
     );
     assert_eq!(
-        decode::<Command<'_>>(&from_hex("04")),
+        decode::<Command<'_>>(&from_hex("05")),
         Err(DecodeError::Malformed)
     );
-    assert!(Command::decode(&from_hex("04")).is_err());
+    assert!(Command::decode(&from_hex("05")).is_err());
     // Bytes after a whole command are refused too.
     assert!(Command::decode(&from_hex("00 00")).is_err());
 }

@@ -19,7 +19,7 @@ mod rng;
 mod snapshot_transfer;
 mod tickets;
 
-pub use command::{ApplyError, Command};
+pub use command::{ApplyError, Command, Pairs};
 pub use config::{NodeConfig, MAX_MEMBERS};
 pub use log::{AppendError, Log, LogInitError, LogLimits};
 pub use node::{MemberStatus, Node, NodeEvent, PeerAction, Role};
