@@ -79,7 +79,7 @@ pub struct ServerArgs {
     /// Address for the other nodes of the cluster [default: 127.0.0.1:7380].
     #[arg(long, value_name = "HOST:PORT")]
     pub peer_addr: Option<SocketAddr>,
-    /// Address for Redis (RESP2) clients; off unless given. NOT BUILT YET: refused at start.
+    /// Address for Redis (RESP2) clients; off unless given.
     #[arg(long, value_name = "HOST:PORT")]
     pub resp_addr: Option<SocketAddr>,
     /// The initial voters as id=host:port of their peer address, this node included, e.g.
@@ -166,6 +166,8 @@ pub struct ServerConfig {
     pub max_clients: u32,
     /// Idle client connections close after this long; 0 = never.
     pub idle_timeout_ms: u64,
+    /// Where Redis clients connect (RESP2), if anywhere.
+    pub resp_addr: Option<SocketAddr>,
 }
 
 /// Why the configuration cannot be used.
@@ -248,9 +250,6 @@ impl ServerArgs {
                 "--join (membership changes: the core has no join/leave yet; start every node with the same --cluster instead)",
             ));
         }
-        if self.resp_addr.is_some() {
-            return Err(ConfigError::NotBuilt("--resp-addr (the Redis RESP2 front)"));
-        }
         if self.durability == Some(DurabilityFlag::Disk) {
             return Err(ConfigError::NotBuilt(
                 "--durability disk (the core does not yet say what to persist before an answer)",
@@ -323,6 +322,7 @@ impl ServerArgs {
             store_limits,
             max_clients: self.max_clients.unwrap_or(10_000).max(1),
             idle_timeout_ms: self.idle_timeout_secs.unwrap_or(300).saturating_mul(1000),
+            resp_addr: self.resp_addr,
         })
     }
 }
@@ -436,7 +436,6 @@ mod tests {
     fn unbuilt_features_are_refused_clearly() {
         for args in [
             &["--join", "127.0.0.1:7380"][..],
-            &["--resp-addr", "127.0.0.1:6379"],
             &["--durability", "disk"],
             &["--requirepass", "x"],
             &["--cluster-secret", "x"],

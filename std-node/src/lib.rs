@@ -5,6 +5,7 @@
 //! - [`client`]: an async client library (pipelining, a small pool, retries while a leader
 //!   is elected), used by the `memdi` CLI and the integration tests.
 //! - [`config`]: flags and the TOML file of `memdi-server`.
+//! - [`resp`]: the Redis (RESP2) front on `--resp-addr`.
 //! - [`snapshot_file`], [`log_file`]: the data directory (snapshots; an append-only log
 //!   that nothing feeds yet).
 //!
@@ -23,5 +24,6 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod log_file;
+pub mod resp;
 pub mod server;
 pub mod snapshot_file;

@@ -9,9 +9,12 @@ mod client_conn;
 mod frames;
 mod node_task;
 mod peer_link;
+mod resp_conn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
 use std::time::Duration;
 
 use memdi_core::cluster::{Log, LogLimits, Node, NodeConfig};
@@ -24,6 +27,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::ServerConfig;
+use crate::resp::parse::ParseLimits;
+use crate::resp::NodeFacts;
 use crate::snapshot_file;
 
 /// Requests that may wait at once on a server node (quorum writes, reads being confirmed,
@@ -170,6 +175,12 @@ impl Prepared {
         };
         let client_listener = bind("--client-addr", config.client_addr).await?;
         let peer_listener = bind("--peer-addr", config.peer_addr).await?;
+        let resp_listener = match config.resp_addr {
+            Some(addr) => Some(bind("--resp-addr", addr).await?),
+            None => None,
+        };
+        let leader_now = Arc::new(AtomicBool::new(false));
+        let last_save_unix_secs = Arc::new(AtomicU64::new(0));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
@@ -205,6 +216,45 @@ impl Prepared {
                 tasks: tasks.clone(),
             },
         ));
+        if let (Some(listener), Some(resp_addr)) = (resp_listener, config.resp_addr) {
+            let limits = config.store_limits;
+            let facts = NodeFacts {
+                node_id: config.node_id,
+                voters: config.voters.clone(),
+                quorum: config.voters.len() / 2 + 1,
+                slot_count: limits.slot_count(),
+                max_keys: limits.max_keys,
+                max_value_bytes: limits.max_value_bytes,
+                max_total_bytes: limits.max_total_bytes,
+                max_clients: config.max_clients,
+                idle_timeout_secs: 0,
+                snapshot_every_secs: config.snapshot_every_secs,
+                resp_addr,
+                started: std::time::Instant::now(),
+                leader_now: leader_now.clone(),
+                connected_clients: AtomicU64::new(0),
+                connections_received: AtomicU64::new(0),
+                commands_processed: AtomicU64::new(0),
+            };
+            let max_frame = sizes.max_frame_bytes as usize;
+            tasks.spawn(resp_conn::accept_loop(
+                listener,
+                resp_conn::RespSettings {
+                    inputs: inputs.clone(),
+                    facts: Arc::new(facts),
+                    limits: ParseLimits {
+                        max_bulk_bytes: (limits.max_value_bytes.max(limits.max_key_bytes)) as usize,
+                        max_args: 1 << 20,
+                        max_inline_bytes: 64 * 1024,
+                        max_request_bytes: max_frame / 2,
+                    },
+                    max_frame_bytes: sizes.max_frame_bytes,
+                    shutdown: shutdown.clone(),
+                    tasks: tasks.clone(),
+                },
+            ));
+            tracing::info!("serving Redis clients (RESP2) on {resp_addr}");
+        }
         drop(inputs);
         tracing::info!(
             "memdi-server node {} of cluster {} ({} voters) serving clients on {}, peers on {}, data in {}",
@@ -226,6 +276,9 @@ impl Prepared {
             out: vec![0; 2 * (sizes.max_frame_bytes as usize + 64)],
             clients: HashMap::new(),
             held: HashMap::new(),
+            leader_now,
+            last_save_unix_secs,
+            mutations_at_save: 0,
         };
         let node_handle = tokio::spawn(node_task.run());
         tokio::pin!(shutdown_signal);

@@ -13,9 +13,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use memdi_core::cluster::{ClientAction, NodeEvent, PeerAction, Ticket, TicketEvent};
+use memdi_core::cluster::{ClientAction, NodeEvent, PeerAction, Role, Ticket, TicketEvent};
 use memdi_core::wire::{decode, ClientMessage, ErrorCode, NodeId, Request, Sender};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::frames::error_frame;
 use super::CoreNode;
 use crate::clock::Clock;
+use crate::resp::NodeStatus;
 use crate::snapshot_file;
 
 /// Identifies one client connection.
@@ -84,6 +87,18 @@ pub enum Input {
         /// The frame's payload.
         payload: Vec<u8>,
     },
+    /// The node's state, for a RESP client's INFO or ROLE.
+    Status {
+        /// Where the answer goes.
+        answer: oneshot::Sender<NodeStatus>,
+    },
+    /// Write a snapshot now (a RESP client's SAVE or BGSAVE).
+    Save {
+        /// Answer as soon as the snapshot is taken, before it is on disk (BGSAVE).
+        background: bool,
+        /// The outcome, as an error text for the client.
+        answer: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Where a held answer goes.
@@ -118,6 +133,18 @@ pub struct NodeTask {
     pub(super) out: Vec<u8>,
     pub(super) clients: HashMap<ConnId, ClientLink>,
     pub(super) held: HashMap<Ticket, Held>,
+    /// Whether this node leads, for RESP connections (HELLO's role).
+    pub(super) leader_now: Arc<AtomicBool>,
+    /// Unix seconds of the last snapshot written (LASTSAVE), 0 for none yet.
+    pub(super) last_save_unix_secs: Arc<AtomicU64>,
+    /// The store's mutation count when the last snapshot was taken.
+    pub(super) mutations_at_save: u64,
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// How long a clean shutdown waits for requests in flight.
@@ -161,10 +188,14 @@ impl NodeTask {
                         tracing::warn!("previous snapshot still being written; skipping this one");
                     } else if let Some(bytes) = self.encode_snapshot() {
                         let dir = self.data_dir.clone();
+                        let last_save = self.last_save_unix_secs.clone();
                         saving = Some(tokio::task::spawn_blocking(move || {
                             let result = snapshot_file::save(&dir, &bytes);
                             match &result {
-                                Ok(()) => tracing::info!("snapshot saved ({} bytes)", bytes.len()),
+                                Ok(()) => {
+                                    last_save.store(unix_secs(), Ordering::Relaxed);
+                                    tracing::info!("snapshot saved ({} bytes)", bytes.len())
+                                }
                                 Err(error) => tracing::error!("{error}"),
                             }
                             result
@@ -228,6 +259,7 @@ impl NodeTask {
     /// stale: saving it would replace a good file with a bad one).
     fn encode_snapshot(&mut self) -> Option<Vec<u8>> {
         let applied = self.node.checkpoint()?.applied;
+        self.mutations_at_save = self.node.store().mutations();
         let started = std::time::Instant::now();
         match snapshot_file::encode(self.node.store(), applied.term.0, applied.index.0) {
             Ok(bytes) => {
@@ -270,7 +302,70 @@ impl NodeTask {
                 self.peer_frame(now, from, &payload);
                 self.drain();
             }
+            Input::Status { answer } => {
+                let _ = answer.send(self.status());
+            }
+            Input::Save { background, answer } => self.save_now(background, answer),
         }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let store = self.node.store();
+        let followers = if self.node.role() == Role::Leader {
+            self.node
+                .members()
+                .filter(|member| member.id != self.node.id())
+                .map(|member| (member.id, member.match_index))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        NodeStatus {
+            role: self.node.role(),
+            term: self.node.term(),
+            leader: self.node.leader_id(),
+            commit_index: self.node.commit_index(),
+            keys: store.len(),
+            keys_with_expiry: store
+                .iter()
+                .filter(|entry| entry.expires_at_ms.is_some())
+                .count() as u64,
+            used_bytes: store.used_bytes(),
+            last_save_unix_secs: self.last_save_unix_secs.load(Ordering::Relaxed),
+            changes_since_save: store.mutations().saturating_sub(self.mutations_at_save),
+            followers,
+        }
+    }
+
+    /// SAVE and BGSAVE: the same snapshot as the periodic one, written now.
+    fn save_now(&mut self, background: bool, answer: oneshot::Sender<Result<(), String>>) {
+        let Some(bytes) = self.encode_snapshot() else {
+            let _ = answer.send(Err(
+                "ERR no snapshot can be taken now: this node's store is being replaced by the leader's; retry".into(),
+            ));
+            return;
+        };
+        let mut answer = Some(answer);
+        if background {
+            if let Some(answer) = answer.take() {
+                let _ = answer.send(Ok(()));
+            }
+        }
+        let dir = self.data_dir.clone();
+        let last_save = self.last_save_unix_secs.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = snapshot_file::save(&dir, &bytes);
+            match &result {
+                Ok(()) => {
+                    last_save.store(unix_secs(), Ordering::Relaxed);
+                    tracing::info!("snapshot saved on request ({} bytes)", bytes.len());
+                }
+                Err(error) => tracing::error!("{error}"),
+            }
+            if let Some(answer) = answer {
+                let _ = answer.send(result.map_err(|error| format!("ERR {error}")));
+            }
+        });
     }
 
     fn client_hello(&mut self, conn: ConnId, payload: &[u8], link: ClientLink) {
@@ -470,6 +565,7 @@ impl NodeTask {
     fn log_event(&mut self, event: NodeEvent) {
         match event {
             NodeEvent::RoleChanged { role, term } => {
+                self.leader_now.store(role == Role::Leader, Ordering::Relaxed);
                 tracing::info!("role: {role:?} in term {term}")
             }
             NodeEvent::LeaderChanged { leader, term } => match leader {
