@@ -149,7 +149,7 @@ pub struct NodeStatus {
     pub keys_with_expiry: u64,
     /// Bytes of the store in use.
     pub used_bytes: u64,
-    /// Unix seconds of the last snapshot written (0: none since start).
+    /// Unix seconds of the last snapshot written (the start time, before any).
     pub last_save_unix_secs: u64,
     /// Store changes since that snapshot.
     pub changes_since_save: u64,

@@ -180,7 +180,11 @@ impl Prepared {
             None => None,
         };
         let leader_now = Arc::new(AtomicBool::new(false));
-        let last_save_unix_secs = Arc::new(AtomicU64::new(0));
+        // As in Redis, LASTSAVE starts at the server's start (its data was loaded then).
+        let started_unix_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let last_save_unix_secs = Arc::new(AtomicU64::new(started_unix_secs));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);

@@ -135,7 +135,7 @@ pub struct NodeTask {
     pub(super) held: HashMap<Ticket, Held>,
     /// Whether this node leads, for RESP connections (HELLO's role).
     pub(super) leader_now: Arc<AtomicBool>,
-    /// Unix seconds of the last snapshot written (LASTSAVE), 0 for none yet.
+    /// Unix seconds of the last snapshot written (LASTSAVE), the start time before any.
     pub(super) last_save_unix_secs: Arc<AtomicU64>,
     /// The store's mutation count when the last snapshot was taken.
     pub(super) mutations_at_save: u64,
