@@ -261,7 +261,9 @@ impl Connection {
                 );
                 break;
             }
-            if closing && written == output.len() {
+            // Closing (QUIT, a protocol error, shutdown): every command taken is answered
+            // and its reply written first.
+            if closing && pending.is_empty() && written == output.len() {
                 break;
             }
             let can_read = !closing && pending.len() < MAX_PENDING;
@@ -269,7 +271,11 @@ impl Connection {
                 input.reserve(16 * 1024);
             }
             tokio::select! {
-                _ = settings.shutdown.cancelled() => break,
+                // Shutdown: stop reading; the node task answers what it has taken.
+                _ = settings.shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    continue;
+                }
                 _ = close.cancelled() => break,
                 read = reader.read_buf(&mut input), if can_read => match read {
                     Ok(0) | Err(_) => break,
