@@ -9,7 +9,7 @@ use memdi_core::wire::{
 };
 
 use super::encode::reply_bytes;
-use super::job::{one, Job, RequestSink, Shape, KEYS_MAX_PAGES, KEYS_PAGE};
+use super::job::{one, sum, Job, RequestSink, Shape, SumOf, KEYS_MAX_PAGES, KEYS_PAGE};
 use super::{glob, table, ClientState, NodeFacts};
 
 /// What a command needs.
@@ -162,18 +162,8 @@ fn run(
             let pairs = pack(&mut buffer, &args[1..]);
             core(one(sink, &Request::MultiSet { pairs, write: write() }, Shape::Ok))
         }
-        "del" | "unlink" => {
-            for key in &args[1..] {
-                sink.send(&Request::Delete { key, write: write() });
-            }
-            core(sum(args.len() - 1))
-        }
-        "exists" => {
-            for key in &args[1..] {
-                sink.send(&Request::Exists { key, read: READ });
-            }
-            core(sum(args.len() - 1))
-        }
+        "del" | "unlink" => core(sum(SumOf::Deleted, &args[1..], sink)),
+        "exists" => core(sum(SumOf::Existing, &args[1..], sink)),
         "incr" | "decr" | "incrby" | "decrby" => {
             let amount = match args.get(2) {
                 Some(arg) => integer(arg)?,
@@ -325,14 +315,6 @@ fn set_request<'a>(
         condition,
         expiry,
         write: write(),
-    }
-}
-
-fn sum(count: usize) -> Job {
-    Job::Sum {
-        remaining: count,
-        total: 0,
-        error: None,
     }
 }
 

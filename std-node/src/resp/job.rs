@@ -4,7 +4,7 @@
 //! No command is implemented here: the core decides every read and write; this module only
 //! chooses the request and words the answer as Redis would.
 
-use memdi_core::wire::{ErrorCode, ErrorReply, ReadConsistency, Request, Response};
+use memdi_core::wire::{ErrorCode, ErrorReply, ReadConsistency, Request, Response, WriteOptions};
 
 use super::encode::reply_bytes;
 use super::glob;
@@ -52,10 +52,16 @@ pub enum Shape {
 pub enum Job {
     /// One request.
     One(Shape),
-    /// Several single-key requests whose counts add up (DEL, UNLINK, EXISTS of many keys).
+    /// Several single-key requests whose counts add up (DEL, UNLINK, EXISTS of many keys),
+    /// at most [`SUM_WINDOW`] in flight, so that one command of many keys cannot flood the
+    /// node with requests nor the connection with answers.
     Sum {
-        /// Answers still to come.
-        remaining: usize,
+        /// What each key is asked.
+        ask: SumOf,
+        /// Keys not asked about yet, last first.
+        waiting: Vec<Vec<u8>>,
+        /// Answers still to come for keys asked about.
+        in_flight: usize,
         /// Their sum so far.
         total: u64,
         /// The first error answered, replied instead of the sum.
@@ -83,6 +89,48 @@ pub enum Job {
     },
 }
 
+/// What a [`Job::Sum`] asks of each key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SumOf {
+    /// `Delete` (DEL, UNLINK): keys removed.
+    Deleted,
+    /// `Exists` (EXISTS): keys present.
+    Existing,
+}
+
+/// Requests one multi-key DEL or EXISTS keeps in flight.
+pub const SUM_WINDOW: usize = 64;
+
+impl SumOf {
+    fn send(self, key: &[u8], sink: &mut dyn RequestSink) {
+        match self {
+            SumOf::Deleted => sink.send(&Request::Delete {
+                key,
+                write: WriteOptions::default(),
+            }),
+            SumOf::Existing => sink.send(&Request::Exists {
+                key,
+                read: ReadConsistency::Linearizable,
+            }),
+        }
+    }
+}
+
+/// Starts a [`Job::Sum`] over `keys`.
+pub fn sum(ask: SumOf, keys: &[&[u8]], sink: &mut dyn RequestSink) -> Job {
+    let first = keys.len().min(SUM_WINDOW);
+    for key in &keys[..first] {
+        ask.send(key, sink);
+    }
+    Job::Sum {
+        ask,
+        waiting: keys[first..].iter().rev().map(|key| key.to_vec()).collect(),
+        in_flight: first,
+        total: 0,
+        error: None,
+    }
+}
+
 /// Most pages one KEYS reads: a scan moves forward by at least one slot per page, so this
 /// bounds the loop far above any store's slot count a page of 1000 keys needs.
 pub const KEYS_MAX_PAGES: u32 = 1 << 20;
@@ -99,7 +147,9 @@ impl Job {
         match self {
             Job::One(shape) => Some(shape_reply(shape, response)),
             Job::Sum {
-                remaining,
+                ask,
+                waiting,
+                in_flight,
                 total,
                 error,
             } => {
@@ -109,8 +159,12 @@ impl Job {
                         error.get_or_insert_with(|| unexpected_or_error(other));
                     }
                 }
-                *remaining -= 1;
-                (*remaining == 0).then(|| match error.take() {
+                *in_flight -= 1;
+                if let Some(key) = waiting.pop() {
+                    ask.send(&key, sink);
+                    *in_flight += 1;
+                }
+                (*in_flight == 0).then(|| match error.take() {
                     Some(error) => error,
                     None => reply_bytes(|r| r.integer(*total as i64)),
                 })
@@ -309,16 +363,34 @@ mod tests {
     #[test]
     fn a_sum_waits_for_every_answer_and_reports_the_first_error() {
         let mut sink = Recorded(Vec::new());
-        let mut job = Job::Sum {
-            remaining: 3,
-            total: 0,
-            error: None,
-        };
-        assert_eq!(job.on_response(&Response::Count(1), &mut sink), None);
-        assert_eq!(job.on_response(&Response::Count(1), &mut sink), None);
+        let keys: Vec<Vec<u8>> = (0..SUM_WINDOW + 2)
+            .map(|i| i.to_string().into_bytes())
+            .collect();
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let mut job = sum(SumOf::Deleted, &keys, &mut sink);
+        assert_eq!(sink.0.len(), SUM_WINDOW, "a window of requests at first");
+        for _ in 0..SUM_WINDOW + 1 {
+            assert_eq!(job.on_response(&Response::Count(1), &mut sink), None);
+        }
+        assert_eq!(
+            sink.0.len(),
+            SUM_WINDOW + 2,
+            "one more per answer, then none"
+        );
+        assert!(sink.0[SUM_WINDOW + 1].contains(&format!("{:?}", b"65")));
         assert_eq!(
             job.on_response(&Response::Count(0), &mut sink),
-            Some(b":2\r\n".to_vec())
+            Some(format!(":{}\r\n", SUM_WINDOW + 1).into_bytes())
+        );
+        let error = Response::Error(ErrorReply {
+            code: ErrorCode::NoLeader,
+            detail: "none",
+        });
+        let mut job = sum(SumOf::Existing, &keys[..2], &mut sink);
+        assert_eq!(job.on_response(&error, &mut sink), None);
+        assert_eq!(
+            job.on_response(&Response::Count(1), &mut sink),
+            Some(b"-TRYAGAIN none\r\n".to_vec())
         );
     }
 

@@ -7,7 +7,8 @@
 //! buffer and the queue of commands awaiting answers:
 //! - pipelined commands are answered in order (answers from the core may arrive out of
 //!   order: a quorum write can still wait while a later read is answered);
-//! - at most [`MAX_PENDING`] commands wait at once; past that the task stops reading;
+//! - at most [`MAX_PENDING`] commands, and about as many core requests, wait at once; past
+//!   that the task stops reading (so the node task's reply queue for it never fills);
 //! - replies queue in an output buffer of at most [`OUTPUT_LIMIT_BYTES`]: a client that
 //!   sends but never reads is disconnected, as Redis's client-output-buffer-limit does.
 
@@ -266,7 +267,7 @@ impl Connection {
             if closing && pending.is_empty() && written == output.len() {
                 break;
             }
-            let can_read = !closing && pending.len() < MAX_PENDING;
+            let can_read = !closing && pending.len() < MAX_PENDING && ids.len() < MAX_PENDING;
             if input.capacity() - input.len() < 4096 {
                 input.reserve(16 * 1024);
             }
@@ -328,7 +329,7 @@ impl Connection {
             // New bytes: take every complete command.
             let mut consumed = 0;
             let mut payloads = Vec::new();
-            while !closing && pending.len() < MAX_PENDING {
+            while !closing && pending.len() < MAX_PENDING && ids.len() < MAX_PENDING {
                 let parsed = match parse(&input[consumed..], &settings.limits) {
                     Ok(Some(parsed)) => parsed,
                     Ok(None) => break,

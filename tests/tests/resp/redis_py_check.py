@@ -76,6 +76,12 @@ assert r.exists("m1", "m2", "nope", "m1") == 3
 assert r.delete("m1", "nope") == 1
 assert r.unlink("m2", "m3") == 2
 assert r.exists("m1", "m2", "m3") == 0
+# More keys than one command keeps in flight (64): answered whole.
+many = [f"d{i}" for i in range(150)]
+assert r.mset({key: 1 for key in many}) is True
+assert r.exists(*many, "nope") == 150
+assert r.delete(*many, "nope") == 150
+assert r.exists(*many) == 0
 expect_error("wrong number of arguments for 'mset' command", r.execute_command, "MSET", "a", "1", "b")
 
 # Counters
