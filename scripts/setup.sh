@@ -24,6 +24,10 @@ if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/
 fi
 
 if ! python3 -c 'import redis' >/dev/null 2>&1; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        log "setup: installing python3 and pip (apt-get), for redis-py"
+        apt_install python3 python3-pip || ok=0
+    fi
     log "setup: installing redis-py (pip install redis)"
     # --break-system-packages: Debian's own python3 refuses a plain pip install (PEP 668);
     # pip versions that do not know the flag are tried without it.
