@@ -59,3 +59,27 @@ ensure_debian_rust() {
         return 1
     fi
 }
+
+# apt-get installs `$@` (update first, non-interactive, quiet; root or sudo without a
+# password). Used for packages the tests need besides the Debian Rust toolchain.
+apt_install() {
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo -n)
+        else
+            log "error: need root (or sudo) to apt-get install $*"
+            return 1
+        fi
+    fi
+    local aptlog
+    aptlog="$(mktemp)"
+    if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=600 &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 "$@"; } </dev/null >"$aptlog" 2>&1; then
+        tail -n 40 "$aptlog" >&2
+        rm -f "$aptlog"
+        log "error: apt-get failed installing $*"
+        return 1
+    fi
+    rm -f "$aptlog"
+}

@@ -3,6 +3,9 @@
 #
 # - Debian's rustc-web, cargo-web, rust-web-src, binutils-arm-none-eabi (thumbv6m check),
 # - cargo-fuzz (fuzzing, with the rustup nightly toolchain),
+# - Debian's redis-server and redis-tools, and redis-py from PyPI (the RESP tests drive
+#   memdi with redis-cli, redis-benchmark and redis-py; bench/compare-redis.sh runs
+#   redis-server),
 # - checks that rustup has a nightly toolchain and that stable has rustfmt and clippy
 #   (rustup cannot download anything here, so these can only be reported, not installed).
 set -euo pipefail
@@ -13,6 +16,25 @@ source scripts/lib.sh
 ok=1
 
 ensure_debian_rust
+
+if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1 ||
+    ! command -v redis-server >/dev/null 2>&1; then
+    log "setup: installing redis-server and redis-tools (apt-get)"
+    apt_install redis-server redis-tools || ok=0
+fi
+
+if ! python3 -c 'import redis' >/dev/null 2>&1; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        log "setup: installing python3 and pip (apt-get), for redis-py"
+        apt_install python3 python3-pip || ok=0
+    fi
+    log "setup: installing redis-py (pip install redis)"
+    # --break-system-packages: Debian's own python3 refuses a plain pip install (PEP 668);
+    # pip versions that do not know the flag are tried without it.
+    python3 -m pip install --quiet redis ||
+        python3 -m pip install --quiet --break-system-packages redis ||
+        { log "setup: ERROR: pip install redis failed"; ok=0; }
+fi
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     log "setup: installing cargo-fuzz (cargo install --locked cargo-fuzz)"

@@ -432,6 +432,9 @@ fn golden_commands() {
         },
         "04 0b 01 03 00 00 00 00 00 00 00 00 00"
     );
+    // MSET a=1: the pairs travel as one packed byte string (tag = length + 1).
+    let pairs = memdi_core::wire::Packed::from_encoded(&[2, b'a', 2, b'1']).unwrap();
+    golden_command!(g, Command::PutMany { pairs }, "05 04 02 61 02 31");
     g.finish();
 }
 
@@ -464,10 +467,10 @@ fn unknown_variants_are_rejected() {
         Err(DecodeError::Malformed)
     );
     assert_eq!(
-        decode::<Command<'_>>(&from_hex("05")),
+        decode::<Command<'_>>(&from_hex("06")),
         Err(DecodeError::Malformed)
     );
-    assert!(Command::decode(&from_hex("05")).is_err());
+    assert!(Command::decode(&from_hex("06")).is_err());
     // Bytes after a whole command are refused too.
     assert!(Command::decode(&from_hex("00 00")).is_err());
 }

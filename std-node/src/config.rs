@@ -90,7 +90,7 @@ pub struct ServerArgs {
     /// Address for the other nodes of the cluster [default: 127.0.0.1:7380].
     #[arg(long, value_name = "HOST:PORT")]
     pub peer_addr: Option<SocketAddr>,
-    /// Address for Redis (RESP2) clients; off unless given. NOT BUILT YET: refused at start.
+    /// Address for Redis (RESP2) clients; off unless given.
     #[arg(long, value_name = "HOST:PORT")]
     pub resp_addr: Option<SocketAddr>,
     /// The initial voters as id=host:port of their peer address, this node included, e.g.
@@ -187,6 +187,8 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// A member's peer address to ask for this node to be added (`--join`).
     pub join: Option<String>,
+    /// Where Redis clients connect (RESP2), if anywhere.
+    pub resp_addr: Option<SocketAddr>,
 }
 
 /// Why the configuration cannot be used.
@@ -272,9 +274,6 @@ impl ServerArgs {
                 ));
             }
         }
-        if self.resp_addr.is_some() {
-            return Err(ConfigError::NotBuilt("--resp-addr (the Redis RESP2 front)"));
-        }
         if self.requirepass.is_some() {
             return Err(ConfigError::NotBuilt(
                 "--requirepass (client authentication)",
@@ -356,6 +355,7 @@ impl ServerArgs {
             max_clients: self.max_clients.unwrap_or(10_000).max(1),
             idle_timeout_ms: self.idle_timeout_secs.unwrap_or(300).saturating_mul(1000),
             join: self.join,
+            resp_addr: self.resp_addr,
         })
     }
 }
@@ -467,11 +467,7 @@ mod tests {
 
     #[test]
     fn unbuilt_features_are_refused_clearly() {
-        for args in [
-            &["--resp-addr", "127.0.0.1:6379"][..],
-            &["--requirepass", "x"],
-            &["--cluster-secret", "x"],
-        ] {
+        for args in [&["--requirepass", "x"][..], &["--cluster-secret", "x"]] {
             let error = parse(args).resolve().unwrap_err();
             assert!(error.to_string().contains("not built yet"), "{error}");
         }

@@ -11,6 +11,7 @@
 //!   the server's disk writer and replayed through `memdi_core::cluster::Restore` at start
 //!   (`server::restore`), so a node restarts in its term, with its vote and every entry it
 //!   acknowledged.
+//! - [`resp`]: the Redis (RESP2) front on `--resp-addr`.
 //!
 //! # Where this shell works around the core
 //!
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod log_file;
 pub mod log_record;
+pub mod resp;
 pub mod server;
 pub mod snapshot_file;
 pub mod status_text;

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::store::{SetCondition, SetExpiry, SetOptions, Store, WriteError};
+use crate::wire::{Packed, PackedIter};
 
 /// A change to the store, as the log carries it.
 ///
@@ -49,6 +50,41 @@ pub enum Command<'a> {
         #[serde(borrow)]
         members: &'a [u8],
     },
+    /// Sets several keys at once (MSET), none of them expiring: one entry, so that a
+    /// replica never shows half of the batch. The leader checked that the whole batch fits
+    /// before applying it ([`Command::check`]).
+    PutMany {
+        /// Alternating key, value, key, value...: an even number of items, all `Some`.
+        #[serde(borrow)]
+        pairs: Packed<'a>,
+    },
+}
+
+/// The `(key, value)` pairs of a [`Command::PutMany`], which it validated when made.
+#[derive(Debug, Clone)]
+pub struct Pairs<'a> {
+    items: PackedIter<'a>,
+}
+
+impl<'a> Pairs<'a> {
+    /// The pairs of `packed`, if it holds an even number of items and none is `None`.
+    pub fn new(packed: Packed<'a>) -> Option<Self> {
+        let well_formed = packed.len() % 2 == 0 && packed.iter().all(|item| item.is_some());
+        well_formed.then(|| Self {
+            items: packed.iter(),
+        })
+    }
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Both items exist and are `Some`: `new` checked.
+        let key = self.items.next()??;
+        let value = self.items.next()??;
+        Some((key, value))
+    }
 }
 
 /// Why a committed entry could not be applied. On a follower this means its store is
@@ -95,6 +131,19 @@ impl<'a> Command<'a> {
         );
     }
 
+    /// Checks, changing nothing, that applying the change would succeed, for a change that
+    /// could otherwise fail halfway ([`Command::PutMany`]); a single put or delete either
+    /// happens whole or not at all, so it passes.
+    pub fn check<M: AsRef<[u8]> + AsMut<[u8]>>(&self, store: &Store<M>) -> Result<(), ApplyError> {
+        match *self {
+            Command::PutMany { pairs } => {
+                let pairs = Pairs::new(pairs).ok_or(ApplyError::Malformed)?;
+                store.check_puts(pairs).map_err(ApplyError::Store)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Applies the change. Expiry is never evaluated here (`now_ms` 0): whether a key has
     /// expired is the leader's decision, logged as a `Delete`.
     pub fn apply<M: AsRef<[u8]> + AsMut<[u8]>>(
@@ -126,6 +175,18 @@ impl<'a> Command<'a> {
                 Ok(())
             }
             Command::Members { .. } => Ok(()),
+            Command::PutMany { pairs } => {
+                let options = SetOptions {
+                    condition: SetCondition::Always,
+                    expiry: SetExpiry::Clear,
+                };
+                for (key, value) in Pairs::new(pairs).ok_or(ApplyError::Malformed)? {
+                    store
+                        .set(key, value, options, 0)
+                        .map_err(ApplyError::Store)?;
+                }
+                Ok(())
+            }
         }
     }
 }

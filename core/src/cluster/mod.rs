@@ -22,7 +22,7 @@ mod snapshot_transfer;
 mod status;
 mod tickets;
 
-pub use command::{ApplyError, Command};
+pub use command::{ApplyError, Command, Pairs};
 pub use config::{NodeConfig, MAX_MEMBERS};
 pub use log::{AppendError, Log, LogInitError, LogLimits};
 pub use membership::{

@@ -16,7 +16,7 @@
 //!   the answer; knowing none, it holds them until a leader is elected or the request
 //!   timeout passes.
 
-use super::command::{ApplyError, Command};
+use super::command::{ApplyError, Command, Pairs};
 use super::membership::MembershipError;
 use super::node::{Node, PeerAction, Role};
 use super::reconfigure::ChangeError;
@@ -90,7 +90,8 @@ fn read_consistency(request: &Request<'_>) -> Option<ReadConsistency> {
         | Request::Exists { read, .. }
         | Request::MultiGet { read, .. }
         | Request::Scan { read, .. }
-        | Request::DbSize { read } => Some(read),
+        | Request::DbSize { read }
+        | Request::TimeToLive { read, .. } => Some(read),
         _ => None,
     }
 }
@@ -101,7 +102,12 @@ fn write_options(request: &Request<'_>) -> Option<WriteOptions> {
         | Request::Delete { write, .. }
         | Request::IncrBy { write, .. }
         | Request::CompareAndSet { write, .. }
-        | Request::MultiSet { write, .. } => Some(write),
+        | Request::MultiSet { write, .. }
+        | Request::GetDelete { write, .. }
+        | Request::SetAndGet { write, .. }
+        | Request::Append { write, .. }
+        | Request::SetExpiry { write, .. }
+        | Request::Clear { write } => Some(write),
         _ => None,
     }
 }
@@ -145,14 +151,20 @@ fn expiry_after_write(expiry: Expiry, current: Option<u64>, cluster_now: u64) ->
     }
 }
 
+/// Most keys one MSET may write: checking that a batch fits compares each key with the
+/// ones after it (the core cannot allocate a set), so the batch is bounded to keep that
+/// check short on the node's one thread.
+pub const MAX_MULTI_SET_KEYS: usize = 4096;
+
 /// A write's result: the answer, and the log entry to wait for (none if nothing changed).
-struct WriteOutcome {
-    response: Response<'static>,
+/// The answer may borrow the scratch buffer the write was given (GETDEL's old value).
+struct WriteOutcome<'s> {
+    response: Response<'s>,
     index: Option<u64>,
 }
 
-impl WriteOutcome {
-    fn immediate(response: Response<'static>) -> Self {
+impl<'s> WriteOutcome<'s> {
+    fn immediate(response: Response<'s>) -> Self {
         Self {
             response,
             index: None,
@@ -553,14 +565,16 @@ where
                 out,
             ));
         }
-        let outcome = self.write(now_ms, request);
-        let len = self.reply(reply_to, &outcome.response, out);
+        let (front, scratch) = out.split_at_mut(out.len() / 2);
+        let outcome = self.write(now_ms, request, scratch);
+        let len = self.reply(reply_to, &outcome.response, front);
+        let outcome_index = outcome.index;
         let quorum =
             write.ack.unwrap_or(self.config.default_ack) == AckLevel::Quorum && self.quorum() > 1;
         if !quorum && !disk {
             return Exec::Reply(len);
         }
-        match outcome.index {
+        match outcome_index {
             Some(index)
                 if (quorum && index > self.commit_index)
                     || (disk && index > self.persisted_index) =>
@@ -707,6 +721,15 @@ where
             Request::DbSize { .. } => {
                 self.reply(reply_to, &Response::Count(u64::from(store.len())), out)
             }
+            Request::TimeToLive { key, .. } => {
+                let ttl_ms = match store.get(key, cluster_now) {
+                    None => -2,
+                    Some(entry) => entry.expires_at_ms.map_or(-1, |at| {
+                        i64::try_from(at.saturating_sub(cluster_now)).unwrap_or(i64::MAX)
+                    }),
+                };
+                self.reply(reply_to, &Response::Integer(ttl_ms), out)
+            }
             Request::MultiGet { keys, .. } => {
                 let (front, back) = out.split_at_mut(out.len() / 2);
                 let mut writer = PackedWriter::new(back);
@@ -753,8 +776,14 @@ where
         }
     }
 
-    /// Leader: executes a write against the store and logs the change.
-    fn write(&mut self, now_ms: u64, request: &Request<'_>) -> WriteOutcome {
+    /// Leader: executes a write against the store and logs the change. `scratch` holds
+    /// bytes the answer or the change is built from (an old value, an appended value).
+    fn write<'s>(
+        &mut self,
+        now_ms: u64,
+        request: &Request<'_>,
+        scratch: &'s mut [u8],
+    ) -> WriteOutcome<'s> {
         let cluster_now = self.clock.now(now_ms);
         match *request {
             Request::Set {
@@ -844,12 +873,228 @@ where
                     Err(error) => WriteOutcome::immediate(propose_error(error)),
                 }
             }
-            Request::MultiSet { .. } => WriteOutcome::immediate(error_response(
-                ErrorCode::Unsupported,
-                "MSET is not available in a cluster yet; set the keys one by one",
-            )),
+            Request::MultiSet { pairs, .. } => self.multi_set(now_ms, pairs),
+            Request::GetDelete { key, .. } => self.get_delete(now_ms, key, scratch),
+            Request::SetAndGet {
+                key,
+                value,
+                condition,
+                expiry,
+                ..
+            } => {
+                let Some(old) = self.copy_value(key, cluster_now, scratch) else {
+                    return WriteOutcome::immediate(error_response(
+                        ErrorCode::FrameTooLarge,
+                        "the old value is larger than a frame",
+                    ));
+                };
+                let set = Request::Set {
+                    key,
+                    value,
+                    condition,
+                    expiry,
+                    write: WriteOptions::default(),
+                };
+                let outcome = self.write(now_ms, &set, &mut []);
+                let response = match outcome.response {
+                    Response::Stored { .. } | Response::NotStored => {
+                        Response::Value(old.map(|(len, version, expires_at_ms)| ValueRef {
+                            value: &scratch[..len],
+                            version,
+                            expires_at_ms,
+                        }))
+                    }
+                    error => error,
+                };
+                WriteOutcome {
+                    response,
+                    index: outcome.index,
+                }
+            }
+            Request::Append { key, value, .. } => self.append(now_ms, key, value, scratch),
+            Request::SetExpiry { key, expiry, .. } => self.set_expiry(now_ms, key, expiry, scratch),
+            Request::Clear { .. } => {
+                let live = self
+                    .store
+                    .iter()
+                    .filter(|e| e.expires_at_ms.is_none_or(|at| at > cluster_now))
+                    .count();
+                match self.propose(now_ms, Command::Clear) {
+                    Ok(index) => WriteOutcome {
+                        response: Response::Count(live as u64),
+                        index: Some(index),
+                    },
+                    Err(error) => WriteOutcome::immediate(propose_error(error)),
+                }
+            }
             _ => WriteOutcome::immediate(error_response(ErrorCode::Unsupported, "not a write")),
         }
+    }
+
+    /// Copies the live value of `key` into `scratch`; answers its length, version and
+    /// expiry, `Some(None)` for a missing key, `None` if it does not fit.
+    #[allow(clippy::option_option)]
+    fn copy_value(
+        &self,
+        key: &[u8],
+        cluster_now: u64,
+        scratch: &mut [u8],
+    ) -> Option<Option<(usize, u64, Option<u64>)>> {
+        match self.store.get(key, cluster_now) {
+            None => Some(None),
+            Some(entry) => {
+                let len = entry.value.len();
+                scratch.get_mut(..len)?.copy_from_slice(entry.value);
+                Some(Some((len, entry.version, entry.expires_at_ms)))
+            }
+        }
+    }
+
+    /// MSET: every pair in one `PutMany` entry, applied only if all of them fit.
+    fn multi_set(&mut self, now_ms: u64, pairs: crate::wire::Packed<'_>) -> WriteOutcome<'static> {
+        if Pairs::new(pairs).is_none() || pairs.is_empty() {
+            return WriteOutcome::immediate(error_response(
+                ErrorCode::Malformed,
+                "MSET needs an even, non-zero number of items, none of them None",
+            ));
+        }
+        if pairs.len() / 2 > MAX_MULTI_SET_KEYS {
+            return WriteOutcome::immediate(error_response(
+                ErrorCode::Unsupported,
+                "MSET of more than 4096 keys; split it into several",
+            ));
+        }
+        self.put(now_ms, Command::PutMany { pairs }, |version| {
+            Response::Stored { version }
+        })
+    }
+
+    /// GETDEL: answers the old value (copied into `scratch`) and logs the delete.
+    fn get_delete<'s>(
+        &mut self,
+        now_ms: u64,
+        key: &[u8],
+        scratch: &'s mut [u8],
+    ) -> WriteOutcome<'s> {
+        let cluster_now = self.clock.now(now_ms);
+        let old = match self.copy_value(key, cluster_now, scratch) {
+            Some(old) => old,
+            None => {
+                return WriteOutcome::immediate(error_response(
+                    ErrorCode::FrameTooLarge,
+                    "the value is larger than a frame",
+                ))
+            }
+        };
+        let Some((len, version, expires_at_ms)) = old else {
+            // Absent (or expired): the ordinary delete path reclaims an expired record.
+            let outcome = self.write(
+                now_ms,
+                &Request::Delete {
+                    key,
+                    write: WriteOptions::default(),
+                },
+                &mut [],
+            );
+            return WriteOutcome {
+                response: match outcome.response {
+                    Response::Count(_) => Response::Value(None),
+                    error => error,
+                },
+                index: outcome.index,
+            };
+        };
+        match self.propose(now_ms, Command::Delete { key }) {
+            Ok(index) => WriteOutcome {
+                response: Response::Value(Some(ValueRef {
+                    value: &scratch[..len],
+                    version,
+                    expires_at_ms,
+                })),
+                index: Some(index),
+            },
+            Err(error) => WriteOutcome::immediate(propose_error(error)),
+        }
+    }
+
+    /// APPEND: builds the new value in `scratch` and logs it as a `Put` keeping the TTL.
+    fn append<'s>(
+        &mut self,
+        now_ms: u64,
+        key: &[u8],
+        suffix: &[u8],
+        scratch: &'s mut [u8],
+    ) -> WriteOutcome<'s> {
+        let cluster_now = self.clock.now(now_ms);
+        let max = self.store.limits().max_value_bytes as usize;
+        let (old_len, expires_at_ms) = match self.store.get(key, cluster_now) {
+            Some(entry) => (entry.value.len(), entry.expires_at_ms),
+            None => (0, None),
+        };
+        let new_len = old_len.saturating_add(suffix.len());
+        if new_len > max || new_len > scratch.len() {
+            return WriteOutcome::immediate(write_error(WriteError::ValueTooLarge {
+                len: new_len,
+                max: self.store.limits().max_value_bytes,
+            }));
+        }
+        if let Some(entry) = self.store.get(key, cluster_now) {
+            scratch[..old_len].copy_from_slice(entry.value);
+        }
+        scratch[old_len..new_len].copy_from_slice(suffix);
+        let command = Command::Put {
+            key,
+            value: &scratch[..new_len],
+            expires_at_ms,
+        };
+        self.put(now_ms, command, |_| Response::Count(new_len as u64))
+    }
+
+    /// EXPIRE, PEXPIRE, PERSIST: logs the key's value again with its new expiry (or its
+    /// delete, for a TTL of 0), so that replicas need nothing but the entry.
+    fn set_expiry<'s>(
+        &mut self,
+        now_ms: u64,
+        key: &[u8],
+        expiry: Expiry,
+        scratch: &'s mut [u8],
+    ) -> WriteOutcome<'s> {
+        let cluster_now = self.clock.now(now_ms);
+        let Some(current) = self.store.get(key, cluster_now).map(|e| e.expires_at_ms) else {
+            return WriteOutcome::immediate(Response::Count(0));
+        };
+        let expires_at_ms = match expiry {
+            Expiry::Keep => return WriteOutcome::immediate(Response::Count(1)),
+            Expiry::None if current.is_none() => {
+                return WriteOutcome::immediate(Response::Count(0))
+            }
+            Expiry::None => None,
+            Expiry::AfterMs(0) => {
+                return match self.propose(now_ms, Command::Delete { key }) {
+                    Ok(index) => WriteOutcome {
+                        response: Response::Count(1),
+                        index: Some(index),
+                    },
+                    Err(error) => WriteOutcome::immediate(propose_error(error)),
+                }
+            }
+            Expiry::AfterMs(ms) => Some(cluster_now.saturating_add(ms)),
+        };
+        let len = match self.copy_value(key, cluster_now, scratch) {
+            Some(Some((len, ..))) => len,
+            _ => {
+                return WriteOutcome::immediate(error_response(
+                    ErrorCode::FrameTooLarge,
+                    "the value is larger than the node's scratch buffer",
+                ))
+            }
+        };
+        let command = Command::Put {
+            key,
+            value: &scratch[..len],
+            expires_at_ms,
+        };
+        self.put(now_ms, command, |_| Response::Count(1))
     }
 
     /// Applies and logs a `Put` of `value` (SET, compare-and-set), answered `Stored`.
@@ -859,7 +1104,7 @@ where
         key: &[u8],
         value: &[u8],
         expires_at_ms: Option<u64>,
-    ) -> WriteOutcome {
+    ) -> WriteOutcome<'static> {
         let command = Command::Put {
             key,
             value,
@@ -870,17 +1115,20 @@ where
 
     /// Applies and logs a `Put`. If the store is full and expired keys are held, logs their
     /// deletes first and tries once more.
-    fn put(
+    fn put<'s>(
         &mut self,
         now_ms: u64,
         command: Command<'_>,
-        answer: impl Fn(u64) -> Response<'static>,
-    ) -> WriteOutcome {
+        answer: impl Fn(u64) -> Response<'s>,
+    ) -> WriteOutcome<'s> {
         for attempt in 0..2 {
             if let Err(error) = self.make_room(&command) {
                 return WriteOutcome::immediate(propose_error(error));
             }
-            match command.apply(&mut self.store) {
+            let applied = command
+                .check(&self.store)
+                .and_then(|()| command.apply(&mut self.store));
+            match applied {
                 Ok(()) => {
                     let version = self.store.last_version();
                     return match self.append_applied(&command) {
@@ -931,5 +1179,311 @@ where
             }
         }
         removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::vec;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::cluster::{Log, LogLimits, NodeConfig};
+    use crate::store::{Store, StoreLimits};
+    use crate::wire::{ClusterId, Packed, FRAME_HEADER_BYTES};
+
+    type TestNode = Node<Vec<u8>, Vec<u8>, 8>;
+
+    const STORE: StoreLimits = StoreLimits {
+        max_keys: 4,
+        max_key_bytes: 8,
+        max_value_bytes: 32,
+        max_total_bytes: 4 * 64,
+    };
+    const LOG: LogLimits = LogLimits {
+        max_entries: 64,
+        max_bytes: 4096,
+    };
+
+    fn new_store() -> Store<Vec<u8>> {
+        Store::new(vec![0; STORE.memory_bytes().unwrap()], STORE, 1).unwrap()
+    }
+
+    /// A single-voter node that has elected itself.
+    fn leader() -> TestNode {
+        let config = NodeConfig::new(NodeId(1), ClusterId(7), &[NodeId(1)]);
+        let log = Log::new(vec![0; LOG.memory_bytes()], LOG).unwrap();
+        let mut node: TestNode = Node::new(config, new_store(), log, 0);
+        for step in 1..100 {
+            if node.role() == Role::Leader {
+                return node;
+            }
+            node.handle_timeout(step * 100);
+        }
+        panic!("a single voter did not elect itself");
+    }
+
+    /// Sends `request` at `now_ms` and returns the reply frame's payload.
+    fn ask(node: &mut TestNode, now_ms: u64, request: Request<'_>) -> Vec<u8> {
+        let mut payload = [0u8; 512];
+        let message = ClientMessage {
+            request_id: 9,
+            request,
+        };
+        let len = encode(&message, &mut payload).unwrap().len();
+        let mut out = vec![0u8; 1 << 14];
+        match node.handle_client_frame(now_ms, &payload[..len], &mut out) {
+            ClientAction::Reply { len, .. } => out[FRAME_HEADER_BYTES..len].to_vec(),
+            other => panic!("a single voter answers at once, got {other:?}"),
+        }
+    }
+
+    fn response(payload: &[u8]) -> Response<'_> {
+        decode::<ServerMessage<'_>>(payload).unwrap().response
+    }
+
+    fn value(payload: &[u8]) -> Option<&[u8]> {
+        match response(payload) {
+            Response::Value(value) => value.map(|v| v.value),
+            other => panic!("expected a value, got {other:?}"),
+        }
+    }
+
+    fn set(key: &[u8], value: &[u8], expiry: Expiry) -> Request<'static> {
+        // Leaked only in tests, to keep the request builders short.
+        let key = Vec::leak(key.to_vec());
+        let value = Vec::leak(value.to_vec());
+        Request::Set {
+            key,
+            value,
+            condition: SetCondition::Always,
+            expiry,
+            write: WriteOptions::default(),
+        }
+    }
+
+    fn get(key: &[u8]) -> Request<'_> {
+        Request::Get {
+            key,
+            read: ReadConsistency::Linearizable,
+        }
+    }
+
+    fn pairs<'b>(buffer: &'b mut [u8], items: &[&[u8]]) -> Packed<'b> {
+        let mut writer = PackedWriter::new(buffer);
+        for item in items {
+            writer.push(Some(item)).unwrap();
+        }
+        writer.finish()
+    }
+
+    /// A replica built from the leader's log alone holds exactly the leader's keys.
+    fn assert_replica_matches(node: &TestNode) {
+        let mut replica = new_store();
+        for index in node.log().first_index()..=node.log().last_index() {
+            let (_, bytes) = node.log().entry(index).unwrap();
+            Command::decode(bytes).unwrap().apply(&mut replica).unwrap();
+        }
+        let mut leader_keys: Vec<_> = node
+            .store()
+            .iter()
+            .map(|e| (e.key, e.value, e.expires_at_ms))
+            .collect();
+        let mut replica_keys: Vec<_> = replica
+            .iter()
+            .map(|e| (e.key, e.value, e.expires_at_ms))
+            .collect();
+        leader_keys.sort();
+        replica_keys.sort();
+        assert_eq!(leader_keys, replica_keys);
+    }
+
+    #[test]
+    fn multi_set_writes_every_pair_in_one_entry() {
+        let mut node = leader();
+        let before = node.log().last_index();
+        let mut buffer = [0u8; 64];
+        let request = Request::MultiSet {
+            pairs: pairs(&mut buffer, &[b"a", b"1", b"b", b"2", b"a", b"3"]),
+            write: WriteOptions::default(),
+        };
+        assert!(matches!(
+            response(&ask(&mut node, 1000, request)),
+            Response::Stored { .. }
+        ));
+        assert_eq!(
+            node.log().last_index(),
+            before + 1,
+            "one entry for the batch"
+        );
+        assert_eq!(value(&ask(&mut node, 1000, get(b"a"))), Some(&b"3"[..]));
+        assert_eq!(value(&ask(&mut node, 1000, get(b"b"))), Some(&b"2"[..]));
+        assert_replica_matches(&node);
+    }
+
+    #[test]
+    fn multi_set_that_does_not_fit_changes_nothing() {
+        let mut node = leader();
+        ask(&mut node, 1000, set(b"a", b"old", Expiry::None));
+        let before = node.log().last_index();
+        let mut buffer = [0u8; 64];
+        let request = Request::MultiSet {
+            pairs: pairs(
+                &mut buffer,
+                &[b"a", b"new", b"b", b"1", b"c", b"1", b"d", b"1", b"e", b"1"],
+            ),
+            write: WriteOptions::default(),
+        };
+        match response(&ask(&mut node, 1000, request)) {
+            Response::Error(error) => assert_eq!(error.code, ErrorCode::StoreFull),
+            other => panic!("five keys in a four-key store: {other:?}"),
+        }
+        assert_eq!(node.log().last_index(), before, "nothing logged");
+        assert_eq!(node.store().len(), 1);
+        assert_eq!(value(&ask(&mut node, 1000, get(b"a"))), Some(&b"old"[..]));
+        let mut odd = [0u8; 16];
+        let request = Request::MultiSet {
+            pairs: pairs(&mut odd, &[b"a"]),
+            write: WriteOptions::default(),
+        };
+        match response(&ask(&mut node, 1000, request)) {
+            Response::Error(error) => assert_eq!(error.code, ErrorCode::Malformed),
+            other => panic!("odd MSET: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn get_delete_answers_the_old_value_and_removes_it() {
+        let mut node = leader();
+        ask(&mut node, 1000, set(b"k", b"v1", Expiry::None));
+        let request = Request::GetDelete {
+            key: b"k",
+            write: WriteOptions::default(),
+        };
+        assert_eq!(value(&ask(&mut node, 1000, request)), Some(&b"v1"[..]));
+        assert_eq!(value(&ask(&mut node, 1000, request)), None);
+        assert_eq!(value(&ask(&mut node, 1000, get(b"k"))), None);
+        assert_replica_matches(&node);
+    }
+
+    #[test]
+    fn set_and_get_answers_the_previous_value_whether_or_not_it_wrote() {
+        let mut node = leader();
+        let request = |value: &'static [u8], condition| Request::SetAndGet {
+            key: b"k",
+            value,
+            condition,
+            expiry: Expiry::None,
+            write: WriteOptions::default(),
+        };
+        assert_eq!(
+            value(&ask(&mut node, 1000, request(b"one", SetCondition::Always))),
+            None
+        );
+        assert_eq!(
+            value(&ask(&mut node, 1000, request(b"two", SetCondition::Always))),
+            Some(&b"one"[..])
+        );
+        assert_eq!(
+            value(&ask(
+                &mut node,
+                1000,
+                request(b"three", SetCondition::IfAbsent)
+            )),
+            Some(&b"two"[..])
+        );
+        assert_eq!(value(&ask(&mut node, 1000, get(b"k"))), Some(&b"two"[..]));
+        assert_replica_matches(&node);
+    }
+
+    #[test]
+    fn append_keeps_the_ttl_and_refuses_past_the_value_limit() {
+        let mut node = leader();
+        ask(&mut node, 1000, set(b"k", b"ab", Expiry::AfterMs(60_000)));
+        let append = |value: &'static [u8]| Request::Append {
+            key: b"k",
+            value,
+            write: WriteOptions::default(),
+        };
+        assert_eq!(
+            response(&ask(&mut node, 1000, append(b"cd"))),
+            Response::Count(4)
+        );
+        assert_eq!(value(&ask(&mut node, 1000, get(b"k"))), Some(&b"abcd"[..]));
+        let ttl = Request::TimeToLive {
+            key: b"k",
+            read: ReadConsistency::Linearizable,
+        };
+        assert!(
+            matches!(response(&ask(&mut node, 1000, ttl)), Response::Integer(ms) if ms > 0 && ms <= 60_000)
+        );
+        match response(&ask(&mut node, 1000, append(&[b'x'; 29]))) {
+            Response::Error(error) => assert_eq!(error.code, ErrorCode::ValueTooLarge),
+            other => panic!("33 bytes over a 32-byte limit: {other:?}"),
+        }
+        let missing = Request::Append {
+            key: b"new",
+            value: b"xyz",
+            write: WriteOptions::default(),
+        };
+        assert_eq!(response(&ask(&mut node, 1000, missing)), Response::Count(3));
+        assert_replica_matches(&node);
+    }
+
+    #[test]
+    fn set_expiry_sets_removes_and_deletes() {
+        let mut node = leader();
+        ask(&mut node, 1000, set(b"k", b"v", Expiry::None));
+        let expire = |expiry| Request::SetExpiry {
+            key: b"k",
+            expiry,
+            write: WriteOptions::default(),
+        };
+        let ttl = Request::TimeToLive {
+            key: b"k",
+            read: ReadConsistency::Linearizable,
+        };
+        assert_eq!(response(&ask(&mut node, 1000, ttl)), Response::Integer(-1));
+        assert_eq!(
+            response(&ask(&mut node, 1000, expire(Expiry::None))),
+            Response::Count(0)
+        );
+        assert_eq!(
+            response(&ask(&mut node, 1000, expire(Expiry::AfterMs(5000)))),
+            Response::Count(1)
+        );
+        assert!(
+            matches!(response(&ask(&mut node, 1000, ttl)), Response::Integer(ms) if ms > 0 && ms <= 5000)
+        );
+        assert_replica_matches(&node);
+        assert_eq!(
+            response(&ask(&mut node, 1000, expire(Expiry::None))),
+            Response::Count(1)
+        );
+        assert_eq!(response(&ask(&mut node, 1000, ttl)), Response::Integer(-1));
+        assert_eq!(
+            response(&ask(&mut node, 1000, expire(Expiry::AfterMs(0)))),
+            Response::Count(1)
+        );
+        assert_eq!(response(&ask(&mut node, 1000, ttl)), Response::Integer(-2));
+        assert_eq!(
+            response(&ask(&mut node, 1000, expire(Expiry::AfterMs(10)))),
+            Response::Count(0)
+        );
+        assert_replica_matches(&node);
+    }
+
+    #[test]
+    fn clear_removes_every_key_and_counts_them() {
+        let mut node = leader();
+        ask(&mut node, 1000, set(b"a", b"1", Expiry::None));
+        ask(&mut node, 1000, set(b"b", b"2", Expiry::None));
+        let clear = Request::Clear {
+            write: WriteOptions::default(),
+        };
+        assert_eq!(response(&ask(&mut node, 1000, clear)), Response::Count(2));
+        assert_eq!(node.store().len(), 0);
+        assert_eq!(response(&ask(&mut node, 1000, clear)), Response::Count(0));
+        assert_replica_matches(&node);
     }
 }

@@ -676,6 +676,49 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         Ok(SetOutcome::Stored { version })
     }
 
+    /// Checks, without changing anything, that writing every `(key, value)` of `puts` in
+    /// order, each with no expiry, would succeed: the leader asks before an MSET so that the
+    /// batch is applied all or nothing, never cut halfway by a full store.
+    ///
+    /// Exact when the keys are distinct. A key written twice counts both records' bytes (the
+    /// first one is freed again by the second), so a batch with repeated keys may be refused
+    /// a little before the store is truly full, but never accepted when it does not fit: every
+    /// intermediate state of the batch uses at most the bytes counted here. Costs one lookup
+    /// per item plus a comparison of each key with the ones after it, so callers bound the
+    /// batch.
+    pub fn check_puts<'k, I>(&self, puts: I) -> Result<(), WriteError>
+    where
+        I: Iterator<Item = (&'k [u8], &'k [u8])> + Clone,
+    {
+        let mut adding = 0usize;
+        let mut releasing = 0usize;
+        let mut new_keys = 0u32;
+        let mut rest = puts;
+        while let Some((key, value)) = rest.next() {
+            self.check_sizes(key.len(), value.len())?;
+            let len = record_bytes(key.len(), value.len(), false)
+                .map_or(usize::MAX, |len| usize::try_from(len).unwrap_or(usize::MAX));
+            adding = adding.saturating_add(len);
+            if rest.clone().any(|(later, _)| later == key) {
+                continue; // the key's last write decides whether it is new or replaces one
+            }
+            match self.lookup(key, self.hash(key)) {
+                Lookup::Found { record_at, .. } => {
+                    releasing += record::chunk_at(self.parts().1, record_at).0;
+                }
+                Lookup::Vacant { .. } => new_keys = new_keys.saturating_add(1),
+            }
+        }
+        if self.len.saturating_add(new_keys) > self.limits.max_keys {
+            return Err(WriteError::Full(FullReason::Keys));
+        }
+        let after = (self.arena.used_bytes() - releasing).checked_add(adding);
+        if after.is_none_or(|bytes| bytes > self.arena.capacity_bytes()) {
+            return Err(WriteError::Full(FullReason::Bytes));
+        }
+        Ok(())
+    }
+
     /// Writes `value` under `key` only if the key's current version is `expected_version`
     /// (0: only if the key does not exist), setting its expiry as `expiry` says.
     pub fn compare_and_set(
@@ -1107,5 +1150,66 @@ mod tests {
             );
         }
         assert!(cases > 10, "too few runs with a displaced key: {cases}");
+    }
+
+    fn small_store() -> Store<Vec<u8>> {
+        let limits = StoreLimits {
+            max_keys: 4,
+            max_key_bytes: 8,
+            max_value_bytes: 64,
+            max_total_bytes: 4 * 40,
+        };
+        Store::new(vec![0; limits.memory_bytes().unwrap()], limits, 3).unwrap()
+    }
+
+    fn put_all(store: &mut Store<Vec<u8>>, puts: &[(&[u8], &[u8])]) {
+        for (key, value) in puts {
+            store.set(key, value, SetOptions::default(), 0).unwrap();
+        }
+    }
+
+    /// Whatever `check_puts` accepts, writing the batch succeeds; whatever it refuses on a
+    /// store with distinct keys, writing would have failed somewhere.
+    #[test]
+    fn check_puts_accepts_exactly_the_batches_that_fit() {
+        let mut store = small_store();
+        put_all(&mut store, &[(b"a", b"1"), (b"b", b"2")]);
+        let fits: [(&[u8], &[u8]); 2] = [(b"a", b"x"), (b"c", b"y")];
+        assert_eq!(store.check_puts(fits.iter().copied()), Ok(()));
+        let too_many: [(&[u8], &[u8]); 3] = [(b"c", b"1"), (b"d", b"2"), (b"e", b"3")];
+        assert_eq!(
+            store.check_puts(too_many.iter().copied()),
+            Err(WriteError::Full(FullReason::Keys))
+        );
+        let too_big: [(&[u8], &[u8]); 2] = [(b"a", &[7; 60]), (b"c", &[7; 60])];
+        assert_eq!(
+            store.check_puts(too_big.iter().copied()),
+            Err(WriteError::Full(FullReason::Bytes))
+        );
+        let mut copy = small_store();
+        put_all(&mut copy, &[(b"a", b"1"), (b"b", b"2")]);
+        copy.set(b"a", &[7; 60], SetOptions::default(), 0).unwrap();
+        assert!(copy.set(b"c", &[7; 60], SetOptions::default(), 0).is_err());
+        let oversized: [(&[u8], &[u8]); 1] = [(b"a", &[0; 65])];
+        assert!(matches!(
+            store.check_puts(oversized.iter().copied()),
+            Err(WriteError::ValueTooLarge { .. })
+        ));
+        let before = store.used_bytes();
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.used_bytes(), before, "checking changed nothing");
+    }
+
+    /// A key repeated in a batch is one key: four writes of two keys fit a store with room
+    /// for two more keys.
+    #[test]
+    fn check_puts_counts_a_repeated_key_once() {
+        let mut store = small_store();
+        put_all(&mut store, &[(b"a", b"1"), (b"b", b"2")]);
+        let repeated: [(&[u8], &[u8]); 4] =
+            [(b"c", b"1"), (b"d", b"2"), (b"c", b"3"), (b"d", b"4")];
+        assert_eq!(store.check_puts(repeated.iter().copied()), Ok(()));
+        put_all(&mut store, &repeated);
+        assert_eq!(store.len(), 4);
     }
 }

@@ -147,6 +147,71 @@ pub enum Request<'a> {
         /// The node to remove.
         node_id: NodeId,
     },
+    /// Read one key and remove it (Redis's GETDEL). Answered by `Value` with what the key
+    /// held, `None` if it did not exist.
+    GetDelete {
+        /// The key.
+        #[serde(borrow)]
+        key: &'a [u8],
+        /// Acknowledgement overrides.
+        write: WriteOptions,
+    },
+    /// Write one key and answer with the value it held before (Redis's SET ... GET and
+    /// GETSET). Answered by `Value` with the previous value (`None` if there was none),
+    /// whether or not the condition let the write happen.
+    SetAndGet {
+        /// The key to write.
+        #[serde(borrow)]
+        key: &'a [u8],
+        /// The new value.
+        #[serde(borrow)]
+        value: &'a [u8],
+        /// NX/XX precondition.
+        condition: SetCondition,
+        /// What happens to the key's TTL.
+        expiry: Expiry,
+        /// Acknowledgement overrides.
+        write: WriteOptions,
+    },
+    /// Append bytes to a key's value, keeping its TTL; a missing key counts as empty.
+    /// Answered by `Count` with the value's new length.
+    Append {
+        /// The key.
+        #[serde(borrow)]
+        key: &'a [u8],
+        /// The bytes to add at the end.
+        #[serde(borrow)]
+        value: &'a [u8],
+        /// Acknowledgement overrides.
+        write: WriteOptions,
+    },
+    /// Change a live key's TTL (Redis's EXPIRE, PEXPIRE, PERSIST): `AfterMs` sets it (0
+    /// removes the key at once), `None` removes it, `Keep` changes nothing. Answered by
+    /// `Count`: 1 if the key exists and (for `None`) had a TTL to remove, else 0.
+    SetExpiry {
+        /// The key.
+        #[serde(borrow)]
+        key: &'a [u8],
+        /// The new TTL.
+        expiry: Expiry,
+        /// Acknowledgement overrides.
+        write: WriteOptions,
+    },
+    /// A key's remaining time to live (Redis's PTTL). Answered by `Integer`: milliseconds
+    /// left, -1 if the key never expires, -2 if it does not exist.
+    TimeToLive {
+        /// The key.
+        #[serde(borrow)]
+        key: &'a [u8],
+        /// How fresh the answer must be.
+        read: ReadConsistency,
+    },
+    /// Remove every key (Redis's FLUSHDB). Answered by `Count` with the number of live keys
+    /// removed.
+    Clear {
+        /// Acknowledgement overrides.
+        write: WriteOptions,
+    },
 }
 
 /// A node's answer to one [`Request`].

@@ -16,10 +16,13 @@ mod peer_link;
 mod peer_set;
 #[cfg(test)]
 mod persist_tests;
+mod resp_conn;
 pub mod restore;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
 use std::time::Duration;
 
 use memdi_core::cluster::{Log, LogLimits, Node, NodeConfig};
@@ -32,6 +35,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::ServerConfig;
+use crate::resp::parse::ParseLimits;
+use crate::resp::NodeFacts;
 
 /// Requests that may wait at once on a server node (quorum writes, reads being confirmed,
 /// forwarded requests, requests waiting for a leader).
@@ -216,6 +221,16 @@ impl Prepared {
         };
         let client_listener = bind("--client-addr", config.client_addr).await?;
         let peer_listener = bind("--peer-addr", config.peer_addr).await?;
+        let resp_listener = match config.resp_addr {
+            Some(addr) => Some(bind("--resp-addr", addr).await?),
+            None => None,
+        };
+        let leader_now = Arc::new(AtomicBool::new(false));
+        // As in Redis, LASTSAVE starts at the server's start (its data was loaded then).
+        let started_unix_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let last_save_unix_secs = Arc::new(AtomicU64::new(started_unix_secs));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
@@ -249,6 +264,45 @@ impl Prepared {
         ));
         tasks.spawn(client_conn::accept_loop(client_listener, clients));
         let join_inputs = inputs.clone();
+        if let (Some(listener), Some(resp_addr)) = (resp_listener, config.resp_addr) {
+            let limits = config.store_limits;
+            let facts = NodeFacts {
+                node_id: config.node_id,
+                voters: config.voters.clone(),
+                quorum: config.voters.len() / 2 + 1,
+                slot_count: limits.slot_count(),
+                max_keys: limits.max_keys,
+                max_value_bytes: limits.max_value_bytes,
+                max_total_bytes: limits.max_total_bytes,
+                max_clients: config.max_clients,
+                idle_timeout_secs: 0,
+                snapshot_every_secs: config.snapshot_every_secs,
+                resp_addr,
+                started: std::time::Instant::now(),
+                leader_now: leader_now.clone(),
+                connected_clients: AtomicU64::new(0),
+                connections_received: AtomicU64::new(0),
+                commands_processed: AtomicU64::new(0),
+            };
+            let max_frame = sizes.max_frame_bytes as usize;
+            tasks.spawn(resp_conn::accept_loop(
+                listener,
+                resp_conn::RespSettings {
+                    inputs: inputs.clone(),
+                    facts: Arc::new(facts),
+                    limits: ParseLimits {
+                        max_bulk_bytes: (limits.max_value_bytes.max(limits.max_key_bytes)) as usize,
+                        max_args: 1 << 20,
+                        max_inline_bytes: 64 * 1024,
+                        max_request_bytes: max_frame / 2,
+                    },
+                    max_frame_bytes: sizes.max_frame_bytes,
+                    shutdown: shutdown.clone(),
+                    tasks: tasks.clone(),
+                },
+            ));
+            tracing::info!("serving Redis clients (RESP2) on {resp_addr}");
+        }
         drop(inputs);
         tracing::info!(
             "memdi-server node {} of cluster {} ({} voters) serving clients on {}, peers on {}, data in {}",
@@ -274,6 +328,10 @@ impl Prepared {
             disk_failed: None,
             store_replaced_checkpoint: None,
             saves: Vec::new(),
+            resp_saves: Vec::new(),
+            leader_now,
+            last_save_unix_secs,
+            mutations_at_save: 0,
         };
         let node_handle = tokio::spawn(node_task.run());
         if let Some(seed) = config.join.clone() {

@@ -18,9 +18,11 @@
 //! `--snapshot-every` seconds, and at a clean shutdown.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use memdi_core::cluster::{ClientAction, NodeEvent, PeerAction, Ticket, TicketEvent};
+use memdi_core::cluster::{ClientAction, NodeEvent, PeerAction, Role, Ticket, TicketEvent};
 use memdi_core::wire::{decode, ClientMessage, ErrorCode, NodeId, Request, SaveReport, Sender};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,7 @@ use super::disk_writer::DiskReport;
 use super::frames::{error_frame, saved_frame};
 use super::{CoreNode, ServerError};
 use crate::clock::Clock;
+use crate::resp::NodeStatus;
 
 /// Identifies one client connection.
 pub type ConnId = u64;
@@ -98,6 +101,18 @@ pub enum Input {
         /// The frame's payload.
         payload: Vec<u8>,
     },
+    /// The node's state, for a RESP client's INFO or ROLE.
+    Status {
+        /// Where the answer goes.
+        answer: oneshot::Sender<NodeStatus>,
+    },
+    /// Write a snapshot now (a RESP client's SAVE or BGSAVE).
+    Save {
+        /// Answer as soon as the snapshot is taken, before it is on disk (BGSAVE).
+        background: bool,
+        /// The outcome, as an error text for the client.
+        answer: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// What this task holds for a waiting request.
@@ -134,6 +149,20 @@ pub struct NodeTask {
     pub(super) store_replaced_checkpoint: Option<u64>,
     /// `Save` requests waiting for their checkpoint.
     pub(super) saves: Vec<PendingSave>,
+    /// RESP `SAVE`s waiting for their checkpoint: its number, and where the answer goes.
+    pub(super) resp_saves: Vec<(u64, oneshot::Sender<Result<(), String>>)>,
+    /// Whether this node leads, for RESP connections (HELLO's role).
+    pub(super) leader_now: Arc<AtomicBool>,
+    /// Unix seconds of the last snapshot written (LASTSAVE), the start time before any.
+    pub(super) last_save_unix_secs: Arc<AtomicU64>,
+    /// The store's mutation count when the last snapshot was taken.
+    pub(super) mutations_at_save: u64,
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A `Save` request waiting for its checkpoint to be on disk.
@@ -264,6 +293,8 @@ impl NodeTask {
                     self.checkpoint_in_flight = None;
                 }
                 tracing::info!("snapshot saved ({snapshot_bytes} bytes); a new log started");
+                self.last_save_unix_secs
+                    .store(unix_secs(), Ordering::Relaxed);
                 self.answer_saves(seq, Ok(snapshot_bytes as u64));
             }
             Some(DiskReport::CheckpointFailed { seq, error }) => {
@@ -279,6 +310,7 @@ impl NodeTask {
                 tracing::error!(
                     "snapshot not written ({error}); its records went to the current log"
                 );
+                self.answer_saves(seq, Err(&error));
             }
             Some(DiskReport::Failed { error }) => self.fail_disk(error),
             None => self.fail_disk("the disk writer stopped".into()),
@@ -297,6 +329,7 @@ impl NodeTask {
                     started.elapsed().as_millis()
                 );
                 self.checkpoint_in_flight = Some(seq);
+                self.mutations_at_save = self.node.store().mutations();
                 Ok((seq, applied_index))
             }
             Err(error) => {
@@ -335,6 +368,17 @@ impl NodeTask {
             .into_iter()
             .partition(|save| save.seq == seq);
         self.saves = waiting;
+        let (resp_done, resp_waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.resp_saves)
+            .into_iter()
+            .partition(|(waiting_for, _)| *waiting_for == seq);
+        self.resp_saves = resp_waiting;
+        for (_, answer) in resp_done {
+            let _ = answer.send(
+                outcome
+                    .map(|_| ())
+                    .map_err(|error| format!("ERR snapshot not written: {error}")),
+            );
+        }
         for save in done {
             let frame = match outcome {
                 Ok(snapshot_bytes) => saved_frame(
@@ -419,6 +463,52 @@ impl NodeTask {
             Input::PeerFrame { from, payload } => {
                 self.peer_frame(now, from, &payload);
                 self.drain();
+            }
+            Input::Status { answer } => {
+                let _ = answer.send(self.status());
+            }
+            Input::Save { background, answer } => self.save_now(background, answer),
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let store = self.node.store();
+        let followers = if self.node.role() == Role::Leader {
+            self.node
+                .members()
+                .filter(|member| member.id != self.node.id())
+                .map(|member| (member.id, member.match_index))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        NodeStatus {
+            role: self.node.role(),
+            term: self.node.term(),
+            leader: self.node.leader_id(),
+            commit_index: self.node.commit_index(),
+            keys: store.len(),
+            keys_with_expiry: store
+                .iter()
+                .filter(|entry| entry.expires_at_ms.is_some())
+                .count() as u64,
+            used_bytes: store.used_bytes(),
+            last_save_unix_secs: self.last_save_unix_secs.load(Ordering::Relaxed),
+            changes_since_save: store.mutations().saturating_sub(self.mutations_at_save),
+            followers,
+        }
+    }
+
+    /// RESP's SAVE and BGSAVE: a checkpoint now, as the native `Save`. SAVE is answered
+    /// when the writer reports it; BGSAVE at once.
+    fn save_now(&mut self, background: bool, answer: oneshot::Sender<Result<(), String>>) {
+        match self.checkpoint("SAVE") {
+            Ok((seq, _)) if !background => self.resp_saves.push((seq, answer)),
+            Ok(_) => {
+                let _ = answer.send(Ok(()));
+            }
+            Err(error) => {
+                let _ = answer.send(Err(format!("ERR snapshot not taken: {error}")));
             }
         }
     }
@@ -707,6 +797,7 @@ impl NodeTask {
     fn log_event(&mut self, event: NodeEvent) {
         match event {
             NodeEvent::RoleChanged { role, term } => {
+                self.leader_now.store(role == Role::Leader, Ordering::Relaxed);
                 tracing::info!("role: {role:?} in term {term}")
             }
             NodeEvent::LeaderChanged { leader, term } => match leader {

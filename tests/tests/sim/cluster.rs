@@ -92,7 +92,7 @@ pub struct Observed {
     pub leaders: BTreeMap<u64, u64>,
     /// Violations found while running.
     pub violations: Vec<String>,
-    /// Values of every committed `Put` (values are unique per write).
+    /// Values of every committed `Put` and `PutMany` (values are unique per write).
     pub committed_values: HashSet<Vec<u8>>,
     pub stats: NodeStats,
 }
@@ -498,8 +498,17 @@ impl Cluster {
             + 1;
         for index in from..=commit {
             if let Some((_, bytes)) = log.entry(index) {
-                if let Ok(Command::Put { value, .. }) = Command::decode(bytes) {
-                    self.observed.committed_values.insert(value.to_vec());
+                match Command::decode(bytes) {
+                    Ok(Command::Put { value, .. }) => {
+                        self.observed.committed_values.insert(value.to_vec());
+                    }
+                    Ok(Command::PutMany { pairs }) => {
+                        let values = pairs.iter().skip(1).step_by(2).flatten();
+                        self.observed
+                            .committed_values
+                            .extend(values.map(<[u8]>::to_vec));
+                    }
+                    _ => {}
                 }
             }
         }

@@ -9,13 +9,16 @@
 //! - `leader` writes: always unknown (they may be lost on failover: that is their
 //!   contract), but reads may observe them, so they must be in the history;
 //! - linearizable reads: the output when answered; a failed read constrains nothing;
-//! - stale reads are not checked for linearizability.
+//! - stale reads are not checked for linearizability;
+//! - an MSET (`quorum`) of two keys enters the history as one write per key, each
+//!   linearizable on its own key (the checker is per key, so the batch's atomicity across
+//!   keys is left to the core's unit tests; convergence checks every replica holds it whole).
 
 use std::collections::HashMap;
 
 use memdi_core::wire::{
-    decode, encode, AckLevel, ClientMessage, ErrorCode, Expiry, ReadConsistency, Request, Response,
-    ServerMessage, SetCondition, WriteOptions,
+    decode, encode, AckLevel, ClientMessage, ErrorCode, Expiry, PackedWriter, ReadConsistency,
+    Request, Response, ServerMessage, SetCondition, WriteOptions,
 };
 use memdi_tests::linearizability::{CasOutput, History, Op, OpId, Output};
 
@@ -28,6 +31,7 @@ const CLIENT_TIMEOUT_MS: u64 = 3_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Put(AckLevel),
+    MultiSet,
     Cas,
     Incr,
     Delete,
@@ -40,6 +44,8 @@ struct InFlight {
     request_id: u32,
     kind: Kind,
     op: Option<OpId>,
+    /// An MSET's write of its second key (its first is `op`).
+    second_op: Option<OpId>,
     value: Vec<u8>,
     deadline_ms: u64,
     /// The node it was sent to: if that node's process dies, the connection breaks and the
@@ -135,7 +141,7 @@ impl Workload {
                 // Not executed: the node was down. Try again after a pause, as a client
                 // backs off from a refused connection.
                 self.stats.errors += 1;
-                if let Some(op) = flight.op {
+                for op in [flight.op, flight.second_op].into_iter().flatten() {
                     self.history.fail(op);
                 }
                 client.next_op_ms = now + 50;
@@ -179,12 +185,24 @@ impl Workload {
         let kind = match roll {
             0..=29 => Kind::Get,
             30..=37 => Kind::StaleGet,
-            38..=59 => Kind::Put(AckLevel::Quorum),
+            38..=53 => Kind::Put(AckLevel::Quorum),
+            54..=59 => Kind::MultiSet,
             60..=71 => Kind::Put(AckLevel::Leader),
             72..=83 => Kind::Cas,
             84..=91 => Kind::Incr,
             _ => Kind::Delete,
         };
+        // An MSET writes the value to `key` and to the next key of the list.
+        let position = self.keys.iter().position(|k| *k == key).unwrap_or(0);
+        let second_key = self.keys[(position + 1) % self.keys.len()].clone();
+        let mut pairs_buffer = [0u8; 128];
+        let mut pairs = PackedWriter::new(&mut pairs_buffer);
+        for item in [&key, &value, &second_key, &value] {
+            pairs
+                .push(Some(item))
+                .expect("two small pairs fit 128 bytes");
+        }
+        let pairs = pairs.finish();
         let client = &mut self.clients[i];
         let expected_version = *client.versions.get(&key).unwrap_or(&0);
         let delta = 1 + self.rng.range(0, 5) as i64;
@@ -213,6 +231,15 @@ impl Workload {
                         ack: Some(ack),
                         durability: None,
                     },
+                },
+                Some(Op::Put {
+                    value: value.clone(),
+                }),
+            ),
+            Kind::MultiSet => (
+                Request::MultiSet {
+                    pairs,
+                    write: quorum,
                 },
                 Some(Op::Put {
                     value: value.clone(),
@@ -261,12 +288,19 @@ impl Workload {
         .len();
         bytes.truncate(len);
         let op = op.map(|op| self.history.invoke(client.id, key.clone(), op, now));
+        let second_op = (kind == Kind::MultiSet && second_key != key).then(|| {
+            let put = Op::Put {
+                value: value.clone(),
+            };
+            self.history.invoke(client.id, second_key.clone(), put, now)
+        });
         // Clients know the members, as a client of a real cluster is configured with them.
         let node = *self.rng.pick(&cluster.member_ids());
         client.in_flight = Some(InFlight {
             request_id,
             kind,
             op,
+            second_op,
             value,
             deadline_ms: now + CLIENT_TIMEOUT_MS,
             node,
@@ -312,6 +346,9 @@ impl Workload {
                 let refused = matches!(error.code, ErrorCode::NoLeader | ErrorCode::Busy);
                 if flight.kind == Kind::Get || refused {
                     self.history.fail(op);
+                    if let Some(second) = flight.second_op {
+                        self.history.fail(second);
+                    }
                 }
                 return;
             }
@@ -336,6 +373,28 @@ impl Workload {
                 self.quorum_acked.push(flight.value);
                 Output::Ok {
                     version: Some(version),
+                }
+            }
+            (Kind::MultiSet, Response::Stored { version }) => {
+                // The answer carries the version of the last key written; the first key's
+                // goes unchecked.
+                self.quorum_acked.push(flight.value);
+                match flight.second_op {
+                    Some(second) => {
+                        let key = self.history.operations()[second.index()].key.clone();
+                        client.versions.insert(key, version);
+                        self.history.complete(
+                            second,
+                            Output::Ok {
+                                version: Some(version),
+                            },
+                            now,
+                        );
+                        Output::Ok { version: None }
+                    }
+                    None => Output::Ok {
+                        version: Some(version),
+                    },
                 }
             }
             (Kind::Cas, Response::Stored { version }) => {

@@ -1,0 +1,499 @@
+//! RESP connections: parse Redis commands, pass the requests they become to the node task
+//! as a native client's frames, and write the answers back in command order.
+//!
+//! A RESP connection registers with the node task exactly as a native client does (a
+//! `Hello` frame, then request frames), so forwarding, waiting for a quorum and every other
+//! rule of the core apply unchanged. One task per connection owns the socket, the parse
+//! buffer and the queue of commands awaiting answers:
+//! - pipelined commands are answered in order (answers from the core may arrive out of
+//!   order: a quorum write can still wait while a later read is answered);
+//! - at most [`MAX_PENDING`] commands, and about as many core requests, wait at once; past
+//!   that the task stops reading (so the node task's reply queue for it never fills);
+//! - replies queue in an output buffer of at most [`OUTPUT_LIMIT_BYTES`]: a client that
+//!   sends but never reads is disconnected, as Redis's client-output-buffer-limit does.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use memdi_core::wire::{
+    decode, encode, ClientMessage, ClusterId, EncodeError, Hello, Request, Response, Sender,
+    ServerMessage, FRAME_HEADER_BYTES,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::node_task::{ClientLink, ConnId, Input, Outbound};
+use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
+use crate::resp::encode::reply_bytes;
+use crate::resp::info::{info_text, write_role};
+use crate::resp::job::{Job, RequestSink};
+use crate::resp::parse::{parse, ParseLimits};
+use crate::resp::{ClientState, NodeFacts};
+
+/// Commands of one connection waiting for the core at once.
+pub const MAX_PENDING: usize = 4096;
+/// Unwritten reply bytes one connection may have before it is disconnected.
+pub const OUTPUT_LIMIT_BYTES: usize = 64 << 20;
+/// Replies the node task may queue for one connection.
+const REPLY_QUEUE: usize = 16 * 1024;
+/// RESP connection ids are kept apart from native ones (which count up from 1) by this bit.
+const RESP_CONN_BIT: u64 = 1 << 63;
+
+/// What every RESP connection shares.
+#[derive(Debug, Clone)]
+pub struct RespSettings {
+    /// Where requests go.
+    pub inputs: mpsc::Sender<Input>,
+    /// The node's facts and counters.
+    pub facts: Arc<NodeFacts>,
+    /// Parse limits.
+    pub limits: ParseLimits,
+    /// Largest frame the node takes (the handshake says it).
+    pub max_frame_bytes: u32,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks.
+    pub tasks: TaskTracker,
+}
+
+/// Accepts RESP connections until shutdown.
+pub async fn accept_loop(listener: TcpListener, settings: RespSettings) {
+    let permits = Arc::new(Semaphore::new(settings.facts.max_clients as usize));
+    let next_id = AtomicU64::new(1);
+    loop {
+        let accepted = tokio::select! {
+            _ = settings.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (mut stream, addr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!("accepting a RESP client failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!("refused RESP client {addr}: too many clients");
+            settings.tasks.spawn(async move {
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            });
+            continue;
+        };
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let settings = settings.clone();
+        let tasks = settings.tasks.clone();
+        tasks.spawn(async move {
+            settings
+                .facts
+                .connections_received
+                .fetch_add(1, Ordering::Relaxed);
+            settings
+                .facts
+                .connected_clients
+                .fetch_add(1, Ordering::Relaxed);
+            let conn = Connection::open(stream, id, &settings).await;
+            if let Some(conn) = conn {
+                conn.serve(&settings).await;
+            }
+            settings
+                .facts
+                .connected_clients
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// One command awaiting its reply, in command order.
+#[derive(Debug)]
+struct Slot {
+    job: Option<Job>,
+    reply: Option<Vec<u8>>,
+    close_after: bool,
+}
+
+/// Encodes a job's requests as native frames' payloads, each under a fresh request id
+/// that maps back to the job's slot.
+struct Outgoing<'c> {
+    next_request_id: &'c mut u32,
+    ids: &'c mut HashMap<u32, u64>,
+    seq: u64,
+    payloads: &'c mut Vec<Vec<u8>>,
+    max_frame_bytes: usize,
+    /// A request could not be encoded: the command is answered with an error instead.
+    failed: bool,
+}
+
+impl RequestSink for Outgoing<'_> {
+    fn send(&mut self, request: &Request<'_>) {
+        *self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+        let request_id = *self.next_request_id;
+        let message = ClientMessage {
+            request_id,
+            request: *request,
+        };
+        let mut size = 1024;
+        loop {
+            let mut buffer = vec![0; size];
+            match encode(&message, &mut buffer) {
+                Ok(bytes) => {
+                    let len = bytes.len();
+                    buffer.truncate(len);
+                    self.ids.insert(request_id, self.seq);
+                    self.payloads.push(buffer);
+                    return;
+                }
+                Err(EncodeError::BufferFull) if size < self.max_frame_bytes * 2 => size *= 4,
+                // Parse limits keep requests far below this size.
+                Err(error) => {
+                    tracing::error!("a RESP request could not be encoded: {error:?}");
+                    self.failed = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Connection {
+    conn: ConnId,
+    stream: TcpStream,
+    client: ClientState,
+    replies: mpsc::Receiver<Outbound>,
+    close: CancellationToken,
+}
+
+impl Connection {
+    /// Registers with the node task through a native handshake.
+    async fn open(stream: TcpStream, id: u64, settings: &RespSettings) -> Option<Self> {
+        let addr = stream.peer_addr().ok()?;
+        let local_addr = stream.local_addr().ok()?;
+        let conn = RESP_CONN_BIT | id;
+        let (sender, mut replies) = mpsc::channel(REPLY_QUEUE);
+        let close = CancellationToken::new();
+        let hello = ClientMessage {
+            request_id: 0,
+            request: Request::Hello(Hello::new(
+                ClusterId(0),
+                Sender::Client,
+                settings.max_frame_bytes,
+            )),
+        };
+        let mut payload = vec![0; 256];
+        let len = encode(&hello, &mut payload).ok()?.len();
+        payload.truncate(len);
+        let link = ClientLink {
+            replies: sender,
+            close: close.clone(),
+        };
+        settings
+            .inputs
+            .send(Input::ClientHello {
+                conn,
+                payload,
+                link,
+            })
+            .await
+            .ok()?;
+        match replies.recv().await {
+            Some(Outbound::Frame(frame)) => match decode_response(&frame) {
+                Some((_, Response::HelloAck(_))) => {}
+                other => {
+                    tracing::warn!("RESP client {addr}: the node refused the handshake: {other:?}");
+                    return None;
+                }
+            },
+            _ => return None,
+        }
+        Some(Self {
+            conn,
+            stream,
+            client: ClientState {
+                id,
+                name: None,
+                addr,
+                local_addr,
+                last_command: String::new(),
+            },
+            replies,
+            close,
+        })
+    }
+
+    async fn serve(self, settings: &RespSettings) {
+        let Self {
+            conn,
+            stream,
+            mut client,
+            mut replies,
+            close,
+        } = self;
+        let (mut reader, mut writer) = stream.into_split();
+        let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
+        let mut output: Vec<u8> = Vec::new();
+        let mut written = 0usize;
+        let mut pending: VecDeque<Slot> = VecDeque::new();
+        let mut first_seq = 0u64;
+        let mut ids: HashMap<u32, u64> = HashMap::new();
+        let mut next_request_id = 0u32;
+        let mut closing = false;
+        let max_frame_bytes = settings.max_frame_bytes as usize;
+        loop {
+            // Replies ready at the front of the queue move to the output, in order.
+            while pending.front().is_some_and(|slot| slot.reply.is_some()) {
+                let slot = pending.pop_front().expect("front checked");
+                first_seq += 1;
+                output.extend_from_slice(&slot.reply.expect("checked"));
+                closing |= slot.close_after;
+            }
+            if output.len() - written > OUTPUT_LIMIT_BYTES {
+                tracing::warn!(
+                    "RESP client {}: more than {OUTPUT_LIMIT_BYTES} reply bytes unread; disconnecting",
+                    client.addr
+                );
+                break;
+            }
+            // Closing (QUIT, a protocol error, shutdown): every command taken is answered
+            // and its reply written first.
+            if closing && pending.is_empty() && written == output.len() {
+                break;
+            }
+            let can_read = !closing && pending.len() < MAX_PENDING && ids.len() < MAX_PENDING;
+            if input.capacity() - input.len() < 4096 {
+                input.reserve(16 * 1024);
+            }
+            tokio::select! {
+                // Shutdown: stop reading; the node task answers what it has taken.
+                _ = settings.shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    continue;
+                }
+                _ = close.cancelled() => break,
+                read = reader.read_buf(&mut input), if can_read => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                },
+                reply = replies.recv() => match reply {
+                    Some(Outbound::Frame(frame)) => {
+                        let mut payloads = Vec::new();
+                        if let Some((request_id, response)) = decode_response(&frame) {
+                            if let Some(seq) = ids.remove(&request_id) {
+                                let slot = &mut pending[(seq - first_seq) as usize];
+                                let mut sink = Outgoing {
+                                    next_request_id: &mut next_request_id,
+                                    ids: &mut ids,
+                                    seq,
+                                    payloads: &mut payloads,
+                                    max_frame_bytes,
+                                    failed: false,
+                                };
+                                if let Some(job) = slot.job.as_mut() {
+                                    if let Some(reply) = job.on_response(&response, &mut sink) {
+                                        slot.reply = Some(reply);
+                                        slot.job = None;
+                                    } else if sink.failed {
+                                        slot.reply = Some(too_large());
+                                        slot.job = None;
+                                    }
+                                }
+                            }
+                        }
+                        if !send_all(settings, conn, payloads).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    Some(Outbound::Close) | None => break,
+                },
+                wrote = writer.write(&output[written..]), if written < output.len() => match wrote {
+                    Ok(0) | Err(_) => break,
+                    Ok(count) => {
+                        written += count;
+                        if written == output.len() {
+                            output.clear();
+                            written = 0;
+                        }
+                        continue;
+                    }
+                },
+            }
+            // New bytes: take every complete command.
+            let mut consumed = 0;
+            let mut payloads = Vec::new();
+            while !closing && pending.len() < MAX_PENDING && ids.len() < MAX_PENDING {
+                let parsed = match parse(&input[consumed..], &settings.limits) {
+                    Ok(Some(parsed)) => parsed,
+                    Ok(None) => break,
+                    Err(error) => {
+                        // Whatever was queued is answered first, then the connection closes.
+                        pending.push_back(Slot {
+                            job: None,
+                            reply: Some(reply_bytes(|r| r.error(&format!("ERR {error}")))),
+                            close_after: true,
+                        });
+                        closing = true;
+                        break;
+                    }
+                };
+                let base = consumed;
+                consumed += parsed.consumed;
+                if parsed.args.is_empty() {
+                    continue;
+                }
+                let args: Vec<&[u8]> = parsed
+                    .args
+                    .iter()
+                    .map(|range| &input[base + range.start..base + range.end])
+                    .collect();
+                settings
+                    .facts
+                    .commands_processed
+                    .fetch_add(1, Ordering::Relaxed);
+                client.last_command = String::from_utf8_lossy(args[0]).to_lowercase();
+                let seq = first_seq + pending.len() as u64;
+                let mut sink = Outgoing {
+                    next_request_id: &mut next_request_id,
+                    ids: &mut ids,
+                    seq,
+                    payloads: &mut payloads,
+                    max_frame_bytes,
+                    failed: false,
+                };
+                let plan = dispatch(&args, &mut client, &settings.facts, &mut sink);
+                let plan = if sink.failed {
+                    Plan::Reply(too_large())
+                } else {
+                    plan
+                };
+                let slot = match plan {
+                    Plan::Reply(reply) => Slot {
+                        job: None,
+                        reply: Some(reply),
+                        close_after: false,
+                    },
+                    Plan::ReplyAndClose(reply) => {
+                        closing = true;
+                        Slot {
+                            job: None,
+                            reply: Some(reply),
+                            close_after: true,
+                        }
+                    }
+                    Plan::Core(job) => Slot {
+                        job: Some(job),
+                        reply: None,
+                        close_after: false,
+                    },
+                    Plan::Status(query) => {
+                        // Earlier commands reach the node first, so the state includes them.
+                        if !send_all(settings, conn, std::mem::take(&mut payloads)).await {
+                            return finish(settings, conn).await;
+                        }
+                        let reply = status_reply(settings, &query).await;
+                        Slot {
+                            job: None,
+                            reply: Some(reply),
+                            close_after: false,
+                        }
+                    }
+                    Plan::Save { background } => {
+                        if !send_all(settings, conn, std::mem::take(&mut payloads)).await {
+                            return finish(settings, conn).await;
+                        }
+                        let reply = save_reply(settings, background).await;
+                        Slot {
+                            job: None,
+                            reply: Some(reply),
+                            close_after: false,
+                        }
+                    }
+                };
+                pending.push_back(slot);
+            }
+            input.drain(..consumed);
+            if !send_all(settings, conn, payloads).await {
+                break;
+            }
+        }
+        finish(settings, conn).await;
+        let _ = writer.shutdown().await;
+    }
+}
+
+fn too_large() -> Vec<u8> {
+    reply_bytes(|r| r.error("ERR request larger than this node's largest frame"))
+}
+
+async fn finish(settings: &RespSettings, conn: ConnId) {
+    if !settings.shutdown.is_cancelled() {
+        let _ = settings.inputs.send(Input::ClientClosed { conn }).await;
+    }
+}
+
+/// Passes request payloads to the node task; false if it has stopped.
+async fn send_all(settings: &RespSettings, conn: ConnId, payloads: Vec<Vec<u8>>) -> bool {
+    for payload in payloads {
+        if settings
+            .inputs
+            .send(Input::ClientFrame { conn, payload })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+fn decode_response(frame: &[u8]) -> Option<(u32, Response<'_>)> {
+    let message = decode::<ServerMessage<'_>>(frame.get(FRAME_HEADER_BYTES..)?).ok()?;
+    Some((message.request_id, message.response))
+}
+
+async fn status_reply(settings: &RespSettings, query: &StatusQuery) -> Vec<u8> {
+    let (answer, status) = oneshot::channel();
+    if settings
+        .inputs
+        .send(Input::Status { answer })
+        .await
+        .is_err()
+    {
+        return reply_bytes(|r| r.error("ERR the node is shutting down"));
+    }
+    let Ok(status) = status.await else {
+        return reply_bytes(|r| r.error("ERR the node is shutting down"));
+    };
+    let facts = &settings.facts;
+    reply_bytes(|r| match query {
+        StatusQuery::Info(sections) => r.bulk(info_text(sections, facts, &status).as_bytes()),
+        StatusQuery::Role => write_role(r, facts, &status),
+        StatusQuery::LastSave => r.integer(status.last_save_unix_secs as i64),
+    })
+}
+
+async fn save_reply(settings: &RespSettings, background: bool) -> Vec<u8> {
+    let (answer, outcome) = oneshot::channel();
+    if settings
+        .inputs
+        .send(Input::Save { background, answer })
+        .await
+        .is_err()
+    {
+        return reply_bytes(|r| r.error("ERR the node is shutting down"));
+    }
+    match outcome.await {
+        Ok(Ok(())) if background => reply_bytes(|r| r.simple("Background saving started")),
+        Ok(Ok(())) => reply_bytes(|r| r.simple("OK")),
+        Ok(Err(error)) => reply_bytes(|r| r.error(&error)),
+        Err(_) => reply_bytes(|r| r.error("ERR the node is shutting down")),
+    }
+}
