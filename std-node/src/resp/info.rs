@@ -41,8 +41,10 @@ pub fn info_text(requested: &[String], facts: &NodeFacts, status: &NodeStatus) -
 
 /// The leader's address as INFO and ROLE give it: its peer address (the node does not know
 /// the other nodes' RESP addresses).
-fn leader_address(facts: &NodeFacts, status: &NodeStatus) -> Option<std::net::SocketAddr> {
-    status.leader.and_then(|id| facts.voters.get(&id).copied())
+fn leader_address(status: &NodeStatus) -> Option<std::net::SocketAddr> {
+    status
+        .leader
+        .and_then(|id| status.addresses.get(&id).copied())
 }
 
 fn write_section(text: &mut String, section: &str, facts: &NodeFacts, status: &NodeStatus) {
@@ -111,8 +113,8 @@ fn write_section(text: &mut String, section: &str, facts: &NodeFacts, status: &N
                 line("role", &"master");
                 line("connected_slaves", &status.followers.len());
                 for (i, (id, offset)) in status.followers.iter().enumerate() {
-                    let addr = facts
-                        .voters
+                    let addr = status
+                        .addresses
                         .get(id)
                         .map(|a| a.to_string())
                         .unwrap_or_default();
@@ -124,7 +126,7 @@ fn write_section(text: &mut String, section: &str, facts: &NodeFacts, status: &N
                 }
             } else {
                 line("role", &"slave");
-                match leader_address(facts, status) {
+                match leader_address(status) {
                     Some(addr) => {
                         line("master_host", &addr.ip());
                         line("master_port", &addr.port());
@@ -171,14 +173,14 @@ fn human(bytes: u64) -> String {
 }
 
 /// ROLE: `master` with its followers' offsets, or `slave` with the leader's address.
-pub fn write_role(reply: &mut Reply<'_>, facts: &NodeFacts, status: &NodeStatus) {
+pub fn write_role(reply: &mut Reply<'_>, status: &NodeStatus) {
     if status.role == Role::Leader {
         reply.array(3);
         reply.bulk(b"master");
         reply.integer(status.commit_index as i64);
         reply.array(status.followers.len());
         for (id, offset) in &status.followers {
-            let addr = facts.voters.get(id);
+            let addr = status.addresses.get(id);
             reply.array(3);
             reply.bulk(
                 addr.map(|a| a.ip().to_string())
@@ -189,7 +191,7 @@ pub fn write_role(reply: &mut Reply<'_>, facts: &NodeFacts, status: &NodeStatus)
             reply.bulk(offset.to_string().as_bytes());
         }
     } else {
-        let addr = leader_address(facts, status);
+        let addr = leader_address(status);
         reply.array(5);
         reply.bulk(b"slave");
         reply.bulk(

@@ -23,7 +23,6 @@ pub mod job;
 pub mod parse;
 pub mod table;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -72,8 +71,6 @@ impl ClientState {
 pub struct NodeFacts {
     /// This node.
     pub node_id: NodeId,
-    /// Voters and their peer addresses (the leader's is reported as INFO's master address).
-    pub voters: BTreeMap<NodeId, SocketAddr>,
     /// Voters needed for a quorum.
     pub quorum: usize,
     /// The store's index slots (SCAN cursors run below this).
@@ -155,4 +152,7 @@ pub struct NodeStatus {
     pub changes_since_save: u64,
     /// Leader: each other member and the highest entry it holds.
     pub followers: Vec<(NodeId, u64)>,
+    /// Each member's peer address, from the membership (which changes as nodes join and
+    /// leave, so it is read at each request).
+    pub addresses: std::collections::BTreeMap<NodeId, std::net::SocketAddr>,
 }

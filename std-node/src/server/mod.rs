@@ -268,7 +268,6 @@ impl Prepared {
             let limits = config.store_limits;
             let facts = NodeFacts {
                 node_id: config.node_id,
-                voters: config.voters.clone(),
                 quorum: config.voters.len() / 2 + 1,
                 slot_count: limits.slot_count(),
                 max_keys: limits.max_keys,

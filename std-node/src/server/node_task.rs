@@ -496,6 +496,15 @@ impl NodeTask {
             last_save_unix_secs: self.last_save_unix_secs.load(Ordering::Relaxed),
             changes_since_save: store.mutations().saturating_sub(self.mutations_at_save),
             followers,
+            addresses: self
+                .node
+                .membership()
+                .iter()
+                .filter_map(|member| {
+                    let address = std::str::from_utf8(member.address).ok()?;
+                    Some((member.id, address.parse().ok()?))
+                })
+                .collect(),
         }
     }
 

@@ -475,7 +475,7 @@ async fn status_reply(settings: &RespSettings, query: &StatusQuery) -> Vec<u8> {
     let facts = &settings.facts;
     reply_bytes(|r| match query {
         StatusQuery::Info(sections) => r.bulk(info_text(sections, facts, &status).as_bytes()),
-        StatusQuery::Role => write_role(r, facts, &status),
+        StatusQuery::Role => write_role(r, &status),
         StatusQuery::LastSave => r.integer(status.last_save_unix_secs as i64),
     })
 }
