@@ -10,6 +10,8 @@
 //! line of the highest term), which works with a node that does not answer; the
 //! `ClusterStatus` request is tested in persistence.rs.
 
+#[path = "cluster/persistence.rs"]
+mod persistence;
 mod process;
 
 use std::time::{Duration, Instant};
@@ -579,9 +581,29 @@ async fn a_node_joins_a_running_cluster_and_the_leader_leaves() {
         "{status:?}"
     );
 
+    // The removed node no longer counts for quorum: with it stopped and one more node
+    // killed, two of the three voters left still take quorum writes (had it still counted,
+    // two of four could not).
+    cluster.nodes[leader].stop();
+    let other = (0..3)
+        .find(|&i| i != leader)
+        .expect("another original node");
+    cluster.nodes[other].kill();
+    eventually(
+        Duration::from_secs(20),
+        "a quorum write with 2 of 3 voters",
+        || async {
+            let attempt = joined.set(b"two-of-three", b"yes", QUORUM);
+            match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                Ok(Ok(_)) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+
     // The removed node refuses to rejoin with the log the cluster has moved past.
     let removed = &mut cluster.nodes[leader];
-    removed.stop();
     removed.extra_args = vec!["--join".into(), joiner.peer_addr()];
     removed.start();
     let status = removed

@@ -1,55 +1,22 @@
 //! Multi-process tests of memdi-server's persistence: the append-only log, replayed at start
-//! (docs/protocol.md 4.8). Real `memdi-server` processes on 127.0.0.1 (see `process/mod.rs`);
-//! every process is killed when its test ends and every wait is bounded.
-//!
-//! Run: `cargo test -p memdi-tests --release --test persistence`.
-
-// Shared with cluster.rs, which uses all of it.
-#[allow(dead_code)]
-mod process;
+//! (docs/protocol.md 4.8). Part of the `cluster` test target:
+//! `cargo test -p memdi-tests --release --test cluster`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use memdi_core::wire::{AckLevel, LinkState, ReadConsistency, SetCondition, StatusRole};
+use memdi_core::wire::{LinkState, StatusRole};
 use memdi_node::client::{Client, ClientError, SetOptions};
-use process::Server;
 
-const QUORUM: SetOptions = SetOptions {
-    condition: SetCondition::Always,
-    ttl_ms: None,
-    ack: Some(AckLevel::Quorum),
-};
+use super::process::Server;
+use super::{eventually, stale_value, temp_dir, QUORUM};
 
 /// Small limits: a large store is allocated (though not touched) at every start.
 const SMALL_STORE: &[&str] = &["--max-keys", "20000", "--max-memory", "4000000"];
 
-fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("memdi-persistence-test")
-        .tempdir()
-        .expect("temporary directory")
-}
-
 fn args(extra: &[&'static str]) -> Vec<&'static str> {
     SMALL_STORE.iter().chain(extra).copied().collect()
-}
-
-/// Retries `attempt` every 50 ms until it returns `Some` or `limit` passes.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = attempt().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The current log of a data directory (the one with the highest base).
@@ -261,13 +228,6 @@ fn restored_term(server: &Server) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-async fn stale_value(client: &Client, key: &[u8]) -> Option<Vec<u8>> {
-    match client.get_with(key, ReadConsistency::Stale).await {
-        Ok(value) => value.map(|value| value.value),
-        Err(_) => None,
-    }
 }
 
 /// Writes through `client` until one succeeds (a leader may be being elected).
