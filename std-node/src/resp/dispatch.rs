@@ -297,7 +297,8 @@ fn run(
             // A confirmed linearizable read proves every earlier write committed, i.e.
             // is held by a quorum: quorum - 1 replicas besides the leader.
             sink.send(&Request::Exists { key: b"", read: READ });
-            core(Job::One(Shape::Replicas(facts.quorum as i64 - 1)))
+            let quorum = facts.quorum.load(std::sync::atomic::Ordering::Relaxed);
+            core(Job::One(Shape::Replicas(quorum as i64 - 1)))
         }
         other => unreachable!("command {other} is in the table but not dispatched"),
     }

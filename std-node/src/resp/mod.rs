@@ -71,8 +71,9 @@ impl ClientState {
 pub struct NodeFacts {
     /// This node.
     pub node_id: NodeId,
-    /// Voters needed for a quorum.
-    pub quorum: usize,
+    /// Voters needed for a quorum now: the node task updates it as the membership changes
+    /// (nodes join and leave while the server runs).
+    pub quorum: Arc<std::sync::atomic::AtomicUsize>,
     /// The store's index slots (SCAN cursors run below this).
     pub slot_count: u32,
     /// The store's limits.

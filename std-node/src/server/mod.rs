@@ -226,6 +226,9 @@ impl Prepared {
             None => None,
         };
         let leader_now = Arc::new(AtomicBool::new(false));
+        let quorum_now = Arc::new(std::sync::atomic::AtomicUsize::new(
+            node.membership().voter_count() / 2 + 1,
+        ));
         // As in Redis, LASTSAVE starts at the server's start (its data was loaded then).
         let started_unix_secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -268,7 +271,7 @@ impl Prepared {
             let limits = config.store_limits;
             let facts = NodeFacts {
                 node_id: config.node_id,
-                quorum: config.voters.len() / 2 + 1,
+                quorum: quorum_now.clone(),
                 slot_count: limits.slot_count(),
                 max_keys: limits.max_keys,
                 max_value_bytes: limits.max_value_bytes,
@@ -329,6 +332,7 @@ impl Prepared {
             saves: Vec::new(),
             resp_saves: Vec::new(),
             leader_now,
+            quorum_now,
             last_save_unix_secs,
             mutations_at_save: 0,
         };

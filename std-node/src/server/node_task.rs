@@ -153,6 +153,8 @@ pub struct NodeTask {
     pub(super) resp_saves: Vec<(u64, oneshot::Sender<Result<(), String>>)>,
     /// Whether this node leads, for RESP connections (HELLO's role).
     pub(super) leader_now: Arc<AtomicBool>,
+    /// Voters needed for a quorum now, for RESP's WAIT.
+    pub(super) quorum_now: Arc<std::sync::atomic::AtomicUsize>,
     /// Unix seconds of the last snapshot written (LASTSAVE), the start time before any.
     pub(super) last_save_unix_secs: Arc<AtomicU64>,
     /// The store's mutation count when the last snapshot was taken.
@@ -836,6 +838,7 @@ impl NodeTask {
                     self.node.membership()
                 );
                 self.follow_membership();
+                self.quorum_now.store(voters / 2 + 1, Ordering::Relaxed);
             }
             NodeEvent::PeerDeparted { peer } => {
                 tracing::info!("node {} is no longer a member", peer.0);
