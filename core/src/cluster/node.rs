@@ -137,6 +137,9 @@ pub(crate) struct Peer {
     pub needs_snapshot: bool,
     /// The snapshot being sent to it (leader).
     pub snapshot: Option<super::snapshot_transfer::OutgoingSnapshot>,
+    /// The shell said the connection to it broke (`handle_peer_lost`) and nothing has come
+    /// from it since: requests are not forwarded to it while it leads.
+    pub link_down: bool,
 }
 
 /// Which ids of a sender's forwarded requests were seen: the highest, and a bitmap of the
@@ -490,10 +493,25 @@ where
                 term: self.term,
             });
             if leader.is_some() {
-                // Requests held for want of a leader can go now.
-                self.tickets.end_where(|pending| {
-                    matches!(pending.wait, super::tickets::Wait::Leader).then_some(Ending::Resubmit)
-                });
+                self.resubmit_held_requests();
+            }
+        }
+    }
+
+    /// Requests held for want of a reachable leader can go now.
+    pub(crate) fn resubmit_held_requests(&mut self) {
+        self.tickets.end_where(|pending| {
+            matches!(pending.wait, super::tickets::Wait::Leader).then_some(Ending::Resubmit)
+        });
+    }
+
+    /// A frame came from `from`: it is alive, whatever the shell said of the link before.
+    fn note_heard_from(&mut self, from: NodeId) {
+        let leader = self.leader_id;
+        if let Some(peer) = self.peers.iter_mut().find(|p| p.id == from && p.link_down) {
+            peer.link_down = false;
+            if leader == Some(from) {
+                self.resubmit_held_requests();
             }
         }
     }
@@ -545,6 +563,7 @@ where
         // replaced must still vote for candidates that count it. Answers from nodes that are
         // not members are ignored by their handlers, which look the sender up among the
         // peers; so are forwarded requests.
+        self.note_heard_from(from);
         match message {
             PeerMessage::PreVote { term, last_log } => {
                 self.handle_pre_vote(now_ms, from, term.0, last_log)

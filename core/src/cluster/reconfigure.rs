@@ -201,6 +201,7 @@ where
                 held_index: None,
                 needs_snapshot: false,
                 snapshot: None,
+                link_down: false,
             });
         }
         if self.next_peer >= self.peers.len() {
