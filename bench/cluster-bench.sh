@@ -247,9 +247,10 @@ timeout 600 "$MEMDI" --addr "127.0.0.1:$mem_port" bench --csv --clients "$CLIENT
 sleep 1
 memdi_loaded="$(rss_kb "$mem_pid")"
 memdi_keys="$("$MEMDI" --addr "127.0.0.1:$mem_port" dbsize)"
-# The mappings with the most resident memory (the store and the in-memory log are one
-# anonymous mapping each, told apart by their sizes): size and resident MiB.
-python3 - "$mem_pid" >"$work/smaps.txt" <<'PY'
+# The mappings with the most resident memory, size and resident MiB (the store and the
+# in-memory log are anonymous mappings, which the kernel may merge when they are adjacent).
+smaps() {
+    python3 - "$1" <<'PY'
 import sys
 maps, cur = [], None
 for line in open(f"/proc/{sys.argv[1]}/smaps"):
@@ -262,10 +263,26 @@ for line in open(f"/proc/{sys.argv[1]}/smaps"):
 for m in sorted(maps, key=lambda m: -m.get("Rss", 0))[:5]:
     print(f"  mapping {m['name']:<14} size {m['Size'] / 1024:8.1f} MiB  resident {m.get('Rss', 0) / 1024:8.1f} MiB")
 PY
+}
+smaps "$mem_pid" >"$work/smaps.txt"
 say "memdi: RSS empty $memdi_empty kB, loaded $memdi_loaded kB, $memdi_keys keys (load $(load))"
 cat "$work/smaps.txt" >&2
+# The same keys without the in-memory log's pages: snapshot, restart from it (the store is
+# filled by the snapshot decoder and the log is empty).
+"$MEMDI" --addr "127.0.0.1:$mem_port" save >&2
 stop "$mem_pid"
 echo "mem,memdi,$memdi_keys,$memdi_empty,$memdi_loaded,," >>"$results"
+start_memdi mem "$mem_port" "$(free_port)" --snapshot-every 0 --fsync no \
+    --max-keys "$KEYS" --max-memory $((KEYS * 128))
+mem_pid="$last_pid"
+wait_memdi "$mem_port"
+sleep 1
+memdi_restored="$(rss_kb "$mem_pid")"
+memdi_keys="$("$MEMDI" --addr "127.0.0.1:$mem_port" dbsize)"
+say "memdi restarted from its snapshot: RSS $memdi_restored kB, $memdi_keys keys"
+smaps "$mem_pid" | sed 's/^/  restarted: /' >>"$work/smaps.txt"
+stop "$mem_pid"
+echo "mem,memdi-restarted,$memdi_keys,$memdi_empty,$memdi_restored,," >>"$results"
 
 rmem_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$rmem_port" --save '' --appendonly no \
@@ -344,7 +361,7 @@ for r in rows:
 print(open(sys.argv[3]).read().rstrip())
 print("\nfailover:")
 for line in open(sys.argv[2]):
-    if line.startswith("failover"):
+    if line.startswith("failover") or line.startswith("the leader's log"):
         print("  " + line.rstrip())
         if "open-loop" in line:
             median = float(line.split("median ")[1].split(" ms")[0])
