@@ -73,7 +73,7 @@ cleanup() {
     # The failover program writes the pid of each node it runs; it kills them itself, unless
     # it was killed first.
     for file in "$work"/*.pid; do
-        [ -e "$file" ] && kill -9 "$(cat "$file")" 2>/dev/null || true
+        if [ -e "$file" ]; then kill -9 "$(cat "$file")" 2>/dev/null || true; fi
     done
     for pid in "${pids[@]}"; do
         kill -9 "$pid" 2>/dev/null || true
@@ -168,7 +168,7 @@ bench_redis() {
         -d "$VALUE_BYTES" -r "$KEYSPACE" -P "$pipeline" -t set,get --csv 2>/dev/null |
         tr -d '"' | grep -v '^test,' |
         while IFS=, read -r test rps _avg _min p50 _p95 p99 max; do
-            test="$(echo "$test" | tr 'A-Z' 'a-z')"
+            test="$(echo "$test" | tr '[:upper:]' '[:lower:]')"
             echo "redis,1node,$test,-,$CLIENTS,$pipeline,$requests,0,$rps,$(python3 -c "print(round($p50*1000), round($p99*1000), '', round($max*1000), sep=',')")"
         done | tee -a "$results" | sed 's/^/cluster-bench: /' >&2
 }
