@@ -171,6 +171,10 @@ enum Command {
         /// The operation.
         #[arg(long, value_enum, default_value = "set")]
         op: BenchOp,
+        /// Print one CSV line instead of the text report: op, ack, clients, pipeline,
+        /// requests, errors, requests/s, then p50, p99, p99.9 and max latency in microseconds.
+        #[arg(long)]
+        csv: bool,
     },
 }
 
@@ -361,6 +365,7 @@ async fn bench(addr: &str, command: Command) -> Result<(), Failure> {
         keyspace,
         ack,
         op,
+        csv,
     } = command
     else {
         unreachable!("called with bench")
@@ -431,13 +436,27 @@ async fn bench(addr: &str, command: Command) -> Result<(), Failure> {
         Duration::from_micros(u64::from(latencies_us[at - 1]))
     };
     let done = latencies_us.len() as f64;
+    let rate = done / elapsed.as_secs_f64().max(1e-9);
+    if csv {
+        println!(
+            "{},{},{clients},{pipeline},{},{},{rate:.0},{},{},{},{}",
+            format!("{op:?}").to_lowercase(),
+            format!("{ack:?}").to_lowercase(),
+            latencies_us.len(),
+            errors.load(Ordering::Relaxed),
+            percentile(0.50).as_micros(),
+            percentile(0.99).as_micros(),
+            percentile(0.999).as_micros(),
+            percentile(1.0).as_micros()
+        );
+        return Ok(());
+    }
     println!(
         "{op:?}: {} requests, {clients} clients, pipeline {pipeline}, {value_size} B values, {key_size} B keys, ack {ack:?}",
         latencies_us.len()
     );
     println!(
-        "  {:.0} requests/s over {:.2} s; {} errors",
-        done / elapsed.as_secs_f64().max(1e-9),
+        "  {rate:.0} requests/s over {:.2} s; {} errors",
         elapsed.as_secs_f64(),
         errors.load(Ordering::Relaxed)
     );
