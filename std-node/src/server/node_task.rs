@@ -20,8 +20,8 @@
 //! Persistence: before any output, this task drains `poll_persist` into records for the disk
 //! writer, and every output given after them waits until the writer reports them durable
 //! ([`DiskLink`]); when it does, the core hears `handle_persisted`. The records of a whole
-//! batch go to the writer as one job, at the end of the drain (outputs given after records
-//! not yet handed over wait for that job). Checkpoints (a snapshot
+//! turn go to the writer as one job at its end (outputs given after records not yet handed
+//! over wait for that job): one wake-up of the writer per turn, not one per request. Checkpoints (a snapshot
 //! and a new log) are taken when the core asks (`StoreReplaced`), every
 //! `--snapshot-every` seconds, and at a clean shutdown.
 
@@ -275,6 +275,7 @@ impl NodeTask {
         // Everything restored came from the disk.
         self.node.handle_persisted(last_index);
         self.drain();
+        self.end_turn();
         let mut snapshot_tick =
             tokio::time::interval(Duration::from_secs(self.snapshot_every_secs.max(1)));
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -754,8 +755,9 @@ impl NodeTask {
         }
     }
 
-    /// Ends a turn: hands the records gathered to the disk writer, and each client's
-    /// gathered replies to its writer as one message.
+    /// Ends a turn (every pass of the main loop ends with it): hands the records gathered to
+    /// the disk writer as one job, and each client's gathered replies to its writer as one
+    /// message.
     fn end_turn(&mut self) {
         self.flush_persist();
         for (conn, frames) in self.client_out.drain() {
@@ -897,10 +899,8 @@ impl NodeTask {
                 self.log_event(event);
                 continue;
             }
-            self.flush_persist();
             return;
         }
-        self.flush_persist();
         tracing::error!("the core kept producing output for a million polls");
     }
 
