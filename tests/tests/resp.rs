@@ -482,3 +482,137 @@ fn pipelining_protocol_errors_and_the_output_limit() {
     );
     node.server.stop();
 }
+
+/// Reads one RESP2 reply (simple, error, integer or bulk) as its text: `+OK`, `-ERR ...`,
+/// `:3`, `$v` (a bulk's content) or `$nil`.
+fn read_reply(reader: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("reading a reply");
+    let line = line.trim_end_matches("\r\n").to_string();
+    match line.as_bytes().first() {
+        Some(b'$') if line == "$-1" => "$nil".into(),
+        Some(b'$') => {
+            let len: usize = line[1..].parse().expect("bulk length");
+            let mut bulk = vec![0; len + 2];
+            reader.read_exact(&mut bulk).expect("reading a bulk");
+            format!("${}", String::from_utf8_lossy(&bulk[..len]))
+        }
+        Some(b'+' | b'-' | b':') => line,
+        _ => panic!("unexpected reply line {line:?}"),
+    }
+}
+
+/// Pipelines `rounds` rounds of commands that take every path (answered by the RESP task
+/// itself, reads and quorum writes executed or forwarded, errors from the front and from
+/// the core) in one write, and checks that every answer comes in command order.
+fn pipeline_keeps_answer_order(port: u16, tag: &str, rounds: usize) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    let mut values = std::collections::HashMap::new();
+    let mut counter = 0;
+    for i in 0..rounds {
+        let key = format!("{tag}-k{}", i % 7);
+        let value = format!("v{i}");
+        requests.extend_from_slice(format!("SET {key} {value}\r\n").as_bytes());
+        expected.push("+OK".to_string());
+        values.insert(key.clone(), value.clone());
+        requests.extend_from_slice(format!("GET {key}\r\n").as_bytes());
+        expected.push(format!("${value}"));
+        requests.extend_from_slice(format!("INCR {tag}-counter\r\n").as_bytes());
+        counter += 1;
+        expected.push(format!(":{counter}"));
+        // An increment of a non-integer: the core's error, answered as a confirmed read.
+        requests.extend_from_slice(format!("INCR {key}\r\n").as_bytes());
+        expected.push("-ERR value is not an integer or out of range".into());
+        requests.extend_from_slice(format!("GET {tag}-absent\r\n").as_bytes());
+        expected.push("$nil".into());
+        if i % 5 == 0 {
+            // Answered by the RESP task without the core.
+            requests.extend_from_slice(b"PING\r\n");
+            expected.push("+PONG".into());
+            requests.extend_from_slice(b"NOSUCHCOMMAND x\r\n");
+            expected.push(
+                "-ERR unknown command 'NOSUCHCOMMAND', with args beginning with: 'x' ".into(),
+            );
+        }
+        if i % 11 == 0 {
+            requests.extend_from_slice(format!("DEL {tag}-k{}\r\n", (i + 3) % 7).as_bytes());
+            let deleted = values.remove(&format!("{tag}-k{}", (i + 3) % 7)).is_some();
+            expected.push(format!(":{}", u8::from(deleted)));
+        }
+    }
+    stream.write_all(&requests).unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    for (n, want) in expected.iter().enumerate() {
+        let got = read_reply(&mut reader);
+        assert_eq!(&got, want, "{tag}: reply {n} of {}", expected.len());
+    }
+}
+
+/// Pipelines mixing reads, quorum writes and errors are answered in command order, on the
+/// leader and through a follower (whose requests the leader executes), while the node task
+/// takes each read's commands as one batch and answers with one message per turn.
+#[test]
+fn pipelined_reads_quorum_writes_and_errors_keep_their_order() {
+    if !have_redis_cli() {
+        return;
+    }
+    let dir = temp_dir();
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let spec = peer_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<RespNode> = Vec::new();
+    for (i, &peer_port) in peer_ports.iter().enumerate() {
+        let mut node = RespNode::new(
+            i as u64 + 1,
+            dir.path(),
+            &[
+                "--cluster".into(),
+                spec.clone(),
+                "--ack".into(),
+                "quorum".into(),
+                "--fsync".into(),
+                "always".into(),
+            ],
+        );
+        node.server.peer_port = peer_port;
+        node.server.start();
+        nodes.push(node);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        let masters: Vec<usize> = (0..3)
+            .filter(|&i| nodes[i].cli(&["ROLE"]).lines().next() == Some("master"))
+            .collect();
+        let linked = nodes
+            .iter()
+            .filter(|node| {
+                node.cli(&["INFO", "replication"])
+                    .contains("master_link_status:up")
+            })
+            .count();
+        if masters.len() == 1 && linked == 2 {
+            break masters[0];
+        }
+        assert!(Instant::now() < deadline, "no leader in 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let follower = (leader + 1) % 3;
+    // Both at once: the node tasks interleave the two connections' batches.
+    let leader_port = nodes[leader].resp_port;
+    let follower_port = nodes[follower].resp_port;
+    let on_leader = std::thread::spawn(move || pipeline_keeps_answer_order(leader_port, "l", 300));
+    pipeline_keeps_answer_order(follower_port, "f", 300);
+    on_leader.join().expect("the leader's pipeline");
+    for node in &mut nodes {
+        node.server.stop();
+    }
+}

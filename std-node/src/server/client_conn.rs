@@ -3,7 +3,8 @@
 //! Each connection has a reader (this module's [`serve`]) and a writer task. The reader
 //! reads straight into the core's `FrameDecoder`, whose fixed buffer refuses an oversized
 //! frame header before any of its payload is buffered; such a connection gets an error frame
-//! and is closed, and no other connection notices. Backpressure: the reader waits when the
+//! and is closed, and no other connection notices. Every complete frame one read gives goes
+//! to the node task as one message (pipelined requests cost one channel hop per read). Backpressure: the reader waits when the
 //! node task's queue is full; the node task drops a client whose reply queue is full
 //! (it sent requests but does not read the answers).
 
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frames::error_frame;
-use super::node_task::{ClientLink, ConnId, Input, Outbound};
+use super::node_task::{ClientLink, ConnId, FrameBatch, Input, Outbound};
 
 /// Replies queued for one connection before the node task gives up on it.
 const REPLY_QUEUE: usize = 16 * 1024;
@@ -157,7 +158,7 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
             ReadOutcome::Eof => break,
             ReadOutcome::Idle => {
                 let frame = error_frame(0, ErrorCode::Timeout, "idle timeout: connection closed");
-                let _ = replies.send(Outbound::Frame(frame)).await;
+                let _ = replies.send(Outbound::Frames(frame)).await;
                 let _ = replies.send(Outbound::Close).await;
                 break;
             }
@@ -166,31 +167,41 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
                 break;
             }
         }
+        let mut frames = FrameBatch::default();
+        let mut failed = None;
         loop {
-            let payload = match decoder.next_frame() {
-                Ok(Some(payload)) => payload.to_vec(),
+            match decoder.next_frame() {
+                Ok(Some(payload)) if greeted => frames.push(payload),
+                Ok(Some(payload)) => {
+                    greeted = true;
+                    let input = Input::ClientHello {
+                        conn,
+                        payload: payload.to_vec(),
+                        link: link.clone(),
+                    };
+                    if settings.inputs.send(input).await.is_err() {
+                        break 'connection; // the node task has stopped
+                    }
+                }
                 Ok(None) => break,
                 Err(error) => {
-                    tracing::info!("client {conn}: {error}; closing the connection");
-                    let frame = error_frame(0, error.error_code(), &error.to_string());
-                    let _ = replies.send(Outbound::Frame(frame)).await;
-                    let _ = replies.send(Outbound::Close).await;
-                    break 'connection;
+                    failed = Some(error);
+                    break;
                 }
-            };
-            let input = if greeted {
-                Input::ClientFrame { conn, payload }
-            } else {
-                greeted = true;
-                Input::ClientHello {
-                    conn,
-                    payload,
-                    link: link.clone(),
-                }
-            };
+            }
+        }
+        if !frames.is_empty() {
+            let input = Input::ClientFrames { conn, frames };
             if settings.inputs.send(input).await.is_err() {
                 break 'connection; // the node task has stopped
             }
+        }
+        if let Some(error) = failed {
+            tracing::info!("client {conn}: {error}; closing the connection");
+            let frame = error_frame(0, error.error_code(), &error.to_string());
+            let _ = replies.send(Outbound::Frames(frame)).await;
+            let _ = replies.send(Outbound::Close).await;
+            break 'connection;
         }
     }
     // On shutdown the node task keeps the connection to deliver the answers to requests
@@ -238,8 +249,8 @@ pub async fn write_loop(
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Outbound::Frame(frame) => {
-                    if writer.write_all(&frame).await.is_err() {
+                Outbound::Frames(frames) => {
+                    if writer.write_all(&frames).await.is_err() {
                         break 'writing;
                     }
                 }

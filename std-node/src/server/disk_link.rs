@@ -8,6 +8,10 @@
 //! returns from a `handle_*` call itself (a reply, a forward) is treated as given after that
 //! call's persist items, because it may promise them (an append acknowledgement promises the
 //! entries, a vote the vote); the node task drains `poll_persist` before dispatching it.
+//!
+//! Records are gathered and handed to the writer as one job when the node task calls
+//! [`DiskLink::flush`] (once per batch of inputs). An output given while records are
+//! gathered but not yet handed over waits for the job they will go to, the next one.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::Sender;
@@ -246,9 +250,20 @@ impl DiskLink {
         Ok((seq, applied.index.0))
     }
 
+    /// The job an output given now waits for: the next one if records are gathered for
+    /// it, else the last one handed over.
+    fn wait_for(&self) -> u64 {
+        self.issued_seq + u64::from(!self.framed.is_empty())
+    }
+
     /// Whether an output given now must wait for the disk.
     fn must_wait(&self) -> bool {
-        self.issued_seq > self.durable_seq
+        self.wait_for() > self.durable_seq
+    }
+
+    /// Whether an output given now does not leave at once (it waits, or the writer failed).
+    pub fn holds_outputs(&self) -> bool {
+        self.failed || self.must_wait()
     }
 
     /// The writer has failed: from now on no output leaves.
@@ -265,7 +280,7 @@ impl DiskLink {
         }
         if self.must_wait() {
             self.gated.push_back(Gated {
-                seq: self.issued_seq,
+                seq: self.wait_for(),
                 to,
                 frame,
             });

@@ -42,3 +42,33 @@ pub fn peer_hello_frame(cluster_id: ClusterId, me: NodeId, max_frame_bytes: u32)
     out.truncate(len);
     out
 }
+
+/// The whole frames (headers included) in `bytes`, which holds whole frames back to back;
+/// stops at a torn one.
+pub fn split_frames(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let header: [u8; FRAME_HEADER_BYTES] = bytes.get(..FRAME_HEADER_BYTES)?.try_into().ok()?;
+        let len = FRAME_HEADER_BYTES + u32::from_le_bytes(header) as usize;
+        let frame = bytes.get(..len)?;
+        bytes = &bytes[len..];
+        Some(frame)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_frames_gives_each_whole_frame_in_order() {
+        let mut bytes = error_frame(1, ErrorCode::Busy, "one");
+        let second = error_frame(2, ErrorCode::Busy, "second");
+        bytes.extend_from_slice(&second);
+        bytes.extend_from_slice(&[9, 0, 0, 0, 1]); // torn
+        let frames: Vec<&[u8]> = split_frames(&bytes).collect();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], &error_frame(1, ErrorCode::Busy, "one")[..]);
+        assert_eq!(frames[1], &second[..]);
+        assert_eq!(split_frames(&[]).count(), 0);
+    }
+}

@@ -325,6 +325,7 @@ impl Prepared {
             shutdown: shutdown.clone(),
             out: vec![0; 2 * (sizes.max_frame_bytes as usize + 64)],
             clients: HashMap::new(),
+            client_out: HashMap::new(),
             held: HashMap::new(),
             checkpoint_in_flight: None,
             disk_failed: None,

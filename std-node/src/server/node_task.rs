@@ -2,18 +2,26 @@
 //!
 //! Connection tasks only cut byte streams into frames; every frame comes here over one
 //! bounded channel, and this task alone calls the core, so the protocol logic runs on one
-//! thread with no locks. After every `handle_*` call it drains the core's outputs
-//! (`poll_peer_transmit`, `poll_ticket_event`, `poll_event`) and re-arms its timer from
-//! `poll_timeout`, as the core's call order asks. Outputs go to per-connection writer tasks
-//! over channels; a writer writes whatever has queued up and flushes once, so replies to
-//! pipelined requests leave in batches.
+//! thread with no locks. A client connection sends every complete frame one read of its
+//! socket gave as one message ([`Input::ClientFrames`]); this task hands them to
+//! `handle_client_frame` one by one, in order, then drains the core's outputs
+//! (`poll_peer_transmit`, `poll_ticket_event`, `poll_event`) once for the batch, and
+//! re-arms its timer from `poll_timeout`, as the core's call order asks (the core's queues
+//! for these outputs do not fill from client frames: waiting requests end through the
+//! ticket table, which holds one ending per ticket, and appends are built when polled).
+//!
+//! Replies for one client produced in one turn of this task (one batch of inputs, one disk
+//! report, one timer) are gathered and given to the connection's writer as one message
+//! ([`Outbound::Frames`]), which it writes and flushes once.
 //!
 //! Waiting requests: the core keeps no variable-size data for them, so this task holds the
 //! bytes under each ticket ([`Held`]) and acts on the core's ticket events.
 //!
 //! Persistence: before any output, this task drains `poll_persist` into records for the disk
 //! writer, and every output given after them waits until the writer reports them durable
-//! ([`DiskLink`]); when it does, the core hears `handle_persisted`. Checkpoints (a snapshot
+//! ([`DiskLink`]); when it does, the core hears `handle_persisted`. The records of a whole
+//! turn go to the writer as one job at its end (outputs given after records not yet handed
+//! over wait for that job): one wake-up of the writer per turn, not one per request. Checkpoints (a snapshot
 //! and a new log) are taken when the core asks (`StoreReplaced`), every
 //! `--snapshot-every` seconds, and at a clean shutdown.
 
@@ -23,7 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memdi_core::cluster::{ClientAction, NodeEvent, PeerAction, Role, Ticket, TicketEvent};
-use memdi_core::wire::{decode, ClientMessage, ErrorCode, NodeId, Request, SaveReport, Sender};
+use memdi_core::wire::{
+    decode, encode, ClientMessage, EncodeError, ErrorCode, NodeId, Request, SaveReport, Sender,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -41,8 +51,8 @@ pub type ConnId = u64;
 /// What a connection's writer task is given.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Write these bytes (whole frames, headers included).
-    Frame(Vec<u8>),
+    /// Write these bytes: one or more whole frames, headers included, in order.
+    Frames(Vec<u8>),
     /// Flush, then close the connection.
     Close,
 }
@@ -68,12 +78,12 @@ pub enum Input {
         /// How to answer it.
         link: ClientLink,
     },
-    /// A later frame of a client connection.
-    ClientFrame {
+    /// Later frames of a client connection: every complete one a read gave, in order.
+    ClientFrames {
         /// The connection.
         conn: ConnId,
-        /// The frame's payload.
-        payload: Vec<u8>,
+        /// The frames' payloads.
+        frames: FrameBatch,
     },
     /// A client connection ended.
     ClientClosed {
@@ -115,6 +125,77 @@ pub enum Input {
     },
 }
 
+impl Input {
+    /// What it counts for toward `INPUT_BATCH`: a client frame 1, any other input (a peer
+    /// frame, which may cost a drain of its own) 16.
+    fn weight(&self) -> usize {
+        match self {
+            Input::ClientFrames { frames, .. } => frames.len().max(1),
+            _ => 16,
+        }
+    }
+}
+
+/// Frame payloads of one client connection, in order, in one buffer.
+#[derive(Debug, Default)]
+pub struct FrameBatch {
+    bytes: Vec<u8>,
+    /// Where each payload ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl FrameBatch {
+    /// Appends a payload.
+    pub fn push(&mut self, payload: &[u8]) {
+        self.bytes.extend_from_slice(payload);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Appends `message` encoded as a payload, trying buffers up to about twice `max_bytes`.
+    pub fn push_message(
+        &mut self,
+        message: &ClientMessage<'_>,
+        max_bytes: usize,
+    ) -> Result<(), EncodeError> {
+        let start = self.bytes.len();
+        let mut size = 256;
+        loop {
+            self.bytes.resize(start + size, 0);
+            match encode(message, &mut self.bytes[start..]) {
+                Ok(written) => {
+                    let end = start + written.len();
+                    self.bytes.truncate(end);
+                    self.ends.push(end);
+                    return Ok(());
+                }
+                Err(EncodeError::BufferFull) if size < max_bytes * 2 => size *= 4,
+                Err(error) => {
+                    self.bytes.truncate(start);
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// How many payloads it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The payloads, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.bytes[start..end])
+    }
+}
+
 /// What this task holds for a waiting request.
 #[derive(Debug)]
 pub(super) enum Held {
@@ -139,6 +220,8 @@ pub struct NodeTask {
     /// Scratch for the core's outputs.
     pub(super) out: Vec<u8>,
     pub(super) clients: HashMap<ConnId, ClientLink>,
+    /// Replies for each client gathered in this turn, sent as one message at its end.
+    pub(super) client_out: HashMap<ConnId, Vec<u8>>,
     pub(super) held: HashMap<Ticket, Held>,
     /// The checkpoint being written, if any (one at a time).
     pub(super) checkpoint_in_flight: Option<u64>,
@@ -182,8 +265,9 @@ pub(super) struct PendingSave {
 const LOG_REWRITE_BYTES: u64 = 256 << 20;
 /// How long a clean shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// Most inputs taken at once before the timer and the shutdown signal are looked at again.
-const INPUT_BATCH: usize = 256;
+/// Most input taken at once before the timer and the shutdown signal are looked at again,
+/// by [`Input::weight`]: 256 inputs, or 4,096 client frames.
+const INPUT_BATCH: usize = 4096;
 
 impl NodeTask {
     /// Runs until shutdown, then writes a final checkpoint.
@@ -193,6 +277,7 @@ impl NodeTask {
         // Everything restored came from the disk.
         self.node.handle_persisted(last_index);
         self.drain();
+        self.end_turn();
         let mut snapshot_tick =
             tokio::time::interval(Duration::from_secs(self.snapshot_every_secs.max(1)));
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -207,10 +292,14 @@ impl NodeTask {
                 report = self.disk.reports.recv() => self.disk_report(report),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
+                    let mut taken = input.weight();
                     self.handle_input(input);
-                    for _ in 1..INPUT_BATCH {
+                    while taken < INPUT_BATCH {
                         match self.inputs.try_recv() {
-                            Ok(input) => self.handle_input(input),
+                            Ok(input) => {
+                                taken += input.weight();
+                                self.handle_input(input);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -228,6 +317,7 @@ impl NodeTask {
                     }
                 }
             }
+            self.end_turn();
         }
         if let Some(error) = self.disk_failed.take() {
             return Err(ServerError::Disk(error));
@@ -264,7 +354,9 @@ impl NodeTask {
                 DiskReport::Failed { error } => return Err(ServerError::Disk(error)),
                 other => self.disk_report(Some(other)),
             }
+            self.end_turn();
         }
+        self.end_turn();
         for link in self.clients.values() {
             let _ = link.replies.try_send(Outbound::Close);
         }
@@ -430,7 +522,9 @@ impl NodeTask {
                     self.drain();
                 }
             }
+            self.end_turn();
         }
+        self.end_turn();
     }
 
     fn handle_input(&mut self, input: Input) {
@@ -441,11 +535,15 @@ impl NodeTask {
                 payload,
                 link,
             } => self.client_hello(conn, &payload, link),
-            Input::ClientFrame { conn, payload } => {
-                if self.clients.contains_key(&conn) {
-                    self.client_request(now, conn, &payload);
-                    self.drain();
+            Input::ClientFrames { conn, frames } => {
+                for payload in frames.iter() {
+                    // A reply that closes the connection drops the frames after it.
+                    if !self.clients.contains_key(&conn) {
+                        break;
+                    }
+                    self.client_request(now, conn, payload);
                 }
+                self.drain();
             }
             Input::ClientClosed { conn } => {
                 self.clients.remove(&conn);
@@ -536,7 +634,7 @@ impl NodeTask {
                     ErrorCode::Unauthorized,
                     "peers connect to the peer address, not the client address",
                 );
-                let _ = link.replies.try_send(Outbound::Frame(frame));
+                let _ = link.replies.try_send(Outbound::Frames(frame));
                 let _ = link.replies.try_send(Outbound::Close);
                 return;
             }
@@ -544,7 +642,7 @@ impl NodeTask {
         let (len, accepted) = self.node.handle_client_hello(payload, &mut self.out);
         let _ = link
             .replies
-            .try_send(Outbound::Frame(self.out[..len].to_vec()));
+            .try_send(Outbound::Frames(self.out[..len].to_vec()));
         if accepted {
             self.clients.insert(conn, link);
         } else {
@@ -600,6 +698,20 @@ impl NodeTask {
         self.send(Dest::Client(conn), frame);
     }
 
+    /// Sends the client frame the core wrote into `out[..len]`, without copying it twice
+    /// when it need not wait.
+    fn send_client_out(&mut self, conn: ConnId, len: usize) {
+        if self.disk.holds_outputs() {
+            let frame = self.out[..len].to_vec();
+            self.send_client(conn, frame);
+        } else if self.clients.contains_key(&conn) {
+            self.client_out
+                .entry(conn)
+                .or_default()
+                .extend_from_slice(&self.out[..len]);
+        }
+    }
+
     fn send_peer(&mut self, to: NodeId, frame: Vec<u8>) {
         self.send(Dest::Peer(to), frame);
     }
@@ -611,25 +723,26 @@ impl NodeTask {
         }
     }
 
-    /// Hands a frame (or, for `None`, a close) to a connection's writer.
+    /// Hands a frame (or, for `None`, a close) to a connection's writer: a client's frames
+    /// are gathered until the end of the turn ([`Self::end_turn`]).
     fn deliver(&mut self, to: Dest, frame: Option<Vec<u8>>) {
         match (to, frame) {
             (Dest::Client(conn), Some(frame)) => {
-                let Some(link) = self.clients.get(&conn) else {
+                if !self.clients.contains_key(&conn) {
                     return; // gone: its answer has nowhere to go
-                };
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    link.replies.try_send(Outbound::Frame(frame))
-                {
-                    tracing::warn!(
-                        "client connection {conn} does not read its replies; closing it"
-                    );
-                    link.close.cancel();
-                    self.clients.remove(&conn);
+                }
+                let gathered = self.client_out.entry(conn).or_default();
+                if gathered.is_empty() {
+                    *gathered = frame;
+                } else {
+                    gathered.extend_from_slice(&frame);
                 }
             }
             (Dest::Client(conn), None) => {
                 if let Some(link) = self.clients.remove(&conn) {
+                    if let Some(frames) = self.client_out.remove(&conn) {
+                        let _ = link.replies.try_send(Outbound::Frames(frames));
+                    }
                     let _ = link.replies.try_send(Outbound::Close);
                 }
             }
@@ -644,8 +757,28 @@ impl NodeTask {
         }
     }
 
-    /// Hands everything the core asks to persist to the disk writer, before any output
-    /// given after it is dispatched (the ordering rule).
+    /// Ends a turn (every pass of the main loop ends with it): hands the records gathered to
+    /// the disk writer as one job, and each client's gathered replies to its writer as one
+    /// message.
+    fn end_turn(&mut self) {
+        self.flush_persist();
+        for (conn, frames) in self.client_out.drain() {
+            let Some(link) = self.clients.get(&conn) else {
+                continue;
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                link.replies.try_send(Outbound::Frames(frames))
+            {
+                tracing::warn!("client connection {conn} does not read its replies; closing it");
+                link.close.cancel();
+                self.clients.remove(&conn);
+            }
+        }
+    }
+
+    /// Records everything the core asks to persist, before any output given after it is
+    /// dispatched (the ordering rule: outputs given now wait for the job these records go
+    /// to, which [`Self::flush_persist`] hands to the writer).
     fn drain_persist(&mut self) {
         while let Some(persist) = self.node.poll_persist() {
             if self.disk.record(&self.node, persist) {
@@ -662,6 +795,10 @@ impl NodeTask {
                 }
             }
         }
+    }
+
+    /// Hands the records gathered to the disk writer as one job.
+    fn flush_persist(&mut self) {
         if let Err(error) = self.disk.flush() {
             self.fail_disk(error.to_string());
             return;
@@ -687,8 +824,7 @@ impl NodeTask {
         self.drain_persist();
         match action {
             ClientAction::Reply { len, close } => {
-                let frame = self.out[..len].to_vec();
-                self.send_client(conn, frame);
+                self.send_client_out(conn, len);
                 if close {
                     self.close_client(conn);
                 }
@@ -741,8 +877,7 @@ impl NodeTask {
             }
             PeerAction::ClientReply { ticket, len } => {
                 if let Some(Held::Forwarded { conn }) = self.held.remove(&ticket) {
-                    let frame = self.out[..len].to_vec();
-                    self.send_client(conn, frame);
+                    self.send_client_out(conn, len);
                 }
             }
         }
@@ -845,5 +980,39 @@ impl NodeTask {
                 self.follow_membership();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use memdi_core::wire::{decode, ClientMessage, Request};
+
+    use super::FrameBatch;
+
+    #[test]
+    fn a_frame_batch_gives_back_its_payloads_in_order() {
+        let mut batch = FrameBatch::default();
+        assert!(batch.is_empty());
+        assert_eq!(batch.iter().count(), 0);
+        batch.push(b"one");
+        batch.push(b"");
+        let key = vec![b'k'; 5000]; // needs a larger buffer than the first one tried
+        let message = ClientMessage {
+            request_id: 7,
+            request: Request::Get {
+                key: &key,
+                read: memdi_core::wire::ReadConsistency::Linearizable,
+            },
+        };
+        batch.push_message(&message, 1 << 20).unwrap();
+        batch.push(b"three");
+        assert_eq!(batch.len(), 4);
+        let payloads: Vec<&[u8]> = batch.iter().collect();
+        assert_eq!(payloads[0], b"one");
+        assert_eq!(payloads[1], b"");
+        assert_eq!(payloads[3], b"three");
+        let decoded: ClientMessage<'_> = decode(payloads[2]).unwrap();
+        assert_eq!(decoded.request_id, 7);
+        assert!(matches!(decoded.request, Request::Get { key: k, .. } if k == &key[..]));
     }
 }

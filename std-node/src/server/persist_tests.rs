@@ -376,3 +376,45 @@ fn outputs_wait_for_the_records_given_before_them_body() {
     assert_eq!(index, Some(run.node.log().last_index()));
     run.stop();
 }
+
+/// Records gathered for the next job hold the outputs given after them, until that job is
+/// handed over and reported durable (the node task hands over a batch's records once).
+#[test]
+fn outputs_wait_for_records_not_yet_handed_over() {
+    on_a_large_stack(outputs_wait_for_records_not_yet_handed_over_body);
+}
+
+fn outputs_wait_for_records_not_yet_handed_over_body() {
+    use super::disk_link::Dest;
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start(dir.path());
+    run.lead();
+    run.settle();
+    assert!(!run.disk.holds_outputs());
+    assert!(run.disk.gate(Dest::Client(7), Some(vec![0])).is_some());
+    // Two writes' records gathered, not handed over: one job later.
+    run.set_unpersisted("a", "1");
+    run.set_unpersisted("b", "2");
+    while let Some(persist) = run.node.poll_persist() {
+        assert!(!run.disk.record(&run.node, persist));
+    }
+    assert_eq!(run.disk.pending_jobs(), 0);
+    assert!(run.disk.holds_outputs());
+    assert!(
+        run.disk.gate(Dest::Client(7), Some(vec![1])).is_none(),
+        "waits for the gathered records"
+    );
+    assert!(run.disk.gate(Dest::Client(7), Some(vec![2])).is_none());
+    run.disk.flush().unwrap();
+    assert_eq!(run.disk.pending_jobs(), 1, "one job for both writes");
+    let DiskReport::Durable { seq } = run.disk.reports.blocking_recv().unwrap() else {
+        panic!("expected a durable report");
+    };
+    let (released, index) = run.disk.durable(seq);
+    let frames: Vec<_> = released.into_iter().map(|gated| gated.frame).collect();
+    assert_eq!(frames, vec![Some(vec![1]), Some(vec![2])]);
+    assert_eq!(index, Some(run.node.log().last_index()));
+    run.node.handle_persisted(run.node.log().last_index());
+    assert!(!run.disk.holds_outputs());
+    run.stop();
+}

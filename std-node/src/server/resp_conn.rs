@@ -3,7 +3,9 @@
 //!
 //! A RESP connection registers with the node task exactly as a native client does (a
 //! `Hello` frame, then request frames), so forwarding, waiting for a quorum and every other
-//! rule of the core apply unchanged. One task per connection owns the socket, the parse
+//! rule of the core apply unchanged. The requests of every command one read of the socket
+//! gave go to the node task as one message, and the node task answers with one message of
+//! frames per turn, so a pipeline costs a few channel hops rather than two per command. One task per connection owns the socket, the parse
 //! buffer and the queue of commands awaiting answers:
 //! - pipelined commands are answered in order (answers from the core may arrive out of
 //!   order: a quorum write can still wait while a later read is answered);
@@ -18,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use memdi_core::wire::{
-    decode, encode, ClientMessage, ClusterId, EncodeError, Hello, Request, Response, Sender,
-    ServerMessage, FRAME_HEADER_BYTES,
+    decode, encode, ClientMessage, ClusterId, Hello, Request, Response, Sender, ServerMessage,
+    FRAME_HEADER_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,7 +29,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::node_task::{ClientLink, ConnId, Input, Outbound};
+use super::frames::split_frames;
+use super::node_task::{ClientLink, ConnId, FrameBatch, Input, Outbound};
 use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
 use crate::resp::encode::reply_bytes;
 use crate::resp::info::{info_text, write_role};
@@ -127,7 +130,7 @@ struct Outgoing<'c> {
     next_request_id: &'c mut u32,
     ids: &'c mut HashMap<u32, u64>,
     seq: u64,
-    payloads: &'c mut Vec<Vec<u8>>,
+    payloads: &'c mut FrameBatch,
     max_frame_bytes: usize,
     /// A request could not be encoded: the command is answered with an error instead.
     failed: bool,
@@ -141,24 +144,14 @@ impl RequestSink for Outgoing<'_> {
             request_id,
             request: *request,
         };
-        let mut size = 1024;
-        loop {
-            let mut buffer = vec![0; size];
-            match encode(&message, &mut buffer) {
-                Ok(bytes) => {
-                    let len = bytes.len();
-                    buffer.truncate(len);
-                    self.ids.insert(request_id, self.seq);
-                    self.payloads.push(buffer);
-                    return;
-                }
-                Err(EncodeError::BufferFull) if size < self.max_frame_bytes * 2 => size *= 4,
-                // Parse limits keep requests far below this size.
-                Err(error) => {
-                    tracing::error!("a RESP request could not be encoded: {error:?}");
-                    self.failed = true;
-                    return;
-                }
+        match self.payloads.push_message(&message, self.max_frame_bytes) {
+            Ok(()) => {
+                self.ids.insert(request_id, self.seq);
+            }
+            // Parse limits keep requests far below this size.
+            Err(error) => {
+                tracing::error!("a RESP request could not be encoded: {error:?}");
+                self.failed = true;
             }
         }
     }
@@ -205,7 +198,10 @@ impl Connection {
             .await
             .ok()?;
         match replies.recv().await {
-            Some(Outbound::Frame(frame)) => match decode_response(&frame) {
+            Some(Outbound::Frames(frames)) => match split_frames(&frames)
+                .next()
+                .and_then(decode_response)
+            {
                 Some((_, Response::HelloAck(_))) => {}
                 other => {
                     tracing::warn!("RESP client {addr}: the node refused the handshake: {other:?}");
@@ -282,38 +278,58 @@ impl Connection {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 },
-                reply = replies.recv() => match reply {
-                    Some(Outbound::Frame(frame)) => {
-                        let mut payloads = Vec::new();
-                        if let Some((request_id, response)) = decode_response(&frame) {
-                            if let Some(seq) = ids.remove(&request_id) {
-                                let slot = &mut pending[(seq - first_seq) as usize];
-                                let mut sink = Outgoing {
-                                    next_request_id: &mut next_request_id,
-                                    ids: &mut ids,
-                                    seq,
-                                    payloads: &mut payloads,
-                                    max_frame_bytes,
-                                    failed: false,
-                                };
-                                if let Some(job) = slot.job.as_mut() {
-                                    if let Some(reply) = job.on_response(&response, &mut sink) {
-                                        slot.reply = Some(reply);
-                                        slot.job = None;
-                                    } else if sink.failed {
-                                        slot.reply = Some(too_large());
-                                        slot.job = None;
+                reply = replies.recv() => {
+                    // Every message queued is taken now: the node task sends one per turn.
+                    let mut payloads = FrameBatch::default();
+                    let mut next = reply;
+                    let mut ended = false;
+                    loop {
+                        match next {
+                            Some(Outbound::Frames(bytes)) => {
+                                for frame in split_frames(&bytes) {
+                                    let Some((request_id, response)) = decode_response(frame)
+                                    else {
+                                        continue;
+                                    };
+                                    let Some(seq) = ids.remove(&request_id) else {
+                                        continue;
+                                    };
+                                    let slot = &mut pending[(seq - first_seq) as usize];
+                                    let mut sink = Outgoing {
+                                        next_request_id: &mut next_request_id,
+                                        ids: &mut ids,
+                                        seq,
+                                        payloads: &mut payloads,
+                                        max_frame_bytes,
+                                        failed: false,
+                                    };
+                                    if let Some(job) = slot.job.as_mut() {
+                                        if let Some(reply) = job.on_response(&response, &mut sink)
+                                        {
+                                            slot.reply = Some(reply);
+                                            slot.job = None;
+                                        } else if sink.failed {
+                                            slot.reply = Some(too_large());
+                                            slot.job = None;
+                                        }
                                     }
                                 }
                             }
+                            Some(Outbound::Close) | None => {
+                                ended = true;
+                                break;
+                            }
                         }
-                        if !send_all(settings, conn, payloads).await {
-                            break;
+                        match replies.try_recv() {
+                            Ok(more) => next = Some(more),
+                            Err(_) => break,
                         }
-                        continue;
                     }
-                    Some(Outbound::Close) | None => break,
-                },
+                    if ended || !send_all(settings, conn, payloads).await {
+                        break;
+                    }
+                    continue;
+                }
                 wrote = writer.write(&output[written..]), if written < output.len() => match wrote {
                     Ok(0) | Err(_) => break,
                     Ok(count) => {
@@ -328,7 +344,7 @@ impl Connection {
             }
             // New bytes: take every complete command.
             let mut consumed = 0;
-            let mut payloads = Vec::new();
+            let mut payloads = FrameBatch::default();
             while !closing && pending.len() < MAX_PENDING && ids.len() < MAX_PENDING {
                 let parsed = match parse(&input[consumed..], &settings.limits) {
                     Ok(Some(parsed)) => parsed,
@@ -358,7 +374,12 @@ impl Connection {
                     .facts
                     .commands_processed
                     .fetch_add(1, Ordering::Relaxed);
-                client.last_command = String::from_utf8_lossy(args[0]).to_lowercase();
+                // Most pipelines repeat one command: keep the name rather than allocate anew.
+                let same_name = args[0].is_ascii()
+                    && client.last_command.as_bytes().eq_ignore_ascii_case(args[0]);
+                if !same_name {
+                    client.last_command = String::from_utf8_lossy(args[0]).to_lowercase();
+                }
                 let seq = first_seq + pending.len() as u64;
                 let mut sink = Outgoing {
                     next_request_id: &mut next_request_id,
@@ -439,19 +460,16 @@ async fn finish(settings: &RespSettings, conn: ConnId) {
     }
 }
 
-/// Passes request payloads to the node task; false if it has stopped.
-async fn send_all(settings: &RespSettings, conn: ConnId, payloads: Vec<Vec<u8>>) -> bool {
-    for payload in payloads {
-        if settings
-            .inputs
-            .send(Input::ClientFrame { conn, payload })
-            .await
-            .is_err()
-        {
-            return false;
-        }
+/// Passes request payloads to the node task, as one message; false if it has stopped.
+async fn send_all(settings: &RespSettings, conn: ConnId, frames: FrameBatch) -> bool {
+    if frames.is_empty() {
+        return true;
     }
-    true
+    settings
+        .inputs
+        .send(Input::ClientFrames { conn, frames })
+        .await
+        .is_ok()
 }
 
 fn decode_response(frame: &[u8]) -> Option<(u32, Response<'_>)> {
