@@ -138,6 +138,20 @@ fn summarize(reports: &[RunReport]) -> String {
     )
 }
 
+/// Runs one seed; a harness panic (an answer the workload cannot take, say) names the seed
+/// and how to replay it before it unwinds.
+fn run_naming_the_seed(seed: u64) -> RunReport {
+    match std::panic::catch_unwind(|| run(seed)) {
+        Ok(report) => report,
+        Err(panic) => {
+            eprintln!(
+                "seed {seed} panicked; replay: MEMDI_SIM_FIRST_SEED={seed} MEMDI_SIM_SEEDS=1 cargo test -p memdi-tests --release --test simulation -- --nocapture"
+            );
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
 #[test]
 fn simulation() {
     let seeds = env_u64("MEMDI_SIM_SEEDS", 200);
@@ -149,7 +163,7 @@ fn simulation() {
                 scope.spawn(move || {
                     (first + t..first + seeds)
                         .step_by(threads as usize)
-                        .map(run)
+                        .map(run_naming_the_seed)
                         .collect::<Vec<_>>()
                 })
             })

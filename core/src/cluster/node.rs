@@ -340,6 +340,9 @@ where
         store.set_reclaim_expired(false);
         let membership = config.initial_membership();
         let applied = log.first_index() - 1;
+        // This life's ticket numbers: from the seed and the start time, so that a restarted
+        // node (same seed) does not reuse its previous life's (see `Tickets::starting_at`).
+        let seed_for_tickets = config.rng_seed ^ now_ms.rotate_left(23) ^ 0x0074_6963_6b65_7473;
         let mut node = Self {
             rng: Rng::new(config.rng_seed),
             config,
@@ -359,7 +362,7 @@ where
             clock: ClusterClock::new(),
             outbox: Deque::new(),
             events: Deque::new(),
-            tickets: Tickets::new(),
+            tickets: Tickets::starting_at(super::rng::Rng::new(seed_for_tickets).next_u64()),
             next_peer: 0,
             expiry_cursor: 0,
             read_round_requested: false,

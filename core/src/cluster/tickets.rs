@@ -100,7 +100,13 @@ pub(crate) struct Tickets<const N: usize> {
 }
 
 impl<const N: usize> Tickets<N> {
-    pub fn new() -> Self {
+    /// A table whose ticket numbers start at `first` (below 2^40). A node numbers the
+    /// requests it forwards with its tickets, so a restarted node must not reuse the numbers
+    /// of its previous life: an answer the leader sends late, for a request of that life,
+    /// would be taken as the answer to a new request with the same number (found by the
+    /// simulator: a GET answered with a compare-and-set's `VersionMismatch`). A node starts
+    /// its numbering at a point drawn from its seed and the time it starts.
+    pub fn starting_at(first: u64) -> Self {
         let mut free = Vec::new();
         for slot in (0..N.min(1 << 16)).rev() {
             let _ = free.push(slot as u16);
@@ -108,7 +114,7 @@ impl<const N: usize> Tickets<N> {
         Self {
             slots: [const { None }; N],
             free,
-            issued: 0,
+            issued: first & ((1 << 40) - 1),
             endings: Deque::new(),
         }
     }
@@ -210,7 +216,7 @@ mod tests {
     /// others ended (the slots are reused out of order) must still be found.
     #[test]
     fn scans_find_every_waiting_request_wherever_its_slot() {
-        let mut tickets: Tickets<8> = Tickets::new();
+        let mut tickets: Tickets<8> = Tickets::starting_at(0);
         let open = |tickets: &mut Tickets<8>, deadline_ms| {
             tickets
                 .open(ReplyTo::Client { request_id: 0 }, Wait::Leader, deadline_ms)
