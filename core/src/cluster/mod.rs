@@ -20,6 +20,8 @@ mod requests;
 mod rng;
 mod snapshot_transfer;
 mod status;
+#[cfg(test)]
+mod test_support;
 mod tickets;
 
 pub use command::{ApplyError, Command, Pairs};

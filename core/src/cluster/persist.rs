@@ -442,22 +442,8 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::cluster::LogLimits;
-    use crate::store::StoreLimits;
+    use crate::cluster::test_support::{self, log_limits, TestNode};
     use crate::wire::{decode, encode, ClusterId, FRAME_HEADER_BYTES};
-
-    type TestNode = Node<Vec<u8>, Vec<u8>, 8>;
-
-    const STORE: StoreLimits = StoreLimits {
-        max_keys: 16,
-        max_key_bytes: 16,
-        max_value_bytes: 16,
-        max_total_bytes: 1024,
-    };
-    const LOG: LogLimits = LogLimits {
-        max_entries: 16,
-        max_bytes: 1024,
-    };
 
     fn config() -> NodeConfig {
         let mut config =
@@ -467,10 +453,7 @@ mod tests {
     }
 
     fn parts() -> (Store<Vec<u8>>, Log<Vec<u8>>) {
-        (
-            Store::new(vec![0; STORE.memory_bytes().unwrap()], STORE, 1).unwrap(),
-            Log::new(vec![0; LOG.memory_bytes()], LOG).unwrap(),
-        )
+        (test_support::store(1), test_support::log(log_limits(1024)))
     }
 
     /// Asks `node` for its vote in `term` on behalf of `candidate`; returns whether granted.

@@ -339,8 +339,8 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    use crate::cluster::{ClientAction, Log, LogLimits, NodeConfig, TicketEvent};
-    use crate::store::{Store, StoreLimits};
+    use crate::cluster::test_support::{self, log_limits, TestNode};
+    use crate::cluster::{ClientAction, NodeConfig, TicketEvent};
     use crate::wire::{
         decode, encode, ClientMessage, ClusterId, ErrorCode, Expiry, NodeId, Request, Response,
         ServerMessage, SetCondition, WriteOptions, FRAME_HEADER_BYTES,
@@ -348,23 +348,10 @@ mod tests {
 
     use super::*;
 
-    type TestNode = Node<Vec<u8>, Vec<u8>, 8>;
-
-    const STORE: StoreLimits = StoreLimits {
-        max_keys: 16,
-        max_key_bytes: 16,
-        max_value_bytes: 16,
-        max_total_bytes: 1024,
-    };
-    const LOG: LogLimits = LogLimits {
-        max_entries: 16,
-        max_bytes: 2048,
-    };
-
     fn node(id: u64, voters: &[NodeId]) -> TestNode {
         let config = NodeConfig::new(NodeId(id), ClusterId(7), voters);
-        let store = Store::new(vec![0; STORE.memory_bytes().unwrap()], STORE, id).unwrap();
-        let log = Log::new(vec![0; LOG.memory_bytes()], LOG).unwrap();
+        let store = test_support::store(id);
+        let log = test_support::log(log_limits(2048));
         Node::new(config, store, log, 0)
     }
 
