@@ -34,6 +34,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 struct Totals {
     elections: u64,
     stale_stores: u64,
+    rollbacks: u64,
     snapshots: u64,
     quorum_writes: u64,
     leader_writes: u64,
@@ -65,6 +66,7 @@ fn summarize(reports: &[RunReport]) -> String {
         }
         t.elections += r.node_stats.elections_won;
         t.stale_stores += r.node_stats.stale_stores;
+        t.rollbacks += r.node_stats.rollbacks;
         t.snapshots += r.node_stats.snapshots_installed;
         t.restarts += r.node_stats.restarts;
         t.checkpoints += r.node_stats.checkpoints;
@@ -98,7 +100,8 @@ fn summarize(reports: &[RunReport]) -> String {
         "seeds: {}\n\
          faults injected: {}\n\
          network: {} packets dropped, {} duplicated, {} blocked by partitions\n\
-         elections won: {}; deposed leaders with a stale store: {}; snapshots installed: {}\n\
+         elections won: {}; deposed leaders rolled back by their undo journal: {}; \
+         with a stale store: {}; snapshots installed: {}\n\
          restarts from disk: {}; checkpoints written: {}\n\
          membership: {} changes taken by nodes; at the end, {} added nodes are voters, {} \
          learners, and {} bootstrap voters were removed\n\
@@ -113,6 +116,7 @@ fn summarize(reports: &[RunReport]) -> String {
         t.duplicated,
         t.blocked,
         t.elections,
+        t.rollbacks,
         t.stale_stores,
         t.snapshots,
         t.restarts,

@@ -23,6 +23,7 @@ mod status;
 #[cfg(test)]
 mod test_support;
 mod tickets;
+mod undo;
 
 pub use command::{ApplyError, Command, Pairs};
 pub use config::{NodeConfig, MAX_MEMBERS};

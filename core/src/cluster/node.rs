@@ -72,11 +72,20 @@ pub enum NodeEvent {
         /// The entry.
         index: u64,
     },
-    /// This node had applied entries that a new leader discarded: its store will be
-    /// replaced by a snapshot from the leader.
+    /// This node had applied entries that a new leader discarded, and could not undo
+    /// them (no undo journal, or it had given up on them): its store will be replaced by
+    /// a snapshot from the leader.
     StoreStale {
         /// The term.
         term: u64,
+    },
+    /// This node had applied entries that a new leader discarded, and undid them with its
+    /// undo journal: its store is as after entry `from - 1`.
+    RolledBack {
+        /// The first entry undone.
+        from: u64,
+        /// How many entries were undone.
+        entries: u64,
     },
     /// A snapshot was installed: the store now reflects the log through `index`.
     SnapshotInstalled {
@@ -325,6 +334,9 @@ pub struct Node<M, L, const TICKETS: usize> {
     pub(crate) membership_index: u64,
     /// Whether this node votes in `membership`.
     pub(crate) voter: bool,
+    /// What entries applied before they committed overwrote (see `undo`), once the shell
+    /// gave memory for it.
+    pub(crate) undo: Option<super::undo::UndoJournal<L>>,
 }
 
 impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
@@ -378,10 +390,24 @@ where
             membership,
             membership_index: 0,
             voter: false,
+            undo: None,
         };
         node.adopt_membership(now_ms);
         node.reset_election_deadline(now_ms);
         node
+    }
+
+    /// Gives the node `memory` for its undo journal (see `undo`): with it, a deposed
+    /// leader undoes the writes a new leader discarded instead of waiting for a snapshot,
+    /// and a cluster whose only complete logs are on such nodes can still elect one. Size it
+    /// for the writes a leader holds uncommitted (their keys and the values they replace);
+    /// what does not fit falls back to the snapshot. Effects already in the store (a
+    /// restored node's) cannot be undone.
+    pub fn set_undo_memory(&mut self, memory: L) {
+        self.undo = Some(super::undo::UndoJournal::new(
+            memory,
+            self.applied_index + 1,
+        ));
     }
 
     /// This node's id.
@@ -755,6 +781,38 @@ where
         self.apply_through(self.commit_index);
     }
 
+    /// Leader: records in the undo journal what `command`, about to be applied as the next
+    /// entry, overwrites.
+    pub(crate) fn journal_next(&mut self, command: &Command<'_>) {
+        let index = self.applied_index + 1;
+        journal_command(
+            self.undo.as_mut(),
+            &self.store,
+            self.commit_index,
+            index,
+            command,
+        );
+    }
+
+    /// Follower: entries from `from` on, some of them applied, are being replaced by a new
+    /// leader's. Undoes them with the journal if it can; otherwise the store is stale
+    /// until a snapshot replaces it (the log stays: it is a valid Raft log and may hold
+    /// committed entries a majority needs).
+    pub(crate) fn roll_back_store(&mut self, from: u64) {
+        let entries = self.applied_index + 1 - from;
+        let rolled_back = match self.undo.as_mut() {
+            Some(undo) => undo.roll_back(&mut self.store, from).is_ok(),
+            None => false,
+        };
+        if rolled_back {
+            self.applied_index = from - 1;
+            self.push_event(NodeEvent::RolledBack { from, entries });
+        } else {
+            self.store_stale = true;
+            self.push_event(NodeEvent::StoreStale { term: self.term });
+        }
+    }
+
     /// Applies the entries after the applied index up to `last`.
     pub(crate) fn apply_through(&mut self, last: u64) {
         if self.store_stale {
@@ -766,12 +824,64 @@ where
                 break;
             };
             let failed = match Command::decode(bytes) {
-                Ok(command) => command.apply(&mut self.store).is_err(),
+                Ok(command) => {
+                    if index > self.commit_index {
+                        // A new leader's entries not yet known committed.
+                        let committed = self.commit_index;
+                        journal_command(
+                            self.undo.as_mut(),
+                            &self.store,
+                            committed,
+                            index,
+                            &command,
+                        );
+                    }
+                    command.apply(&mut self.store).is_err()
+                }
                 Err(_) => true,
             };
             self.applied_index = index;
             if failed {
                 self.push_event(NodeEvent::ApplyFailed { index });
+            }
+        }
+    }
+}
+
+/// Records in `undo` what applying `command` as entry `index` will overwrite, after
+/// forgetting the records of entries through `committed`.
+pub(crate) fn journal_command<M, L>(
+    undo: Option<&mut super::undo::UndoJournal<L>>,
+    store: &Store<M>,
+    committed: u64,
+    index: u64,
+    command: &Command<'_>,
+) where
+    M: AsRef<[u8]> + AsMut<[u8]>,
+    L: AsRef<[u8]> + AsMut<[u8]>,
+{
+    let Some(undo) = undo else {
+        return;
+    };
+    undo.forget_through(committed);
+    let version = store.last_version();
+    match *command {
+        Command::Noop | Command::Members { .. } => {}
+        Command::Put { key, .. } | Command::Delete { key } => {
+            undo.save(index, version, key, store.get(key, 0));
+        }
+        Command::PutMany { pairs } => {
+            for (key, _) in super::command::Pairs::new(pairs).into_iter().flatten() {
+                if !undo.save(index, version, key, store.get(key, 0)) {
+                    break;
+                }
+            }
+        }
+        Command::Clear => {
+            for entry in store.iter() {
+                if !undo.save(index, version, entry.key, Some(entry)) {
+                    break;
+                }
             }
         }
     }

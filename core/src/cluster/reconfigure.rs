@@ -337,13 +337,12 @@ where
 #[cfg(test)]
 mod tests {
     use std::vec;
-    use std::vec::Vec;
 
-    use crate::cluster::test_support::{self, log_limits, TestNode};
-    use crate::cluster::{ClientAction, NodeConfig, TicketEvent};
+    use crate::cluster::test_support::{self, log_limits, Net, TestNode};
+    use crate::cluster::NodeConfig;
     use crate::wire::{
-        decode, encode, ClientMessage, ClusterId, ErrorCode, Expiry, NodeId, Request, Response,
-        ServerMessage, SetCondition, WriteOptions, FRAME_HEADER_BYTES,
+        decode, encode, ClusterId, ErrorCode, Expiry, NodeId, Request, Response, ServerMessage,
+        SetCondition, WriteOptions,
     };
 
     use super::*;
@@ -355,90 +354,9 @@ mod tests {
         Node::new(config, store, log, 0)
     }
 
-    /// Nodes wired to each other by a lossless network, and a clock.
-    struct Net {
-        nodes: Vec<TestNode>,
-        now_ms: u64,
-        /// Answers to the test's requests, by node index, once released.
-        answers: Vec<Vec<u8>>,
-        /// Answers waiting on tickets: (node index, ticket, bytes).
-        held: Vec<(usize, crate::cluster::Ticket, Vec<u8>)>,
-    }
-
-    impl Net {
-        fn at(&self, id: u64) -> usize {
-            self.nodes
-                .iter()
-                .position(|n| n.id() == NodeId(id))
-                .unwrap()
-        }
-
-        /// Delivers every frame and fires every timer, for `ms` of simulated time.
-        fn run(&mut self, ms: u64) {
-            let end = self.now_ms + ms;
-            let mut out = vec![0u8; 1 << 16];
-            while self.now_ms < end {
-                self.now_ms += 1;
-                let now = self.now_ms;
-                for i in 0..self.nodes.len() {
-                    if self.nodes[i].poll_timeout() <= now {
-                        self.nodes[i].handle_timeout(now);
-                    }
-                }
-                // Bounded: a node's outputs are finite at each instant.
-                for _ in 0..1_000 {
-                    let mut moved = false;
-                    for i in 0..self.nodes.len() {
-                        while let Some(event) = self.nodes[i].poll_ticket_event(&mut out) {
-                            if let TicketEvent::Release { ticket } = event {
-                                if let Some(at) =
-                                    self.held.iter().position(|h| h.0 == i && h.1 == ticket)
-                                {
-                                    let (_, _, bytes) = self.held.remove(at);
-                                    self.answers.push(bytes);
-                                }
-                            }
-                        }
-                        while self.nodes[i].poll_event().is_some() {}
-                        if let Some((to, len)) = self.nodes[i].poll_peer_transmit(now, &mut out) {
-                            moved = true;
-                            let from = self.nodes[i].id();
-                            let payload = out[FRAME_HEADER_BYTES..len].to_vec();
-                            let Some(j) = self.nodes.iter().position(|n| n.id() == to) else {
-                                continue;
-                            };
-                            let mut reply = vec![0u8; 1 << 16];
-                            self.nodes[j].handle_peer_frame(now, from, &payload, &mut reply);
-                        }
-                    }
-                    if !moved {
-                        break;
-                    }
-                }
-            }
-        }
-
-        /// Sends `request` to node `id`; returns the answer if it came at once.
-        fn request(&mut self, id: u64, request: Request<'_>) -> Option<Response<'static>> {
-            let message = ClientMessage {
-                request_id: 1,
-                request,
-            };
-            let mut payload = [0u8; 256];
-            let len = encode(&message, &mut payload).unwrap().len();
-            let mut out = vec![0u8; 1 << 16];
-            let i = self.at(id);
-            let now = self.now_ms;
-            match self.nodes[i].handle_client_frame(now, &payload[..len], &mut out) {
-                ClientAction::Reply { len, .. } => Some(to_response(&out[FRAME_HEADER_BYTES..len])),
-                ClientAction::Wait { ticket, len } => {
-                    self.held
-                        .push((i, ticket, out[FRAME_HEADER_BYTES..len].to_vec()));
-                    None
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+    /// Sends `request` to node `id`; returns the answer if it came at once.
+    fn ask(net: &mut Net, id: u64, request: Request<'_>) -> Option<Response<'static>> {
+        net.request(id, request).map(|bytes| to_response(&bytes))
     }
 
     /// Decodes an answer, keeping only what the tests look at.
@@ -472,17 +390,13 @@ mod tests {
     /// the first node removes itself: the joined node leads alone.
     #[test]
     fn a_node_joins_is_promoted_and_the_first_leader_leaves() {
-        let mut net = Net {
-            nodes: vec![node(1, &[NodeId(1)]), node(2, &[])],
-            now_ms: 0,
-            answers: Vec::new(),
-            held: Vec::new(),
-        };
+        let mut net = Net::new(vec![node(1, &[NodeId(1)]), node(2, &[])]);
         net.run(1_000);
         assert_eq!(net.nodes[0].role(), Role::Leader);
-        assert!(net.request(1, set(b"before")).is_some());
+        assert!(ask(&mut net, 1, set(b"before")).is_some());
 
-        let joined = net.request(
+        let joined = ask(
+            &mut net,
             1,
             Request::AddMember {
                 node_id: NodeId(2),
@@ -513,7 +427,7 @@ mod tests {
                 },
             )
             .is_none());
-        let busy = net.request(1, Request::RemoveMember { node_id: NodeId(3) });
+        let busy = ask(&mut net, 1, Request::RemoveMember { node_id: NodeId(3) });
         assert!(
             matches!(busy, Some(Response::Error(e)) if e.code == ErrorCode::Busy),
             "{busy:?}"
@@ -537,7 +451,7 @@ mod tests {
         assert_ne!(net.nodes[0].role(), Role::Leader);
         assert_eq!(net.nodes[1].role(), Role::Leader);
         assert_eq!(net.nodes[1].membership().len(), 1);
-        assert!(net.request(2, set(b"after")).is_some());
+        assert!(ask(&mut net, 2, set(b"after")).is_some());
     }
 
     /// Feeds node `to` a peer message from `from`.
@@ -555,12 +469,7 @@ mod tests {
     #[test]
     fn a_new_leader_changes_nothing_before_committing_in_its_term() {
         use crate::wire::{AppendOutcome, LogIndex, PeerMessage, Term};
-        let mut net = Net {
-            nodes: vec![node(1, &[NodeId(1), NodeId(2)])],
-            now_ms: 0,
-            answers: Vec::new(),
-            held: Vec::new(),
-        };
+        let mut net = Net::new(vec![node(1, &[NodeId(1), NodeId(2)])]);
         // Node 2 exists only as the messages fed here: node 1 wins its votes.
         net.now_ms = net.nodes[0].poll_timeout();
         let now = net.now_ms;
@@ -586,7 +495,7 @@ mod tests {
             node_id: NodeId(3),
             address: b"n3:7380",
         };
-        let refused = net.request(1, add);
+        let refused = ask(&mut net, 1, add);
         assert!(
             matches!(refused, Some(Response::Error(e)) if e.code == ErrorCode::Busy),
             "reconfigured before its no-op committed: {refused:?}"
@@ -606,7 +515,10 @@ mod tests {
             },
         );
         assert_eq!(net.nodes[0].commit_index(), last);
-        assert!(net.request(1, add).is_none(), "waits for node 2 to commit");
+        assert!(
+            ask(&mut net, 1, add).is_none(),
+            "waits for node 2 to commit"
+        );
         assert!(net.nodes[0].membership().get(NodeId(3)).is_some());
 
         // A learner's acknowledgement commits nothing; a voter's does.
@@ -626,14 +538,9 @@ mod tests {
 
     #[test]
     fn the_last_voter_cannot_be_removed() {
-        let mut net = Net {
-            nodes: vec![node(1, &[NodeId(1)])],
-            now_ms: 0,
-            answers: Vec::new(),
-            held: Vec::new(),
-        };
+        let mut net = Net::new(vec![node(1, &[NodeId(1)])]);
         net.run(1_000);
-        let refused = net.request(1, Request::RemoveMember { node_id: NodeId(1) });
+        let refused = ask(&mut net, 1, Request::RemoveMember { node_id: NodeId(1) });
         assert!(
             matches!(refused, Some(Response::Error(e)) if e.code == ErrorCode::Unsupported),
             "{refused:?}"

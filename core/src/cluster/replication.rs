@@ -103,6 +103,7 @@ where
         command: Command<'_>,
     ) -> Result<u64, ProposeError> {
         self.make_room(&command)?;
+        self.journal_next(&command);
         // Noop and Delete cannot fail; a Put is checked by the caller before proposing.
         let _ = command.apply(&mut self.store);
         let index = self.append_applied(&command)?;
@@ -352,11 +353,8 @@ where
                 Some(_) => {
                     if index <= self.applied_index && !self.store_stale {
                         // This node (a former leader) applied entries that are being
-                        // replaced: its store no longer matches the log. It keeps its log,
-                        // which is a valid Raft log and may hold committed entries a
-                        // majority needs, and gets its store back from a snapshot.
-                        self.store_stale = true;
-                        self.push_event(NodeEvent::StoreStale { term: self.term });
+                        // replaced.
+                        self.roll_back_store(index);
                     }
                     self.log.truncate_from(index);
                     self.note_truncated(now_ms, index);
@@ -566,6 +564,13 @@ where
             return false;
         };
         let command = Command::Delete { key };
+        super::node::journal_command(
+            self.undo.as_mut(),
+            &self.store,
+            self.commit_index,
+            self.applied_index + 1,
+            &command,
+        );
         let Ok(index) = self
             .log
             .append_with(self.term, len, |out| command.encode(out))

@@ -1146,9 +1146,10 @@ where
             if let Err(error) = self.make_room(&command) {
                 return WriteOutcome::immediate(propose_error(error));
             }
-            let applied = command
-                .check(&self.store)
-                .and_then(|()| command.apply(&mut self.store));
+            let applied = command.check(&self.store).and_then(|()| {
+                self.journal_next(&command);
+                command.apply(&mut self.store)
+            });
             match applied {
                 Ok(()) => {
                     let version = self.store.last_version();

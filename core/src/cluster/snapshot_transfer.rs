@@ -289,6 +289,9 @@ where
             self.applied_index = 0;
             self.applied_term = None;
             self.store_stale = true;
+            if let Some(undo) = self.undo.as_mut() {
+                undo.reset(u64::MAX);
+            }
             self.incoming = Some(IncomingSnapshot {
                 id: snapshot_id,
                 leader: from,
@@ -333,6 +336,10 @@ where
                     self.applied_term =
                         (meta.log_index > incoming.base.index.0).then_some(meta.term);
                     self.store_stale = false;
+                    if let Some(undo) = self.undo.as_mut() {
+                        // The store's effects past the base came with it, unrecorded.
+                        undo.reset(self.applied_index + 1);
+                    }
                     self.store_replaced = true;
                     self.persisted_index = 0;
                     self.push_event(NodeEvent::SnapshotInstalled {

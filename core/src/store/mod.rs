@@ -465,17 +465,18 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         }
     }
 
-    /// Writes `value` under `key` (whose `hash` and `lookup` the caller computed), with the
-    /// next version. The caller has checked sizes and room, so this cannot fail.
+    /// Writes `value` under `key` (whose `hash` and `lookup` the caller computed) with
+    /// `version`, which becomes the counter's. The caller has checked sizes and room, so
+    /// this cannot fail.
     fn write_checked(
         &mut self,
         key: &[u8],
         hash: u64,
         lookup: Lookup,
         value: &[u8],
+        version: u64,
         expires_at_ms: Option<u64>,
     ) -> u64 {
-        let version = self.last_version + 1;
         let header = RecordHeader {
             key_len: key.len(),
             value_len: value.len(),
@@ -672,8 +673,36 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         };
         let header_len = record_bytes(key.len(), value.len(), expires_at_ms.is_some());
         self.check_room(lookup, header_len.map_or(usize::MAX, |len| len as usize))?;
-        let version = self.write_checked(key, hash, lookup, value, expires_at_ms);
+        let version = self.last_version + 1;
+        self.write_checked(key, hash, lookup, value, version, expires_at_ms);
         Ok(SetOutcome::Stored { version })
+    }
+
+    /// Puts `entry` back exactly as it was, version and expiry included, leaving the
+    /// version counter alone: an undo, for a replica rolling back writes it applied before
+    /// they committed (the caller restores the counter once it is done). Changes nothing
+    /// if the record does not fit, which cannot happen when undoing in reverse order.
+    pub fn restore(&mut self, entry: Entry<'_>) -> Result<(), WriteError> {
+        self.check_sizes(entry.key.len(), entry.value.len())?;
+        let hash = self.hash(entry.key);
+        let lookup = self.lookup(entry.key, hash);
+        let len = record_bytes(
+            entry.key.len(),
+            entry.value.len(),
+            entry.expires_at_ms.is_some(),
+        );
+        self.check_room(lookup, len.map_or(usize::MAX, |len| len as usize))?;
+        let last_version = self.last_version;
+        self.write_checked(
+            entry.key,
+            hash,
+            lookup,
+            entry.value,
+            entry.version,
+            entry.expires_at_ms,
+        );
+        self.last_version = last_version;
+        Ok(())
     }
 
     /// Checks, without changing anything, that writing every `(key, value)` of `puts` in

@@ -49,6 +49,10 @@ const INPUT_QUEUE: usize = 8192;
 const LOG_ENTRIES: u32 = 1 << 16;
 /// Bytes of the replication log, at least.
 const LOG_BYTES: u32 = 64 << 20;
+/// Bytes of the undo journal (what a leader's uncommitted writes overwrote, so that a
+/// deposed leader rolls back instead of waiting for a snapshot): as much as the log, which
+/// bounds the writes a leader holds uncommitted. Pages are touched only when used.
+const UNDO_BYTES: usize = 64 << 20;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +175,9 @@ impl Prepared {
         node_config.max_append_bytes = sizes.max_append_bytes;
         node_config.max_frame_bytes = sizes.max_frame_bytes;
         let clock = Clock::start();
-        let restored = restore::restore(&config.data_dir, store, log, node_config, clock.now_ms())?;
+        let mut restored =
+            restore::restore(&config.data_dir, store, log, node_config, clock.now_ms())?;
+        restored.node.set_undo_memory(vec![0; UNDO_BYTES]);
         if config.join.is_some()
             && join::JoinPlan::for_node(config.node_id, restored.node.membership())
                 == join::JoinPlan::Refuse

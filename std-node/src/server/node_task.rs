@@ -956,6 +956,9 @@ impl NodeTask {
             NodeEvent::StoreStale { term } => tracing::warn!(
                 "term {term}: a new leader discarded entries this node applied; its store waits for a snapshot"
             ),
+            NodeEvent::RolledBack { from, entries } => tracing::warn!(
+                "a new leader discarded entries {from}.. that this node applied: {entries} undone"
+            ),
             NodeEvent::SnapshotInstalled { index } => {
                 tracing::info!("snapshot from the leader installed through entry {index}")
             }

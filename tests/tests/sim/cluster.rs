@@ -57,6 +57,8 @@ enum Held {
 pub struct NodeStats {
     pub elections_won: u64,
     pub stale_stores: u64,
+    /// Deposed leaders that undid their uncommitted writes with the undo journal.
+    pub rollbacks: u64,
     pub snapshots_installed: u64,
     pub apply_failures: u64,
     pub checkpoints: u64,
@@ -76,6 +78,8 @@ pub struct SimNode {
     pub disk: Disk,
     config: NodeConfig,
     hash_seed: u64,
+    /// Bytes of undo journal the node gets at every start (0: none).
+    undo_bytes: usize,
     next_checkpoint_ms: u64,
     held: HashMap<Ticket, Held>,
     out: Vec<u8>,
@@ -124,6 +128,13 @@ impl Cluster {
     /// with no membership, waiting to be added.
     pub fn new(seed: u64, size: u64, spares: u64) -> Self {
         let voters: Vec<NodeId> = (1..=size).map(NodeId).collect();
+        // A quarter of the runs without an undo journal (deposed leaders wait for a
+        // snapshot), a quarter with one so small it gives up often, the rest with room.
+        let undo_bytes = match seed % 4 {
+            0 => 0,
+            1 => 300,
+            _ => 16 * 1024,
+        };
         let nodes = (1..=size + spares)
             .map(NodeId)
             .map(|id| {
@@ -140,9 +151,14 @@ impl Cluster {
                 )
                 .unwrap();
                 let log = Log::new(vec![0; LOG_LIMITS.memory_bytes()], LOG_LIMITS).unwrap();
+                let mut core = Node::new(config.clone(), store, log, 0);
+                if undo_bytes > 0 {
+                    core.set_undo_memory(vec![0; undo_bytes]);
+                }
                 SimNode {
                     id: id.0,
-                    core: Node::new(config.clone(), store, log, 0),
+                    core,
+                    undo_bytes,
                     paused: false,
                     crashed: false,
                     disk: Disk::default(),
@@ -394,6 +410,7 @@ impl Cluster {
                         role: Role::Leader, ..
                     } => self.observed.stats.elections_won += 1,
                     NodeEvent::StoreStale { .. } => self.observed.stats.stale_stores += 1,
+                    NodeEvent::RolledBack { .. } => self.observed.stats.rollbacks += 1,
                     NodeEvent::MembershipChanged { .. } => {
                         self.observed.stats.membership_changes += 1
                     }
@@ -537,7 +554,12 @@ impl Cluster {
                 .disk
                 .restore(node.config.clone(), node.hash_seed, self.now_ms)
             {
-                Ok(core) => node.core = core,
+                Ok(mut core) => {
+                    if node.undo_bytes > 0 {
+                        core.set_undo_memory(vec![0; node.undo_bytes]);
+                    }
+                    node.core = core;
+                }
                 Err(error) => self.observed.violations.push(format!(
                     "node {id} could not restart from its disk: {error}"
                 )),
