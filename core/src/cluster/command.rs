@@ -106,6 +106,15 @@ impl<'a> Command<'a> {
         }
     }
 
+    /// Whether an entry's bytes change nothing in the store (a leader's no-op, a
+    /// membership change): undoing such an entry needs nothing.
+    pub(crate) fn leaves_store_alone(bytes: &[u8]) -> bool {
+        matches!(
+            Command::decode(bytes),
+            Ok(Command::Noop | Command::Members { .. })
+        )
+    }
+
     /// Decodes an entry's bytes. Only the canonical encoding is accepted (postcard also
     /// reads overlong varints), so that a change has one byte form in every log and snapshot.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ApplyError> {

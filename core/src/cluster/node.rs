@@ -800,13 +800,29 @@ where
     /// committed entries a majority needs).
     pub(crate) fn roll_back_store(&mut self, from: u64) {
         let entries = self.applied_index + 1 - from;
-        let rolled_back = match self.undo.as_mut() {
-            Some(undo) => undo.roll_back(&mut self.store, from).is_ok(),
-            None => false,
+        let undone = match self.undo.as_mut() {
+            Some(undo) => undo.roll_back(&mut self.store, from).ok(),
+            None => None,
         };
-        if rolled_back {
+        // Entries that changed nothing (no-ops, membership changes) need no undoing, journal
+        // or not (found by the simulator: a leader deposed just after proposing a
+        // membership change had to wait for a snapshot).
+        let changed_nothing = || {
+            (from..=self.applied_index).all(|index| {
+                self.log
+                    .entry(index)
+                    .is_some_and(|(_, bytes)| Command::leaves_store_alone(bytes))
+            })
+        };
+        if undone.is_some() || changed_nothing() {
             self.applied_index = from - 1;
             self.push_event(NodeEvent::RolledBack { from, entries });
+            if self.config.persistent && undone.is_some_and(|records| records > 0) {
+                // The last checkpoint may hold the undone effects, which a restart from it
+                // would find in no log: write a new one, as after a snapshot.
+                self.store_replaced = true;
+                self.persisted_index = self.persisted_index.min(from - 1);
+            }
         } else {
             self.store_stale = true;
             self.push_event(NodeEvent::StoreStale { term: self.term });

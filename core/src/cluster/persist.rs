@@ -223,10 +223,25 @@ where
 
     /// A truncation record: entries from `from` on are gone.
     pub fn truncate(&mut self, from: u64) {
-        if from <= self.applied.index.0 && from <= self.log.last_index() {
-            // The store holds effects of entries the log no longer has, as on the live
-            // node, which then waited for a snapshot.
-            self.store_stale = true;
+        let applied = self.applied.index.0;
+        if from <= applied && from <= self.log.last_index() {
+            let changed_nothing = applied <= self.log.last_index()
+                && (from..=applied).all(|index| {
+                    self.log
+                        .entry(index)
+                        .is_some_and(|(_, bytes)| Command::leaves_store_alone(bytes))
+                });
+            if changed_nothing {
+                // The store is that of the entries before, as on the live node.
+                self.applied = LogPosition {
+                    term: Term(self.log.term_at(from - 1).unwrap_or(0)),
+                    index: LogIndex(from - 1),
+                };
+            } else {
+                // The store holds effects of entries the log no longer has, as on the live
+                // node when it could not undo them: it waits for a snapshot.
+                self.store_stale = true;
+            }
         }
         self.log.truncate_from(from);
     }

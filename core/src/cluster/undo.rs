@@ -165,16 +165,18 @@ impl<L: AsRef<[u8]> + AsMut<[u8]>> UndoJournal<L> {
     }
 
     /// Undoes every recorded change of entries from `from` on, newest first, and puts the
-    /// version counter back; the store is then as it was after entry `from - 1`.
+    /// version counter back; the store is then as it was after entry `from - 1`. Returns
+    /// how many records were undone (none if those entries changed nothing).
     pub(crate) fn roll_back<M: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         store: &mut Store<M>,
         from: u64,
-    ) -> Result<(), RollBackError> {
+    ) -> Result<usize, RollBackError> {
         if !self.can_undo_from(from) {
             return Err(RollBackError::NotJournaled);
         }
         let mut version_before = None;
+        let mut undone = 0;
         while self.start < self.end {
             let mut tail = [0; TAIL_BYTES];
             tail.copy_from_slice(&self.memory.as_ref()[self.end - TAIL_BYTES..self.end]);
@@ -192,6 +194,7 @@ impl<L: AsRef<[u8]> + AsMut<[u8]>> UndoJournal<L> {
                 }
             };
             version_before = Some(record.version_before);
+            undone += 1;
             self.end = at;
             if let Err(error) = restored {
                 self.reset(u64::MAX);
@@ -201,7 +204,7 @@ impl<L: AsRef<[u8]> + AsMut<[u8]>> UndoJournal<L> {
         if let Some(version) = version_before {
             store.set_last_version(version);
         }
-        Ok(())
+        Ok(undone)
     }
 
     fn record_at(&self, at: usize) -> Record<'_> {
@@ -288,9 +291,9 @@ mod tests {
     }
 
     /// A 3-node cluster of nodes with undo journals of `undo_bytes` (none if 0), whose
-    /// leader took two `leader`-acknowledged writes while cut off, then was deposed and
-    /// reconnected. Returns the network and the deposed leader's id.
-    fn depose_a_leader_with_uncommitted_writes(undo_bytes: usize) -> (Net, u64) {
+    /// leader took `requests` while cut off, then was deposed and reconnected. Returns the
+    /// network and the deposed leader's id.
+    fn depose_a_leader_after(undo_bytes: usize, requests: &[Request<'static>]) -> (Net, u64) {
         let voters = [NodeId(1), NodeId(2), NodeId(3)];
         let nodes = (1..=3)
             .map(|id| {
@@ -310,9 +313,9 @@ mod tests {
         net.run(100);
 
         net.isolate(old);
-        // Answered at once (`leader` acknowledgement), never replicated.
-        assert!(net.request(old, set(b"a", b"lost")).is_some());
-        assert!(net.request(old, set(b"b", b"lost")).is_some());
+        for request in requests {
+            net.request(old, *request);
+        }
         net.run(2_000);
         let new = net.leader().filter(|&id| id != old).expect("a new leader");
         assert!(net.request(new, set(b"c", b"kept")).is_some());
@@ -321,6 +324,11 @@ mod tests {
         net.heal();
         net.run(500);
         (net, old)
+    }
+
+    /// Two writes, answered at once (`leader` acknowledgement), never replicated.
+    fn lost_writes() -> [Request<'static>; 2] {
+        [set(b"a", b"lost"), set(b"b", b"lost")]
     }
 
     fn set(key: &'static [u8], value: &'static [u8]) -> Request<'static> {
@@ -338,7 +346,7 @@ mod tests {
     /// the new leader's, versions included, and it may lead.
     #[test]
     fn a_deposed_leader_undoes_what_the_new_leader_replaced_and_may_stand() {
-        let (mut net, old) = depose_a_leader_with_uncommitted_writes(1024);
+        let (mut net, old) = depose_a_leader_after(1024, &lost_writes());
         let deposed = net.at(old);
         assert!(!net.nodes[deposed].store_stale);
         assert!(net.events.iter().any(|(id, event)| *id == NodeId(old)
@@ -369,13 +377,27 @@ mod tests {
 
     #[test]
     fn without_a_journal_a_deposed_leader_waits_for_a_snapshot() {
-        let (net, old) = depose_a_leader_with_uncommitted_writes(0);
+        let (net, old) = depose_a_leader_after(0, &lost_writes());
         assert!(
             net.events
                 .iter()
                 .any(|(id, event)| *id == NodeId(old)
                     && matches!(event, NodeEvent::StoreStale { .. }))
         );
+    }
+
+    /// Found by the simulator: a leader deposed just after proposing a membership change
+    /// waited for a snapshot although the entry changed nothing in its store.
+    #[test]
+    fn entries_that_change_nothing_need_no_journal_to_undo() {
+        let add = Request::AddMember {
+            node_id: NodeId(4),
+            address: b"n4:7380",
+        };
+        let (net, old) = depose_a_leader_after(0, &[add]);
+        assert!(net.events.iter().any(|(id, event)| *id == NodeId(old)
+            && matches!(event, NodeEvent::RolledBack { entries: 1, .. })));
+        assert!(!net.nodes[net.at(old)].store_stale);
     }
 
     #[test]
