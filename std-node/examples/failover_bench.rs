@@ -77,7 +77,7 @@ impl Node {
             .args(["--cluster", cluster])
             .args(["--snapshot-every", "0", "--fsync", "no"])
             // A small store: this measures elections, not memory.
-            .args(["--max-keys", "100000", "--max-memory", "67108864"])
+            .args(["--max-keys", "2000000", "--max-memory", "268435456"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -271,6 +271,31 @@ async fn wait_healthy(seen: &Mutex<Seen>, running: &[bool; NODES]) -> Result<(),
     }
 }
 
+/// Prints what every running node says of itself and what one quorum write through it
+/// answers: the state to look at when a trial fails.
+async fn describe_nodes(nodes: &[Node], running: &[bool]) {
+    for (node, _) in nodes.iter().zip(running).filter(|(_, &up)| up) {
+        let Ok(Ok(client)) =
+            tokio::time::timeout(Duration::from_secs(1), Client::connect(&node.client_addr)).await
+        else {
+            eprintln!("node {}: cannot connect", node.id);
+            continue;
+        };
+        let status = tokio::time::timeout(Duration::from_secs(1), client.cluster_status()).await;
+        eprintln!("node {}: {status:?}", node.id);
+        let options = SetOptions {
+            ack: Some(AckLevel::Quorum),
+            ..SetOptions::default()
+        };
+        let write = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.set(b"failover-probe", b"v", options),
+        )
+        .await;
+        eprintln!("node {}: a quorum write answers {write:?}", node.id);
+    }
+}
+
 /// The leader every running node agrees on, as (index, term).
 async fn find_leader(nodes: &[Node]) -> Result<(usize, u64), String> {
     let deadline = Instant::now() + TRIAL_LIMIT;
@@ -414,6 +439,7 @@ async fn run(server: &Path, work: &Path, trials: usize) -> Result<(), String> {
                 break first;
             }
             if Instant::now() > deadline {
+                describe_nodes(&nodes.0, &running).await;
                 return Err(format!(
                     "trial {trial}: no write succeeded within {TRIAL_LIMIT:?} of the kill"
                 ));

@@ -145,8 +145,20 @@ where
         }
     }
 
+    /// The membership as of entry `index` (at or after the log's base), the membership in
+    /// force being current (not in the middle of a rescan). At or after the entry it came
+    /// from, that is the membership in force, with no search of the log: a leader asks for
+    /// every snapshot chunk it sends.
+    pub(crate) fn membership_in_force_as_of(&self, index: u64) -> Membership {
+        if index >= self.membership_index {
+            self.membership.clone()
+        } else {
+            self.membership_as_of(index).0
+        }
+    }
+
     /// The membership as of entry `index` (at or after the log's base) and the entry it
-    /// came from (0 for the base).
+    /// came from (0 for the base), found by searching the log backwards from `index`.
     pub(crate) fn membership_as_of(&self, index: u64) -> (Membership, u64) {
         let first = self.log.first_index();
         let mut at = index.min(self.log.last_index());

@@ -146,8 +146,16 @@ where
             });
         }
         let term = self.term;
-        let base = self.peers[at].snapshot.as_ref()?.base;
-        let (members, _) = self.membership_as_of(base.index.0);
+        let snapshot = self.peers[at].snapshot.as_ref()?;
+        if snapshot.in_flight && now_ms.saturating_sub(snapshot.sent_at_ms) < retransmit_ms {
+            // Waiting for the answer: nothing to build (this is asked at every poll).
+            return None;
+        }
+        let base = snapshot.base;
+        // Found by the failover benchmark: searching a 65,536-entry log for the membership
+        // at every poll made a leader's turns last a second while it sent a snapshot, and
+        // the other follower deposed it.
+        let members = self.membership_in_force_as_of(base.index.0);
         // The membership travels in every chunk, within the chunk's budget.
         let chunk_limit = self
             .config
@@ -155,10 +163,8 @@ where
             .saturating_sub(members.as_bytes().len());
         let snapshot = self.peers[at].snapshot.as_mut()?;
         if snapshot.in_flight {
-            if now_ms.saturating_sub(snapshot.sent_at_ms) < retransmit_ms {
-                return None;
-            }
-            // Lost: send again from the last acknowledged point.
+            // Unanswered for the retransmission time (checked above): lost. Send again
+            // from the last acknowledged point.
             snapshot.sending = snapshot.acked.clone();
             snapshot.sent_offset = snapshot.acked_offset;
         }

@@ -45,6 +45,30 @@ use super::{CoreNode, ServerError};
 use crate::clock::Clock;
 use crate::resp::NodeStatus;
 
+/// Times one turn of the node task, and warns about a turn long enough to delay
+/// heartbeats (a follower that hears nothing for an election timeout deposes its leader).
+#[derive(Default)]
+struct TurnTimer {
+    started: std::cell::Cell<Option<(std::time::Instant, &'static str)>>,
+}
+
+impl TurnTimer {
+    /// A turn handling `what` starts.
+    fn start(&self, what: &'static str) {
+        self.started.set(Some((std::time::Instant::now(), what)));
+    }
+
+    fn finish(&self) {
+        const SLOW_TURN: Duration = Duration::from_millis(100);
+        if let Some((started, what)) = self.started.get() {
+            let took = started.elapsed();
+            if took >= SLOW_TURN {
+                tracing::warn!("the node task took {} ms over {what}", took.as_millis());
+            }
+        }
+    }
+}
+
 /// Identifies one client connection.
 pub type ConnId = u64;
 
@@ -286,12 +310,17 @@ impl NodeTask {
         loop {
             let deadline =
                 tokio::time::Instant::from_std(self.clock.instant_of(self.node.poll_timeout()));
+            let turn = TurnTimer::default();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                report = self.disk.reports.recv() => self.disk_report(report),
+                report = self.disk.reports.recv() => {
+                    turn.start("a disk report");
+                    self.disk_report(report);
+                }
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
+                    turn.start("a batch of inputs");
                     let mut taken = input.weight();
                     self.handle_input(input);
                     while taken < INPUT_BATCH {
@@ -305,11 +334,13 @@ impl NodeTask {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
+                    turn.start("timers");
                     let now = self.clock.now_ms();
                     self.node.handle_timeout(now);
                     self.drain();
                 }
                 _ = snapshot_tick.tick(), if self.snapshot_every_secs > 0 => {
+                    turn.start("a periodic snapshot");
                     if self.checkpoint_in_flight.is_some() {
                         tracing::warn!("previous snapshot still being written; skipping this one");
                     } else {
@@ -317,7 +348,9 @@ impl NodeTask {
                     }
                 }
             }
+            self.run_due_timers();
             self.end_turn();
+            turn.finish();
         }
         if let Some(error) = self.disk_failed.take() {
             return Err(ServerError::Disk(error));
@@ -754,6 +787,19 @@ impl NodeTask {
                 }
             }
             (Dest::Peer(_), None) => {}
+        }
+    }
+
+    /// Runs the core's timers if they are due. The main loop's `select!` prefers inputs to
+    /// the timer, so under a steady stream of inputs its timer arm would never win: a leader
+    /// then sent no heartbeats to a follower that was not taking entries, and the follower
+    /// deposed it (the failover benchmark at a write every millisecond, while the leader
+    /// sent a snapshot to a restarted node). Checked after every turn instead.
+    fn run_due_timers(&mut self) {
+        let now = self.clock.now_ms();
+        if now >= self.node.poll_timeout() {
+            self.node.handle_timeout(now);
+            self.drain();
         }
     }
 
