@@ -10,6 +10,8 @@
 //! line of the highest term), which works with a node that does not answer; the
 //! `ClusterStatus` request is tested in persistence.rs.
 
+#[path = "cluster/crash_loop.rs"]
+mod crash_loop;
 #[path = "cluster/persistence.rs"]
 mod persistence;
 mod process;
