@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memdi_core::wire::{ErrorCode, FrameDecoder, FRAME_HEADER_BYTES};
+use memdi_core::auth::{self, Gate, UNAUTHENTICATED_MAX_FRAME_BYTES};
+use memdi_core::wire::{
+    decode, ClientMessage, ErrorCode, FrameDecoder, Request, FRAME_HEADER_BYTES,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -20,8 +23,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::frames::error_frame;
+use super::frames::{authenticated_frame, error_frame};
 use super::node_task::{ClientLink, ConnId, FrameBatch, Input, Outbound};
+use crate::config::Password;
 
 /// Replies queued for one connection before the node task gives up on it.
 const REPLY_QUEUE: usize = 16 * 1024;
@@ -41,6 +45,9 @@ pub struct ClientSettings {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks, so shutdown can wait for replies to be written.
     pub tasks: TaskTracker,
+    /// `--requirepass`: until a connection sends it, only `Hello` and `Auth` are served and
+    /// frames are capped at `UNAUTHENTICATED_MAX_FRAME_BYTES`.
+    pub password: Option<Arc<Password>>,
 }
 
 /// Admits client connections under the `--max-clients` cap, from the client listener and
@@ -131,8 +138,15 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
         replies: replies.clone(),
         close: close.clone(),
     };
-    let buffer = vec![0; settings.max_frame_bytes as usize + FRAME_HEADER_BYTES];
-    let mut decoder = FrameDecoder::new(buffer).expect("frame buffer above the header size");
+    let mut authenticated = settings.password.is_none();
+    // A stranger gets a small buffer: the full one is allocated only once it has
+    // authenticated (Redis's fix for CVE-2021-32675).
+    let first_cap_bytes = if authenticated {
+        settings.max_frame_bytes
+    } else {
+        UNAUTHENTICATED_MAX_FRAME_BYTES.min(settings.max_frame_bytes)
+    };
+    let mut decoder = frame_decoder(first_cap_bytes);
     let idle =
         (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
     let mut greeted = false;
@@ -170,25 +184,68 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
         let mut frames = FrameBatch::default();
         let mut failed = None;
         loop {
-            match decoder.next_frame() {
-                Ok(Some(payload)) if greeted => frames.push(payload),
-                Ok(Some(payload)) => {
-                    greeted = true;
-                    let input = Input::ClientHello {
-                        conn,
-                        payload: payload.to_vec(),
-                        link: link.clone(),
-                    };
-                    if settings.inputs.send(input).await.is_err() {
-                        break 'connection; // the node task has stopped
+            let mut just_authenticated = false;
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(payload)) if !greeted => {
+                        greeted = true;
+                        let input = Input::ClientHello {
+                            conn,
+                            payload: payload.to_vec(),
+                            link: link.clone(),
+                        };
+                        if settings.inputs.send(input).await.is_err() {
+                            break 'connection; // the node task has stopped
+                        }
+                    }
+                    Ok(Some(payload)) => {
+                        let screened = match &settings.password {
+                            None => Screened::Pass,
+                            Some(password) => screen(password, authenticated, payload),
+                        };
+                        let Screened::Answer { frame, opens } = screened else {
+                            frames.push(payload);
+                            continue;
+                        };
+                        // Requests before it reach the node first, then this answer.
+                        let earlier = std::mem::take(&mut frames);
+                        let inputs = [
+                            (!earlier.is_empty()).then_some(Input::ClientFrames {
+                                conn,
+                                frames: earlier,
+                            }),
+                            Some(Input::ClientReply { conn, frame }),
+                        ];
+                        for input in inputs.into_iter().flatten() {
+                            if settings.inputs.send(input).await.is_err() {
+                                break 'connection; // the node task has stopped
+                            }
+                        }
+                        if opens && !authenticated {
+                            authenticated = true;
+                            just_authenticated = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(error) => {
-                    failed = Some(error);
-                    break;
-                }
             }
+            if !just_authenticated {
+                break;
+            }
+            // Whatever followed the `Auth` is read again under the full frame limit.
+            let mut full = frame_decoder(settings.max_frame_bytes);
+            let taken = full.feed(decoder.pending());
+            debug_assert_eq!(
+                taken,
+                decoder.pending().len(),
+                "a larger buffer takes it all"
+            );
+            decoder = full;
         }
         if !frames.is_empty() {
             let input = Input::ClientFrames { conn, frames };
@@ -208,6 +265,53 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
     // already taken; otherwise it can forget it.
     if !settings.shutdown.is_cancelled() {
         let _ = settings.inputs.send(Input::ClientClosed { conn }).await;
+    }
+}
+
+fn frame_decoder(max_frame_bytes: u32) -> FrameDecoder<Vec<u8>> {
+    let buffer = vec![0; max_frame_bytes as usize + FRAME_HEADER_BYTES];
+    FrameDecoder::new(buffer).expect("frame buffer above the header size")
+}
+
+/// What the password gate does with one frame after the handshake.
+enum Screened {
+    /// The node serves it.
+    Pass,
+    /// The connection answers it with `frame`; `opens` when it carried the right password.
+    Answer { frame: Vec<u8>, opens: bool },
+}
+
+/// Before the password: everything is answered here (`memdi_core::auth::gate`). After it:
+/// only `Auth` is, since the node itself has no password to check it against.
+fn screen(password: &Password, authenticated: bool, payload: &[u8]) -> Screened {
+    let verdict = if authenticated {
+        match decode::<ClientMessage<'_>>(payload) {
+            Ok(ClientMessage {
+                request: Request::Auth { .. },
+                ..
+            }) => auth::gate(password.expose(), payload),
+            _ => return Screened::Pass,
+        }
+    } else {
+        auth::gate(password.expose(), payload)
+    };
+    match verdict {
+        Gate::Accepted { request_id } => Screened::Answer {
+            frame: authenticated_frame(request_id),
+            opens: true,
+        },
+        Gate::WrongPassword { request_id } => Screened::Answer {
+            frame: error_frame(request_id, ErrorCode::WrongPassword, "invalid password"),
+            opens: false,
+        },
+        Gate::Refused { request_id } => Screened::Answer {
+            frame: error_frame(
+                request_id,
+                ErrorCode::AuthRequired,
+                "authentication required: send Auth with the node's password first",
+            ),
+            opens: false,
+        },
     }
 }
 

@@ -262,6 +262,7 @@ impl Prepared {
             max_clients: config.max_clients,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
+            password: config.requirepass.clone().map(Arc::new),
         });
         tasks.spawn(peer_link::accept_loop(
             peer_listener,
@@ -351,6 +352,7 @@ impl Prepared {
                 config.peer_addr.to_string(),
                 join_inputs,
                 shutdown.clone(),
+                config.requirepass.clone(),
             ));
         }
         tokio::pin!(shutdown_signal);

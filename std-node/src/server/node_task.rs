@@ -85,6 +85,14 @@ pub enum Input {
         /// The frames' payloads.
         frames: FrameBatch,
     },
+    /// A frame the connection answered itself (the password gate, `memdi_core::auth`),
+    /// passed through here so it reaches the client in order with the node's answers.
+    ClientReply {
+        /// The connection.
+        conn: ConnId,
+        /// The whole frame, header included.
+        frame: Vec<u8>,
+    },
     /// A client connection ended.
     ClientClosed {
         /// The connection.
@@ -545,6 +553,7 @@ impl NodeTask {
                 }
                 self.drain();
             }
+            Input::ClientReply { conn, frame } => self.send_client(conn, frame),
             Input::ClientClosed { conn } => {
                 self.clients.remove(&conn);
             }
