@@ -292,6 +292,7 @@ impl Prepared {
                 connected_clients: AtomicU64::new(0),
                 connections_received: AtomicU64::new(0),
                 commands_processed: AtomicU64::new(0),
+                requirepass: config.requirepass.clone(),
             };
             let max_frame = sizes.max_frame_bytes as usize;
             tasks.spawn(resp_conn::accept_loop(
