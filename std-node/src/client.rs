@@ -226,18 +226,8 @@ impl Connection {
             request_id: 0,
             request: Request::Hello(Hello::new(ClusterId(0), Sender::Client, MAX_FRAME_BYTES)),
         })?;
-        let mut greeting = hello;
-        if let Some(password) = password {
-            // Pipelined after the hello: the node answers both in order.
-            greeting.extend_from_slice(&encode(&ClientMessage {
-                request_id: 0,
-                request: Request::Auth {
-                    password: password.expose(),
-                },
-            })?);
-        }
         writer
-            .write_all(&greeting)
+            .write_all(&hello)
             .await
             .map_err(|error| failed(error.to_string()))?;
         let mut decoder = FrameDecoder::new(vec![0; 64 * 1024 + FRAME_HEADER_BYTES])
@@ -251,9 +241,21 @@ impl Connection {
                             response: Response::HelloAck(hello_ack),
                             ..
                         }) if ack.is_none() => {
-                            if password.is_none() {
+                            let Some(password) = password else {
                                 return Ok(hello_ack);
-                            }
+                            };
+                            // Only once the hello is answered: a member's peer port (a
+                            // join) takes nothing before its handshake is answered.
+                            let auth = encode(&ClientMessage {
+                                request_id: 0,
+                                request: Request::Auth {
+                                    password: password.expose(),
+                                },
+                            })?;
+                            writer
+                                .write_all(&auth)
+                                .await
+                                .map_err(|error| failed(error.to_string()))?;
                             ack = Some(hello_ack);
                         }
                         Ok(ServerMessage {

@@ -214,7 +214,11 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
                                 conn,
                                 frames: earlier,
                             }),
-                            Some(Input::ClientReply { conn, frame }),
+                            Some(Input::ClientReply {
+                                conn,
+                                frame,
+                                close: false,
+                            }),
                         ];
                         for input in inputs.into_iter().flatten() {
                             if settings.inputs.send(input).await.is_err() {
@@ -256,6 +260,17 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
         if let Some(error) = failed {
             tracing::info!("client {conn}: {error}; closing the connection");
             let frame = error_frame(0, error.error_code(), &error.to_string());
+            if greeted {
+                // Through the node task, after the answers to the frames before it (the
+                // handshake's among them); it closes the connection and forgets it.
+                let close = Input::ClientReply {
+                    conn,
+                    frame,
+                    close: true,
+                };
+                let _ = settings.inputs.send(close).await;
+                return;
+            }
             let _ = replies.send(Outbound::Frames(frame)).await;
             let _ = replies.send(Outbound::Close).await;
             break 'connection;

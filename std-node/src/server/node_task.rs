@@ -92,6 +92,9 @@ pub enum Input {
         conn: ConnId,
         /// The whole frame, header included.
         frame: Vec<u8>,
+        /// Close the connection once the frame is written (a frame error: the stream
+        /// cannot be followed any further).
+        close: bool,
     },
     /// A client connection ended.
     ClientClosed {
@@ -553,7 +556,12 @@ impl NodeTask {
                 }
                 self.drain();
             }
-            Input::ClientReply { conn, frame } => self.send_client(conn, frame),
+            Input::ClientReply { conn, frame, close } => {
+                self.send_client(conn, frame);
+                if close {
+                    self.close_client(conn);
+                }
+            }
             Input::ClientClosed { conn } => {
                 self.clients.remove(&conn);
             }

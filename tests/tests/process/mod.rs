@@ -80,6 +80,8 @@ pub struct Server {
     child: Option<Child>,
     /// Every run's stderr is appended here.
     pub log_path: PathBuf,
+    /// The server's RUST_LOG (default `info`; the auth test reads its debug lines).
+    pub rust_log: String,
 }
 
 impl Server {
@@ -94,6 +96,7 @@ impl Server {
             data_dir,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             child: None,
+            rust_log: "info".into(),
         }
     }
 
@@ -127,7 +130,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
