@@ -164,7 +164,7 @@ pub struct ServerArgs {
     /// port (redis-cli -a), `Auth` on the native port (memdi --password). Without one, the
     /// client ports must be on loopback unless --protected-mode no.
     #[arg(long, value_name = "SECRET")]
-    pub requirepass: Option<String>,
+    pub requirepass: Option<Password>,
     /// With no --requirepass, refuse to start when a client port (--client-addr,
     /// --resp-addr) is on an address other than loopback, as Redis's protected mode does
     /// [default: yes].
@@ -296,7 +296,11 @@ impl ServerArgs {
                 ));
             }
         }
-        if self.requirepass.as_deref() == Some("") {
+        if self
+            .requirepass
+            .as_ref()
+            .is_some_and(|password| password.expose().is_empty())
+        {
             return Err(invalid(
                 "--requirepass",
                 "an empty password would let anyone in; give a password or leave it out",
@@ -352,7 +356,7 @@ impl ServerArgs {
                 format!("at most {} members", memdi_core::cluster::MAX_MEMBERS),
             ));
         }
-        let requirepass = self.requirepass.map(Password::new);
+        let requirepass = self.requirepass;
         if requirepass.is_none() && self.protected_mode != Some(YesNo::No) {
             refuse_open_client_ports(client_addr, self.resp_addr)?;
         }
@@ -533,6 +537,7 @@ mod tests {
         let password = config.requirepass.as_ref().unwrap();
         assert_eq!(password.expose(), b"s3cret-pw");
         assert!(!format!("{config:?}").contains("s3cret-pw"));
+        assert!(!format!("{:?}", parse(&["--requirepass", "s3cret-pw"])).contains("s3cret-pw"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("memdi.toml");
         std::fs::write(
