@@ -21,7 +21,7 @@ use memdi_core::wire::{
     Request, Response, Sender, ServerMessage, FRAME_HEADER_BYTES,
 };
 use memdi_node::client::{Client, ClientError, ClientOptions, Password, SetOptions};
-use process::{free_port, server_binary, Server};
+use process::{cli_binary, free_port, server_binary, Server};
 
 /// Distinctive, so that finding it in a log cannot be a coincidence.
 const PASSWORD: &str = "pw-Zq81x-never-logged";
@@ -241,6 +241,53 @@ async fn native_clients_must_give_the_password() {
     }
 }
 
+/// Runs the `memdi` CLI (bounded by `timeout`) with `password` in MEMDI_PASSWORD, or none:
+/// exit code, stdout, stderr.
+fn memdi(env_password: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new("timeout");
+    command.arg("20").arg(cli_binary()).args(args);
+    match env_password {
+        Some(password) => command.env("MEMDI_PASSWORD", password),
+        None => command.env_remove("MEMDI_PASSWORD"),
+    };
+    let output = command.output().expect("running memdi");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The `memdi` CLI: refused without the password or with a wrong one (exit 3, a server
+/// error), served with `--password` or `MEMDI_PASSWORD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_the_password_from_a_flag_or_the_environment() {
+    let dir = temp_dir();
+    let (mut server, _) = protected_node(dir.path());
+    drop(authenticated_client(&server).await); // started
+    let addr = server.client_addr();
+    let (code, _, stderr) = memdi(None, &["--addr", &addr, "set", "k", "v"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("AuthRequired"), "{stderr}");
+    let (code, _, stderr) = memdi(None, &["--addr", &addr, "--password", WRONG, "get", "k"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("WrongPassword"), "{stderr}");
+    let (code, _, stderr) = memdi(Some(WRONG), &["--addr", &addr, "get", "k"]);
+    assert_eq!(code, 3, "{stderr}");
+    let (code, _, stderr) = memdi(
+        None,
+        &["--addr", &addr, "--password", PASSWORD, "set", "k", "v"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = memdi(Some(PASSWORD), &["--addr", &addr, "get", "k"]);
+    assert_eq!((code, stdout.as_str()), (0, "v"), "{stderr}");
+    assert!(server.stop().success());
+    let log = server.log();
+    for secret in [PASSWORD, WRONG] {
+        assert!(!log.contains(secret), "the log holds a password:\n{log}");
+    }
+}
+
 /// The peer port serves client greetings (a node joining through `--join`): they need the
 /// password too, and a node given it joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,8 +311,7 @@ async fn joins_through_the_peer_port_need_the_password() {
             },
         }))
         .unwrap();
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
-    let answers = read_until_closed(&mut stream);
+    let answers = read_answers(&mut stream, 1);
     assert_eq!(answers, vec![(2, "AuthRequired".to_string())]);
 
     let join = first.peer_addr();
