@@ -7,7 +7,7 @@
 //! test binds 0.0.0.0 on a free port but sends nothing to it, and stops the process at once.
 //! Every process is killed when its test ends; every wait is bounded.
 
-#[allow(dead_code)] // shared with the cluster test, which uses more of it
+#[allow(dead_code)] // shared with the cluster and RESP tests, which use other parts of it
 mod process;
 
 use std::io::{Read, Write};
