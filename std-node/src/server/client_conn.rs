@@ -12,10 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memdi_core::auth::{self, Gate, UNAUTHENTICATED_MAX_FRAME_BYTES};
-use memdi_core::wire::{
-    decode, ClientMessage, ErrorCode, FrameDecoder, Request, FRAME_HEADER_BYTES,
-};
+use memdi_core::auth::UNAUTHENTICATED_MAX_FRAME_BYTES;
+use memdi_core::wire::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,8 +21,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::frames::{authenticated_frame, error_frame};
+use super::frames::error_frame;
 use super::node_task::{ClientLink, ConnId, FrameBatch, Input, Outbound};
+use super::password_gate::{self, Screened};
 use crate::config::Password;
 
 /// Replies queued for one connection before the node task gives up on it.
@@ -146,7 +145,7 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
     } else {
         UNAUTHENTICATED_MAX_FRAME_BYTES.min(settings.max_frame_bytes)
     };
-    let mut decoder = frame_decoder(first_cap_bytes);
+    let mut decoder = password_gate::frame_decoder(first_cap_bytes);
     let idle =
         (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
     let mut greeted = false;
@@ -201,7 +200,9 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
                     Ok(Some(payload)) => {
                         let screened = match &settings.password {
                             None => Screened::Pass,
-                            Some(password) => screen(password, authenticated, payload),
+                            Some(password) => {
+                                password_gate::screen(password, authenticated, payload)
+                            }
                         };
                         let Screened::Answer { frame, opens } = screened else {
                             frames.push(payload);
@@ -241,15 +242,7 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
             if !just_authenticated {
                 break;
             }
-            // Whatever followed the `Auth` is read again under the full frame limit.
-            let mut full = frame_decoder(settings.max_frame_bytes);
-            let taken = full.feed(decoder.pending());
-            debug_assert_eq!(
-                taken,
-                decoder.pending().len(),
-                "a larger buffer takes it all"
-            );
-            decoder = full;
+            decoder = password_gate::widened(&decoder, settings.max_frame_bytes);
         }
         if !frames.is_empty() {
             let input = Input::ClientFrames { conn, frames };
@@ -280,53 +273,6 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
     // already taken; otherwise it can forget it.
     if !settings.shutdown.is_cancelled() {
         let _ = settings.inputs.send(Input::ClientClosed { conn }).await;
-    }
-}
-
-fn frame_decoder(max_frame_bytes: u32) -> FrameDecoder<Vec<u8>> {
-    let buffer = vec![0; max_frame_bytes as usize + FRAME_HEADER_BYTES];
-    FrameDecoder::new(buffer).expect("frame buffer above the header size")
-}
-
-/// What the password gate does with one frame after the handshake.
-enum Screened {
-    /// The node serves it.
-    Pass,
-    /// The connection answers it with `frame`; `opens` when it carried the right password.
-    Answer { frame: Vec<u8>, opens: bool },
-}
-
-/// Before the password: everything is answered here (`memdi_core::auth::gate`). After it:
-/// only `Auth` is, since the node itself has no password to check it against.
-fn screen(password: &Password, authenticated: bool, payload: &[u8]) -> Screened {
-    let verdict = if authenticated {
-        match decode::<ClientMessage<'_>>(payload) {
-            Ok(ClientMessage {
-                request: Request::Auth { .. },
-                ..
-            }) => auth::gate(password.expose(), payload),
-            _ => return Screened::Pass,
-        }
-    } else {
-        auth::gate(password.expose(), payload)
-    };
-    match verdict {
-        Gate::Accepted { request_id } => Screened::Answer {
-            frame: authenticated_frame(request_id),
-            opens: true,
-        },
-        Gate::WrongPassword { request_id } => Screened::Answer {
-            frame: error_frame(request_id, ErrorCode::WrongPassword, "invalid password"),
-            opens: false,
-        },
-        Gate::Refused { request_id } => Screened::Answer {
-            frame: error_frame(
-                request_id,
-                ErrorCode::AuthRequired,
-                "authentication required: send Auth with the node's password first",
-            ),
-            opens: false,
-        },
     }
 }
 

@@ -12,6 +12,7 @@ pub mod disk_writer;
 mod frames;
 mod join;
 mod node_task;
+mod password_gate;
 mod peer_link;
 mod peer_set;
 #[cfg(test)]
