@@ -288,6 +288,20 @@ async fn the_cli_takes_the_password_from_a_flag_or_the_environment() {
     }
 }
 
+/// A node without a password refuses `Auth` (as Redis refuses AUTH with none configured),
+/// so a client configured with one learns that the node is not the one it expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_sent_to_a_node_without_one_is_refused() {
+    let dir = temp_dir();
+    let mut server = Server::new(1, dir.path().join("n1"), &[]);
+    server.start();
+    drop(server.client().await); // started
+    let result = Client::connect_with(&server.client_addr(), options(Some(PASSWORD))).await;
+    assert_eq!(server_code(result), Some(ErrorCode::Unsupported));
+    assert!(server.stop().success());
+    assert!(!server.log().contains(PASSWORD));
+}
+
 /// The peer port serves client greetings (a node joining through `--join`): they need the
 /// password too, and a node given it joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
