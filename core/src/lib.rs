@@ -6,6 +6,7 @@
 //! buffers, and every capacity is a number fixed at construction, so that a full store or a
 //! full queue is an explicit error rather than a panic or a silent loss.
 //!
+//! - [`auth`]: the password gate of client connections (`--requirepass`).
 //! - [`store`]: the fixed-capacity hash store that holds the keys.
 //! - [`snapshot`]: the streaming snapshot codec (disk, wire and flash share its bytes).
 //! - [`wire`]: postcard messages and the length-prefixed framing of byte streams.
@@ -16,6 +17,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod auth;
 pub mod cluster;
 pub mod snapshot;
 pub mod store;

@@ -172,6 +172,8 @@ fn golden_error_codes() {
         (ErrorCode::Unsupported, "0d"),
         (ErrorCode::Internal, "0e"),
         (ErrorCode::Busy, "0f"),
+        (ErrorCode::AuthRequired, "10"),
+        (ErrorCode::WrongPassword, "11"),
     ];
     for (code, hex) in codes {
         golden!(g, ErrorCode, code, hex);
@@ -330,6 +332,12 @@ fn golden_requests() {
         Request::RemoveMember { node_id: NodeId(2) },
         "0f 02"
     );
+    golden!(
+        g,
+        Request<'_>,
+        Request::Auth { password: b"pw" },
+        "16 02 70 77"
+    );
     g.finish();
 }
 
@@ -442,6 +450,7 @@ fn golden_responses() {
         },
         "0d ac 02 01 00"
     );
+    golden!(g, Response<'_>, Response::Authenticated, "0e");
     g.finish();
 }
 

@@ -26,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::secret::Password;
+
 /// Largest answer frame the client accepts.
 const MAX_FRAME_BYTES: u32 = 8 << 20;
 
@@ -114,6 +116,8 @@ pub enum Reply {
     ClusterStatus(NodeStatus),
     /// A membership change committed at this log index; the membership now.
     MembershipChanged(u64, Box<Membership>),
+    /// `Authenticated` (an `Auth` sent again on a connection that gave the password).
+    Authenticated,
 }
 
 /// A node's answer to `CLUSTER STATUS`, owned (the wire's `ClusterStatus` borrows).
@@ -172,6 +176,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Consistency of reads made by the typed methods.
     pub read: ReadConsistency,
+    /// The node's `--requirepass`, sent (`Request::Auth`) right after each handshake.
+    pub password: Option<Password>,
 }
 
 impl Default for ClientOptions {
@@ -183,6 +189,7 @@ impl Default for ClientOptions {
             max_backoff: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(3),
             read: ReadConsistency::Linearizable,
+            password: None,
         }
     }
 }
@@ -200,7 +207,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(addr: &str, timeout: Duration) -> Result<(Self, HelloAck), ClientError> {
+    async fn open(
+        addr: &str,
+        timeout: Duration,
+        password: Option<&Password>,
+    ) -> Result<(Self, HelloAck), ClientError> {
         let failed = |reason: String| ClientError::Connection {
             addr: addr.to_owned(),
             reason,
@@ -222,22 +233,47 @@ impl Connection {
         let mut decoder = FrameDecoder::new(vec![0; 64 * 1024 + FRAME_HEADER_BYTES])
             .expect("frame buffer above the header size");
         let ack = tokio::time::timeout(timeout, async {
+            let mut ack = None;
             loop {
                 if let Some(payload) = decoder.next_frame().map_err(|e| failed(e.to_string()))? {
-                    return match decode::<ServerMessage<'_>>(payload) {
+                    match decode::<ServerMessage<'_>>(payload) {
                         Ok(ServerMessage {
-                            response: Response::HelloAck(ack),
+                            response: Response::HelloAck(hello_ack),
                             ..
-                        }) => Ok(ack),
+                        }) if ack.is_none() => {
+                            let Some(password) = password else {
+                                return Ok(hello_ack);
+                            };
+                            // Only once the hello is answered: a member's peer port (a
+                            // join) takes nothing before its handshake is answered.
+                            let auth = encode(&ClientMessage {
+                                request_id: 0,
+                                request: Request::Auth {
+                                    password: password.expose(),
+                                },
+                            })?;
+                            writer
+                                .write_all(&auth)
+                                .await
+                                .map_err(|error| failed(error.to_string()))?;
+                            ack = Some(hello_ack);
+                        }
+                        Ok(ServerMessage {
+                            response: Response::Authenticated,
+                            ..
+                        }) if ack.is_some() => return Ok(ack.expect("checked")),
                         Ok(ServerMessage {
                             response: Response::Error(error),
                             ..
-                        }) => Err(ClientError::Server {
-                            code: error.code,
-                            detail: error.detail.to_owned(),
-                        }),
-                        _ => Err(ClientError::Protocol("no HelloAck".into())),
-                    };
+                        }) => {
+                            return Err(ClientError::Server {
+                                code: error.code,
+                                detail: error.detail.to_owned(),
+                            })
+                        }
+                        _ => return Err(ClientError::Protocol("no HelloAck".into())),
+                    }
+                    continue;
                 }
                 let count = reader
                     .read(decoder.unfilled())
@@ -385,6 +421,7 @@ async fn read_loop(
 fn to_reply(response: Response<'_>) -> Result<Reply, ClientError> {
     Ok(match response {
         Response::HelloAck(_) => Reply::HelloAck,
+        Response::Authenticated => Reply::Authenticated,
         Response::Pong => Reply::Pong,
         Response::Value(value) => Reply::Value(value.map(|v| Value {
             value: v.value.to_vec(),
@@ -489,8 +526,12 @@ impl Client {
                 return Ok(connection.clone());
             }
         }
-        let (connection, ack) =
-            Connection::open(&self.inner.addr, self.inner.options.connect_timeout).await?;
+        let (connection, ack) = Connection::open(
+            &self.inner.addr,
+            self.inner.options.connect_timeout,
+            self.inner.options.password.as_ref(),
+        )
+        .await?;
         *self.inner.hello.lock().expect("hello lock") = Some(ack);
         let connection = Arc::new(connection);
         *slot = Some(connection.clone());

@@ -1,5 +1,5 @@
 //! `memdi-server`'s configuration: command-line flags, an optional TOML file with the same
-//! keys, and the checks that refuse what is not built yet.
+//! keys, the checks that refuse what is not built yet, and protected mode.
 //!
 //! Every field of [`ServerArgs`] is an `Option` so that a flag that was not given can be told
 //! apart from one given with the default value: the file fills what the flags left out, and
@@ -14,6 +14,8 @@ use clap::{Parser, ValueEnum};
 use memdi_core::store::StoreLimits;
 use memdi_core::wire::{AckLevel, ClusterId, Durability, NodeId};
 use serde::Deserialize;
+
+pub use crate::secret::Password;
 
 /// Acknowledgement level of writes that do not ask for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -64,6 +66,16 @@ pub enum FsyncPolicy {
     /// it, so a machine crash loses up to about a second.
     Everysec,
     /// Never explicitly; the OS decides. A record counts as written once the OS has it.
+    No,
+}
+
+/// A yes/no setting, spelled as Redis spells its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum YesNo {
+    /// On.
+    Yes,
+    /// Off.
     No,
 }
 
@@ -148,9 +160,16 @@ pub struct ServerArgs {
     /// The cluster's id; peers of another cluster are refused [default: 1].
     #[arg(long, value_name = "N")]
     pub cluster_id: Option<u64>,
-    /// Password clients must give. NOT BUILT YET: refused at start.
+    /// Password every client must give before anything else is served: AUTH on the RESP
+    /// port (redis-cli -a), `Auth` on the native port (memdi --password). Without one, the
+    /// client ports must be on loopback unless --protected-mode no.
     #[arg(long, value_name = "SECRET")]
-    pub requirepass: Option<String>,
+    pub requirepass: Option<Password>,
+    /// With no --requirepass, refuse to start when a client port (--client-addr,
+    /// --resp-addr) is on an address other than loopback, as Redis's protected mode does
+    /// [default: yes].
+    #[arg(long, value_enum)]
+    pub protected_mode: Option<YesNo>,
     /// Secret peers must share. NOT BUILT YET: refused at start.
     #[arg(long, value_name = "SECRET")]
     pub cluster_secret: Option<String>,
@@ -189,6 +208,8 @@ pub struct ServerConfig {
     pub join: Option<String>,
     /// Where Redis clients connect (RESP2), if anywhere.
     pub resp_addr: Option<SocketAddr>,
+    /// The password clients must give (`--requirepass`), if any. Never logged or shown.
+    pub requirepass: Option<Password>,
 }
 
 /// Why the configuration cannot be used.
@@ -256,6 +277,7 @@ impl ServerArgs {
             idle_timeout_secs: self.idle_timeout_secs.or(other.idle_timeout_secs),
             cluster_id: self.cluster_id.or(other.cluster_id),
             requirepass: self.requirepass.or(other.requirepass),
+            protected_mode: self.protected_mode.or(other.protected_mode),
             cluster_secret: self.cluster_secret.or(other.cluster_secret),
         }
     }
@@ -274,9 +296,14 @@ impl ServerArgs {
                 ));
             }
         }
-        if self.requirepass.is_some() {
-            return Err(ConfigError::NotBuilt(
-                "--requirepass (client authentication)",
+        if self
+            .requirepass
+            .as_ref()
+            .is_some_and(|password| password.expose().is_empty())
+        {
+            return Err(invalid(
+                "--requirepass",
+                "an empty password would let anyone in; give a password or leave it out",
             ));
         }
         if self.cluster_secret.is_some() {
@@ -329,6 +356,10 @@ impl ServerArgs {
                 format!("at most {} members", memdi_core::cluster::MAX_MEMBERS),
             ));
         }
+        let requirepass = self.requirepass;
+        if requirepass.is_none() && self.protected_mode != Some(YesNo::No) {
+            refuse_open_client_ports(client_addr, self.resp_addr)?;
+        }
         let store_limits = StoreLimits {
             max_keys: self.max_keys.unwrap_or(1_000_000),
             max_key_bytes: self.max_key_bytes.unwrap_or(512),
@@ -356,8 +387,33 @@ impl ServerArgs {
             idle_timeout_ms: self.idle_timeout_secs.unwrap_or(300).saturating_mul(1000),
             join: self.join,
             resp_addr: self.resp_addr,
+            requirepass,
         })
     }
+}
+
+/// Protected mode: with no password, a client port on an address other than loopback
+/// would let anyone who can reach the machine read and write every key.
+fn refuse_open_client_ports(
+    client_addr: SocketAddr,
+    resp_addr: Option<SocketAddr>,
+) -> Result<(), ConfigError> {
+    let ports = [
+        ("--client-addr", Some(client_addr)),
+        ("--resp-addr", resp_addr),
+    ];
+    for (setting, addr) in ports {
+        let Some(addr) = addr else { continue };
+        if !addr.ip().is_loopback() {
+            return Err(invalid(
+                setting,
+                format!(
+                    "protected mode: {addr} is not a loopback address and no --requirepass is set, so anyone who can reach this machine could read and write every key. Set --requirepass <secret> (clients then authenticate), bind to 127.0.0.1 or ::1, or, if a firewall already keeps strangers out, start with --protected-mode no"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -467,14 +523,67 @@ mod tests {
 
     #[test]
     fn unbuilt_features_are_refused_clearly() {
-        for args in [&["--requirepass", "x"][..], &["--cluster-secret", "x"]] {
-            let error = parse(args).resolve().unwrap_err();
-            assert!(error.to_string().contains("not built yet"), "{error}");
-        }
+        let error = parse(&["--cluster-secret", "x"]).resolve().unwrap_err();
+        assert!(error.to_string().contains("not built yet"), "{error}");
         assert!(matches!(
             parse(&["--join", "nonsense"]).resolve(),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn requirepass_is_taken_from_flags_and_file_and_never_printed() {
+        let config = parse(&["--requirepass", "s3cret-pw"]).resolve().unwrap();
+        let password = config.requirepass.as_ref().unwrap();
+        assert_eq!(password.expose(), b"s3cret-pw");
+        assert!(!format!("{config:?}").contains("s3cret-pw"));
+        assert!(!format!("{:?}", parse(&["--requirepass", "s3cret-pw"])).contains("s3cret-pw"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memdi.toml");
+        std::fs::write(
+            &path,
+            "requirepass = \"from-file\"\nprotected-mode = \"no\"\n",
+        )
+        .unwrap();
+        let args = parse(&["--config", path.to_str().unwrap()]);
+        let config = args.merged_with_file().unwrap().resolve().unwrap();
+        assert_eq!(config.requirepass.unwrap().expose(), b"from-file");
+        assert!(matches!(
+            parse(&["--requirepass", ""]).resolve(),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn protected_mode_refuses_open_client_ports_without_a_password() {
+        for args in [
+            &["--client-addr", "0.0.0.0:7379"][..],
+            &["--client-addr", "[::]:7379"],
+            &["--client-addr", "192.0.2.1:7379"],
+            &["--resp-addr", "0.0.0.0:6379"],
+            &["--resp-addr", "0.0.0.0:6379", "--protected-mode", "yes"],
+        ] {
+            let error = parse(args).resolve().unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains("protected mode"), "{args:?}: {text}");
+            assert!(text.contains("--protected-mode no"), "{text}");
+            assert!(text.contains("--requirepass"), "{text}");
+        }
+        for args in [
+            &["--client-addr", "0.0.0.0:7379", "--protected-mode", "no"][..],
+            &["--client-addr", "0.0.0.0:7379", "--requirepass", "pw"],
+            &["--resp-addr", "[::]:6379", "--requirepass", "pw"],
+            &[
+                "--client-addr",
+                "127.0.0.2:7379",
+                "--resp-addr",
+                "[::1]:6379",
+            ],
+            // The peer port is for nodes, not clients: --cluster-secret will guard it.
+            &["--peer-addr", "0.0.0.0:7380"],
+        ] {
+            assert!(parse(args).resolve().is_ok(), "{args:?}");
+        }
     }
 
     #[test]

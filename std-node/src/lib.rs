@@ -12,6 +12,7 @@
 //!   (`server::restore`), so a node restarts in its term, with its vote and every entry it
 //!   acknowledged.
 //! - [`resp`]: the Redis (RESP2) front on `--resp-addr`.
+//! - [`secret`]: a password whose `Debug` hides it, so no log line can carry it.
 //!
 //! # Where this shell works around the core
 //!
@@ -26,6 +27,7 @@ pub mod config;
 pub mod log_file;
 pub mod log_record;
 pub mod resp;
+pub mod secret;
 pub mod server;
 pub mod snapshot_file;
 pub mod status_text;

@@ -14,6 +14,7 @@
 mod crash_loop;
 #[path = "cluster/persistence.rs"]
 mod persistence;
+#[allow(dead_code)] // shared with the RESP and auth tests, which use other parts of it
 mod process;
 
 use std::time::{Duration, Instant};

@@ -539,6 +539,16 @@ where
                 ))
             }
             Request::Ping => return Exec::Reply(self.reply(reply_to, &Response::Pong, out)),
+            // A shell with a password answers `Auth` itself (see `crate::auth`); one reaching
+            // the node means there is no password to check, which Redis also reports.
+            Request::Auth { .. } => {
+                return Exec::Reply(self.error_frame(
+                    reply_to,
+                    ErrorCode::Unsupported,
+                    "Auth sent but this node has no password set",
+                    out,
+                ))
+            }
             _ => {}
         }
         if let Some(read) = read_consistency(request) {

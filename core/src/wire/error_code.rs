@@ -56,4 +56,10 @@ pub enum ErrorCode {
     /// writes the followers have not yet confirmed. Nothing changed; retry after a pause.
     /// The connection stays open.
     Busy,
+    /// The node requires a password (`--requirepass`) and this connection has not given the
+    /// right one yet: only `Hello` and `Auth` are served before it. Connection stays open.
+    AuthRequired,
+    /// `Auth` carried a password that is not the node's. The connection stays open (and
+    /// stays as authenticated as it was), so a client can correct itself.
+    WrongPassword,
 }

@@ -124,6 +124,13 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         self.end - self.start
     }
 
+    /// The received bytes not yet returned as frames, so a caller can move them to a decoder
+    /// with a larger buffer (a connection that has just authenticated) without losing any.
+    /// Includes an oversized header and what follows it: the new decoder checks it again.
+    pub fn pending(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.start..self.end]
+    }
+
     /// Gives the buffer back, for reuse by the next connection.
     pub fn into_buffer(self) -> B {
         self.buffer

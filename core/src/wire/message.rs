@@ -212,6 +212,14 @@ pub enum Request<'a> {
         /// Acknowledgement overrides.
         write: WriteOptions,
     },
+    /// Give the node's password (`--requirepass`). Answered by `Authenticated`, or by an
+    /// error: `WrongPassword`, or `Unsupported` when the node has no password set. The only
+    /// request served, with `Hello`, before a node with a password has seen the right one.
+    Auth {
+        /// The password, compared in constant time; never logged.
+        #[serde(borrow)]
+        password: &'a [u8],
+    },
 }
 
 /// A node's answer to one [`Request`].
@@ -266,6 +274,8 @@ pub enum Response<'a> {
         #[serde(borrow)]
         members: &'a [u8],
     },
+    /// Answer to `Auth`: the password is right and every request is served from now on.
+    Authenticated,
 }
 
 /// A stored value as returned by a read, borrowed from the response frame.

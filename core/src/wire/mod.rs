@@ -24,6 +24,9 @@
 //! matching [`ErrorCode`] and then closes the connection. A [`FrameError`] likewise gets an
 //! error reply and a close, since the stream can no longer be followed.
 //!
+//! On a node with a password, [`Request::Auth`] must follow the handshake before anything
+//! else is served; the rules are in [`crate::auth`].
+//!
 //! # Compatibility
 //!
 //! Postcard encodes structs as their fields in order and enums as a variant index, with no

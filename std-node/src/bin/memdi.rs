@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use memdi_core::wire::{AckLevel, ReadConsistency, SetCondition};
-use memdi_node::client::{CasOutcome, Client, ClientError, ClientOptions, SetOptions};
+use memdi_node::client::{CasOutcome, Client, ClientError, ClientOptions, Password, SetOptions};
 use memdi_node::status_text;
 
 /// Talks to a memdi node.
@@ -21,6 +21,10 @@ struct Cli {
     /// The node's client address.
     #[arg(long, default_value = "127.0.0.1:7379", global = true)]
     addr: String,
+    /// The node's --requirepass, sent after the handshake. The MEMDI_PASSWORD environment
+    /// variable is read when this is not given, and keeps the password out of `ps`.
+    #[arg(long, value_name = "SECRET", global = true)]
+    password: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -214,14 +218,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// --password, else MEMDI_PASSWORD (an empty one counts as none).
+fn password(flag: Option<String>) -> Option<Password> {
+    flag.or_else(|| std::env::var("MEMDI_PASSWORD").ok())
+        .filter(|password| !password.is_empty())
+        .map(Password::new)
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
+    let password = password(cli.password);
     if let Command::Bench { .. } = cli.command {
-        return bench(&cli.addr, cli.command).await;
+        return bench(&cli.addr, password, cli.command).await;
     }
     let client = Client::connect_with(
         &cli.addr,
         ClientOptions {
             pool_size: 1,
+            password,
             ..ClientOptions::default()
         },
     )
@@ -355,7 +368,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// `memdi bench`: `clients` connections, each with `pipeline` requests in flight, until
 /// `requests` have been answered; prints throughput and latency percentiles.
-async fn bench(addr: &str, command: Command) -> Result<(), Failure> {
+async fn bench(addr: &str, password: Option<Password>, command: Command) -> Result<(), Failure> {
     let Command::Bench {
         clients,
         requests,
@@ -378,6 +391,7 @@ async fn bench(addr: &str, command: Command) -> Result<(), Failure> {
         let options = ClientOptions {
             pool_size: 1,
             read: ReadConsistency::Linearizable,
+            password: password.clone(),
             ..ClientOptions::default()
         };
         connections.push(Client::connect_with(addr, options).await?);

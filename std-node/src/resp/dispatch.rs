@@ -10,7 +10,7 @@ use memdi_core::wire::{
 
 use super::encode::reply_bytes;
 use super::job::{one, sum, Job, RequestSink, Shape, SumOf, KEYS_MAX_PAGES, KEYS_PAGE};
-use super::{glob, table, ClientState, NodeFacts};
+use super::{auth, glob, table, ClientState, NodeFacts};
 
 /// What a command needs.
 #[derive(Debug)]
@@ -94,6 +94,10 @@ pub fn dispatch(
     facts: &NodeFacts,
     sink: &mut dyn RequestSink,
 ) -> Plan {
+    // Before the password nothing else is looked up, not even whether a command exists.
+    if !client.authenticated && !auth::allowed_before_auth(args[0]) {
+        return error(auth::NOAUTH);
+    }
     let Some(spec) = table::find(args[0]) else {
         return Plan::Reply(unknown_command(args));
     };
@@ -120,7 +124,14 @@ fn run(
     match name {
         "get" => core(one(sink, &Request::Get { key, read: READ }, Shape::Bulk)),
         "set" => set(args, sink),
-        "getdel" => core(one(sink, &Request::GetDelete { key, write: write() }, Shape::Bulk)),
+        "getdel" => core(one(
+            sink,
+            &Request::GetDelete {
+                key,
+                write: write(),
+            },
+            Shape::Bulk,
+        )),
         "getset" => core(one(
             sink,
             &Request::SetAndGet {
@@ -139,20 +150,33 @@ fn run(
         )),
         "setex" | "psetex" => {
             let ttl = integer(args[2])?;
-            let ms = if name == "setex" { ttl.checked_mul(1000) } else { Some(ttl) };
+            let ms = if name == "setex" {
+                ttl.checked_mul(1000)
+            } else {
+                Some(ttl)
+            };
             let ms = ms
                 .filter(|&ms| ms > 0)
                 .ok_or_else(|| error(&format!("ERR invalid expire time in '{name}' command")))?;
             core(one(
                 sink,
-                &set_request(key, args[3], SetCondition::Always, Expiry::AfterMs(ms as u64)),
+                &set_request(
+                    key,
+                    args[3],
+                    SetCondition::Always,
+                    Expiry::AfterMs(ms as u64),
+                ),
                 Shape::Ok,
             ))
         }
         "mget" => {
             let mut buffer = vec![0; args[1..].iter().map(|a| a.len() + 5).sum()];
             let keys = pack(&mut buffer, &args[1..]);
-            core(one(sink, &Request::MultiGet { keys, read: READ }, Shape::Values))
+            core(one(
+                sink,
+                &Request::MultiGet { keys, read: READ },
+                Shape::Values,
+            ))
         }
         "mset" => {
             if args.len() % 2 == 0 {
@@ -160,7 +184,14 @@ fn run(
             }
             let mut buffer = vec![0; args[1..].iter().map(|a| a.len() + 5).sum()];
             let pairs = pack(&mut buffer, &args[1..]);
-            core(one(sink, &Request::MultiSet { pairs, write: write() }, Shape::Ok))
+            core(one(
+                sink,
+                &Request::MultiSet {
+                    pairs,
+                    write: write(),
+                },
+                Shape::Ok,
+            ))
         }
         "del" | "unlink" => core(sum(SumOf::Deleted, &args[1..], sink)),
         "exists" => core(sum(SumOf::Existing, &args[1..], sink)),
@@ -176,7 +207,15 @@ fn run(
             } else {
                 amount
             };
-            core(one(sink, &Request::IncrBy { key, delta, write: write() }, Shape::Integer))
+            core(one(
+                sink,
+                &Request::IncrBy {
+                    key,
+                    delta,
+                    write: write(),
+                },
+                Shape::Integer,
+            ))
         }
         "append" => core(one(
             sink,
@@ -196,10 +235,23 @@ fn run(
                 )));
             }
             let ttl = integer(args[2])?;
-            let ms = if name == "expire" { ttl.checked_mul(1000) } else { Some(ttl) };
-            let ms = ms.ok_or_else(|| error(&format!("ERR invalid expire time in '{name}' command")))?;
+            let ms = if name == "expire" {
+                ttl.checked_mul(1000)
+            } else {
+                Some(ttl)
+            };
+            let ms =
+                ms.ok_or_else(|| error(&format!("ERR invalid expire time in '{name}' command")))?;
             let expiry = Expiry::AfterMs(ms.max(0) as u64);
-            core(one(sink, &Request::SetExpiry { key, expiry, write: write() }, Shape::Changed))
+            core(one(
+                sink,
+                &Request::SetExpiry {
+                    key,
+                    expiry,
+                    write: write(),
+                },
+                Shape::Changed,
+            ))
         }
         "persist" => core(one(
             sink,
@@ -213,7 +265,11 @@ fn run(
         "ttl" | "pttl" => core(one(
             sink,
             &Request::TimeToLive { key, read: READ },
-            if name == "ttl" { Shape::Seconds } else { Shape::Integer },
+            if name == "ttl" {
+                Shape::Seconds
+            } else {
+                Shape::Integer
+            },
         )),
         "keys" => {
             sink.send(&Request::Scan {
@@ -241,14 +297,17 @@ fn run(
                 count: 1,
                 read: READ,
             });
-            core(Job::RandomKey { from_start: cursor == 0 })
+            core(Job::RandomKey {
+                from_start: cursor == 0,
+            })
         }
         "type" => core(one(sink, &Request::Exists { key, read: READ }, Shape::Type)),
         "dbsize" => core(one(sink, &Request::DbSize { read: READ }, Shape::Count)),
         "flushdb" | "flushall" => {
-            if args[1..].iter().any(|a| {
-                !a.eq_ignore_ascii_case(b"async") && !a.eq_ignore_ascii_case(b"sync")
-            }) || args.len() > 2
+            if args[1..]
+                .iter()
+                .any(|a| !a.eq_ignore_ascii_case(b"async") && !a.eq_ignore_ascii_case(b"sync"))
+                || args.len() > 2
             {
                 return Err(error(SYNTAX));
             }
@@ -258,7 +317,11 @@ fn run(
             if args.len() > 2 {
                 return Err(error("ERR wrong number of arguments for 'ping' command"));
             }
-            core(one(sink, &Request::Ping, Shape::Pong(args.get(1).map(|m| m.to_vec()))))
+            core(one(
+                sink,
+                &Request::Ping,
+                Shape::Pong(args.get(1).map(|m| m.to_vec())),
+            ))
         }
         "echo" => Ok(Plan::Reply(reply_bytes(|r| r.bulk(args[1])))),
         "quit" => Ok(Plan::ReplyAndClose(reply_bytes(|r| r.simple("OK")))),
@@ -266,9 +329,17 @@ fn run(
             0 => Ok(ok()),
             _ => Err(error("ERR DB index is out of range")),
         },
-        "auth" => Err(error(
-            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        )),
+        "auth" => {
+            // AUTH password | AUTH user password (arity allows 2 or more arguments).
+            let (user, given) = match args.len() {
+                2 => (None, args[1]),
+                3 => (Some(args[1]), args[2]),
+                _ => return Err(error("ERR syntax error")),
+            };
+            auth::check(facts.requirepass.as_ref(), user, given).map_err(error)?;
+            client.authenticated = true;
+            Ok(ok())
+        }
         "hello" => hello(args, client, facts),
         "info" => Ok(Plan::Status(StatusQuery::Info(
             args[1..]
@@ -296,7 +367,10 @@ fn run(
             }
             // A confirmed linearizable read proves every earlier write committed, i.e.
             // is held by a quorum: quorum - 1 replicas besides the leader.
-            sink.send(&Request::Exists { key: b"", read: READ });
+            sink.send(&Request::Exists {
+                key: b"",
+                read: READ,
+            });
             let quorum = facts.quorum.load(std::sync::atomic::Ordering::Relaxed);
             core(Job::One(Shape::Replicas(quorum as i64 - 1)))
         }
@@ -447,16 +521,17 @@ fn hello(args: &[&[u8]], client: &mut ClientState, facts: &NodeFacts) -> Result<
         }
     }
     let mut i = 2;
+    let mut credentials = None;
+    let mut name = None;
     while i < args.len() {
         let option = args[i].to_ascii_uppercase();
         match option.as_slice() {
             b"AUTH" if i + 2 < args.len() => {
-                return Err(error(
-                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-                ))
+                credentials = Some((args[i + 1], args[i + 2]));
+                i += 3;
             }
             b"SETNAME" if i + 1 < args.len() => {
-                set_name(client, args[i + 1])?;
+                name = Some(args[i + 1]);
                 i += 2;
             }
             _ => {
@@ -466,6 +541,18 @@ fn hello(args: &[&[u8]], client: &mut ClientState, facts: &NodeFacts) -> Result<
                 )))
             }
         }
+    }
+    // The password first, as Redis does: a stranger's SETNAME changes nothing.
+    match credentials {
+        Some((user, given)) => {
+            auth::check(facts.requirepass.as_ref(), Some(user), given).map_err(error)?;
+            client.authenticated = true;
+        }
+        None if !client.authenticated => return Err(error(auth::HELLO_NOAUTH)),
+        None => {}
+    }
+    if let Some(name) = name {
+        set_name(client, name)?;
     }
     Ok(Plan::Reply(reply_bytes(|r| {
         r.array(14);

@@ -5,6 +5,7 @@
 //! client would send, encoded and handed to the node task exactly like a native client
 //! frame (so a follower forwards writes to the leader as usual), and the `Response`s are
 //! worded as Redis words its replies. The modules, one job each:
+//! - [`auth`]: `--requirepass`: AUTH, HELLO's AUTH, what a stranger may send;
 //! - [`parse`]: RESP2 and inline requests, with limits checked before buffering;
 //! - [`encode`]: RESP2 replies;
 //! - [`dispatch`]: arguments to a plan (a reply, a core job, a question for the node task);
@@ -15,6 +16,7 @@
 //!
 //! The connection task that drives them is `server::resp_conn`.
 
+pub mod auth;
 pub mod dispatch;
 pub mod encode;
 pub mod glob;
@@ -48,6 +50,8 @@ pub struct ClientState {
     pub local_addr: SocketAddr,
     /// The last command's name, for CLIENT INFO.
     pub last_command: String,
+    /// Whether the connection has given the password (from the start, with none set).
+    pub authenticated: bool,
 }
 
 impl ClientState {
@@ -100,6 +104,8 @@ pub struct NodeFacts {
     pub connections_received: AtomicU64,
     /// RESP commands taken since start.
     pub commands_processed: AtomicU64,
+    /// `--requirepass`; never reported by CONFIG GET or INFO.
+    pub requirepass: Option<crate::secret::Password>,
 }
 
 impl NodeFacts {

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memdi_core::wire::{ErrorCode, FrameDecoder, FRAME_HEADER_BYTES};
+use memdi_core::auth::UNAUTHENTICATED_MAX_FRAME_BYTES;
+use memdi_core::wire::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use super::frames::error_frame;
 use super::node_task::{ClientLink, ConnId, FrameBatch, Input, Outbound};
+use super::password_gate::{self, Screened};
+use crate::config::Password;
 
 /// Replies queued for one connection before the node task gives up on it.
 const REPLY_QUEUE: usize = 16 * 1024;
@@ -41,6 +44,9 @@ pub struct ClientSettings {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks, so shutdown can wait for replies to be written.
     pub tasks: TaskTracker,
+    /// `--requirepass`: until a connection sends it, only `Hello` and `Auth` are served and
+    /// frames are capped at `UNAUTHENTICATED_MAX_FRAME_BYTES`.
+    pub password: Option<Arc<Password>>,
 }
 
 /// Admits client connections under the `--max-clients` cap, from the client listener and
@@ -131,8 +137,15 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
         replies: replies.clone(),
         close: close.clone(),
     };
-    let buffer = vec![0; settings.max_frame_bytes as usize + FRAME_HEADER_BYTES];
-    let mut decoder = FrameDecoder::new(buffer).expect("frame buffer above the header size");
+    let mut authenticated = settings.password.is_none();
+    // A stranger gets a small buffer: the full one is allocated only once it has
+    // authenticated (Redis's fix for CVE-2021-32675).
+    let first_cap_bytes = if authenticated {
+        settings.max_frame_bytes
+    } else {
+        UNAUTHENTICATED_MAX_FRAME_BYTES.min(settings.max_frame_bytes)
+    };
+    let mut decoder = password_gate::frame_decoder(first_cap_bytes);
     let idle =
         (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
     let mut greeted = false;
@@ -170,25 +183,66 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
         let mut frames = FrameBatch::default();
         let mut failed = None;
         loop {
-            match decoder.next_frame() {
-                Ok(Some(payload)) if greeted => frames.push(payload),
-                Ok(Some(payload)) => {
-                    greeted = true;
-                    let input = Input::ClientHello {
-                        conn,
-                        payload: payload.to_vec(),
-                        link: link.clone(),
-                    };
-                    if settings.inputs.send(input).await.is_err() {
-                        break 'connection; // the node task has stopped
+            let mut just_authenticated = false;
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(payload)) if !greeted => {
+                        greeted = true;
+                        let input = Input::ClientHello {
+                            conn,
+                            payload: payload.to_vec(),
+                            link: link.clone(),
+                        };
+                        if settings.inputs.send(input).await.is_err() {
+                            break 'connection; // the node task has stopped
+                        }
+                    }
+                    Ok(Some(payload)) => {
+                        let screened = match &settings.password {
+                            None => Screened::Pass,
+                            Some(password) => {
+                                password_gate::screen(password, authenticated, payload)
+                            }
+                        };
+                        let Screened::Answer { frame, opens } = screened else {
+                            frames.push(payload);
+                            continue;
+                        };
+                        // Requests before it reach the node first, then this answer.
+                        let earlier = std::mem::take(&mut frames);
+                        let inputs = [
+                            (!earlier.is_empty()).then_some(Input::ClientFrames {
+                                conn,
+                                frames: earlier,
+                            }),
+                            Some(Input::ClientReply {
+                                conn,
+                                frame,
+                                close: false,
+                            }),
+                        ];
+                        for input in inputs.into_iter().flatten() {
+                            if settings.inputs.send(input).await.is_err() {
+                                break 'connection; // the node task has stopped
+                            }
+                        }
+                        if opens && !authenticated {
+                            authenticated = true;
+                            just_authenticated = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(error) => {
-                    failed = Some(error);
-                    break;
-                }
             }
+            if !just_authenticated {
+                break;
+            }
+            decoder = password_gate::widened(&decoder, settings.max_frame_bytes);
         }
         if !frames.is_empty() {
             let input = Input::ClientFrames { conn, frames };
@@ -199,6 +253,17 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
         if let Some(error) = failed {
             tracing::info!("client {conn}: {error}; closing the connection");
             let frame = error_frame(0, error.error_code(), &error.to_string());
+            if greeted {
+                // Through the node task, after the answers to the frames before it (the
+                // handshake's among them); it closes the connection and forgets it.
+                let close = Input::ClientReply {
+                    conn,
+                    frame,
+                    close: true,
+                };
+                let _ = settings.inputs.send(close).await;
+                return;
+            }
             let _ = replies.send(Outbound::Frames(frame)).await;
             let _ = replies.send(Outbound::Close).await;
             break 'connection;

@@ -1,5 +1,5 @@
 //! Frames the shell writes itself: error replies to connections the core never sees (too
-//! many clients, an oversized frame), the answer to `Save` (the shell owns the files) and
+//! many clients, an oversized frame), the password gate's answers, the answer to `Save` (the shell owns the files) and
 //! the handshake a node sends its peers.
 
 use memdi_core::wire::{
@@ -15,6 +15,18 @@ pub fn saved_frame(request_id: u32, report: SaveReport) -> Vec<u8> {
     };
     let mut out = vec![0; FRAME_HEADER_BYTES + 64];
     let len = encode_frame(&message, &mut out).expect("a Saved frame fits 64 bytes");
+    out.truncate(len);
+    out
+}
+
+/// The answer to an `Auth` with the right password.
+pub fn authenticated_frame(request_id: u32) -> Vec<u8> {
+    let message = ServerMessage {
+        request_id,
+        response: Response::Authenticated,
+    };
+    let mut out = vec![0; FRAME_HEADER_BYTES + 16];
+    let len = encode_frame(&message, &mut out).expect("an Authenticated frame fits 16 bytes");
     out.truncate(len);
     out
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::node_task::Input;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, ClientOptions, Password};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -59,11 +59,18 @@ pub async fn run(
     address: String,
     inputs: mpsc::Sender<Input>,
     shutdown: CancellationToken,
+    password: Option<Password>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let attempt = async {
-            let client = Client::connect(&seed).await?;
+            // A cluster with a password takes joins only from nodes that know it (the
+            // member's peer port gates client greetings as its client port does).
+            let options = ClientOptions {
+                password: password.clone(),
+                ..ClientOptions::default()
+            };
+            let client = Client::connect_with(&seed, options).await?;
             client.add_member(me.0, &address).await
         };
         let result = tokio::select! {
@@ -80,7 +87,11 @@ pub async fn run(
                 return;
             }
             Err(ClientError::Server {
-                code: ErrorCode::Unsupported | ErrorCode::Malformed,
+                code:
+                    ErrorCode::Unsupported
+                    | ErrorCode::Malformed
+                    | ErrorCode::WrongPassword
+                    | ErrorCode::AuthRequired,
                 detail,
             }) => {
                 tracing::error!(

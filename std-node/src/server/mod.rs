@@ -12,6 +12,7 @@ pub mod disk_writer;
 mod frames;
 mod join;
 mod node_task;
+mod password_gate;
 mod peer_link;
 mod peer_set;
 #[cfg(test)]
@@ -262,6 +263,7 @@ impl Prepared {
             max_clients: config.max_clients,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
+            password: config.requirepass.clone().map(Arc::new),
         });
         tasks.spawn(peer_link::accept_loop(
             peer_listener,
@@ -291,6 +293,7 @@ impl Prepared {
                 connected_clients: AtomicU64::new(0),
                 connections_received: AtomicU64::new(0),
                 commands_processed: AtomicU64::new(0),
+                requirepass: config.requirepass.clone(),
             };
             let max_frame = sizes.max_frame_bytes as usize;
             tasks.spawn(resp_conn::accept_loop(
@@ -351,6 +354,7 @@ impl Prepared {
                 config.peer_addr.to_string(),
                 join_inputs,
                 shutdown.clone(),
+                config.requirepass.clone(),
             ));
         }
         tokio::pin!(shutdown_signal);

@@ -109,6 +109,17 @@ pub enum Input {
         /// The frames' payloads.
         frames: FrameBatch,
     },
+    /// A frame the connection answered itself (the password gate, `memdi_core::auth`),
+    /// passed through here so it reaches the client in order with the node's answers.
+    ClientReply {
+        /// The connection.
+        conn: ConnId,
+        /// The whole frame, header included.
+        frame: Vec<u8>,
+        /// Close the connection once the frame is written (a frame error: the stream
+        /// cannot be followed any further).
+        close: bool,
+    },
     /// A client connection ended.
     ClientClosed {
         /// The connection.
@@ -577,6 +588,12 @@ impl NodeTask {
                     self.client_request(now, conn, payload);
                 }
                 self.drain();
+            }
+            Input::ClientReply { conn, frame, close } => {
+                self.send_client(conn, frame);
+                if close {
+                    self.close_client(conn);
+                }
             }
             Input::ClientClosed { conn } => {
                 self.clients.remove(&conn);

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use super::frames::split_frames;
 use super::node_task::{ClientLink, ConnId, FrameBatch, Input, Outbound};
+use crate::resp::auth::{protocol_error_text, unauthenticated_limits};
 use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
 use crate::resp::encode::reply_bytes;
 use crate::resp::info::{info_text, write_role};
@@ -219,6 +220,7 @@ impl Connection {
                 addr,
                 local_addr,
                 last_command: String::new(),
+                authenticated: settings.facts.requirepass.is_none(),
             },
             replies,
             close,
@@ -346,14 +348,22 @@ impl Connection {
             let mut consumed = 0;
             let mut payloads = FrameBatch::default();
             while !closing && pending.len() < MAX_PENDING && ids.len() < MAX_PENDING {
-                let parsed = match parse(&input[consumed..], &settings.limits) {
+                // A stranger's requests are kept small (`resp::auth`); AUTH lifts the
+                // limits for the requests after it, even in the same read.
+                let limits = if client.authenticated {
+                    settings.limits
+                } else {
+                    unauthenticated_limits(&settings.limits)
+                };
+                let parsed = match parse(&input[consumed..], &limits) {
                     Ok(Some(parsed)) => parsed,
                     Ok(None) => break,
                     Err(error) => {
+                        let text = protocol_error_text(&error, client.authenticated);
                         // Whatever was queued is answered first, then the connection closes.
                         pending.push_back(Slot {
                             job: None,
-                            reply: Some(reply_bytes(|r| r.error(&format!("ERR {error}")))),
+                            reply: Some(reply_bytes(|r| r.error(&text))),
                             close_after: true,
                         });
                         closing = true;

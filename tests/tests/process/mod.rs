@@ -28,37 +28,48 @@ pub fn server_binary() -> &'static Path {
         if let Some(path) = std::env::var_os("MEMDI_SERVER_BIN") {
             return PathBuf::from(path);
         }
-        let test_exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/cluster-<hash>
-        let profile_dir = test_exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable in target/<profile>/deps");
-        let release = profile_dir
-            .file_name()
-            .is_some_and(|name| name == "release");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ inside the workspace");
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(workspace)
-            .args(["build", "-p", "memdi-node", "--bin", "memdi-server"]);
-        if release {
-            build.arg("--release");
-        }
-        // Same target directory as this test, wherever it is.
-        if let Some(target) = profile_dir.parent() {
-            build.arg("--target-dir").arg(target);
-        }
-        let status = build
-            .status()
-            .expect("running cargo build for memdi-server");
-        assert!(status.success(), "building memdi-server failed");
-        let binary = profile_dir.join("memdi-server");
-        assert!(binary.exists(), "{} not found", binary.display());
-        binary
+        build_binary("memdi-server")
     })
+}
+
+/// The `memdi` client CLI, built once per test process (as the server is).
+pub fn cli_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| build_binary("memdi"))
+}
+
+/// Builds binary `name` of memdi-node for this test's profile and target directory.
+fn build_binary(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/cluster-<hash>
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable in target/<profile>/deps");
+    let release = profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ inside the workspace");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(workspace)
+        .args(["build", "-p", "memdi-node", "--bin", name]);
+    if release {
+        build.arg("--release");
+    }
+    // Same target directory as this test, wherever it is.
+    if let Some(target) = profile_dir.parent() {
+        build.arg("--target-dir").arg(target);
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|error| panic!("running cargo build for {name}: {error}"));
+    assert!(status.success(), "building {name} failed");
+    let binary = profile_dir.join(name);
+    assert!(binary.exists(), "{} not found", binary.display());
+    binary
 }
 
 /// A free port on 127.0.0.1 (free when asked; the server binds it moments later).
@@ -80,6 +91,8 @@ pub struct Server {
     child: Option<Child>,
     /// Every run's stderr is appended here.
     pub log_path: PathBuf,
+    /// The server's RUST_LOG (default `info`; the auth test reads its debug lines).
+    pub rust_log: String,
 }
 
 impl Server {
@@ -94,6 +107,7 @@ impl Server {
             data_dir,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             child: None,
+            rust_log: "info".into(),
         }
     }
 
@@ -127,7 +141,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
