@@ -310,6 +310,38 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         })
     }
 
+    /// A copy of this store in `memory` (at least [`StoreLimits::memory_bytes`] bytes, all
+    /// zero): for writing a snapshot on another thread while this store goes on taking
+    /// writes, as Redis forks for BGSAVE. Only the index and the part of the arena ever
+    /// handed out are copied, so the copy costs a `memcpy` of the bytes in use, and memory
+    /// the store never wrote (zeroed pages the OS has not committed) stays untouched.
+    pub fn copy_into<N: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        mut memory: N,
+    ) -> Result<Store<N>, StoreInitError> {
+        let needed = self.limits.memory_bytes()?;
+        let given = memory.as_ref().len();
+        if given < needed {
+            return Err(StoreInitError::MemoryTooSmall { needed, given });
+        }
+        let used = self.index_bytes + self.arena.bump();
+        memory.as_mut()[..used].copy_from_slice(&self.memory.as_ref()[..used]);
+        Ok(Store {
+            memory,
+            limits: self.limits,
+            index: self.index,
+            index_bytes: self.index_bytes,
+            arena: self.arena.clone(),
+            hasher: self.hasher.clone(),
+            len: self.len,
+            last_version: self.last_version,
+            mutations: self.mutations,
+            next_expiry_ms: self.next_expiry_ms,
+            reclaim_expired: self.reclaim_expired,
+            removals: self.removals,
+        })
+    }
+
     /// Gives the memory back.
     pub fn into_memory(self) -> M {
         self.memory
@@ -1179,6 +1211,48 @@ mod tests {
             );
         }
         assert!(cases > 10, "too few runs with a displaced key: {cases}");
+    }
+
+    /// A key's record as the tests compare them: key, value, version, expiry.
+    type Held = (Vec<u8>, Vec<u8>, u64, Option<u64>);
+
+    fn entries(store: &Store<Vec<u8>>) -> Vec<Held> {
+        let mut all: Vec<_> = store
+            .iter()
+            .map(|e| (e.key.to_vec(), e.value.to_vec(), e.version, e.expires_at_ms))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// A copy holds what the store held, versions and expiries included, answers lookups,
+    /// takes writes of its own, and does not see the store's later writes.
+    #[test]
+    fn a_copy_is_the_store_as_it_was_and_goes_its_own_way() {
+        let mut store = full_store(9);
+        // Freed chunks and a compaction behind the bump pointer, and an expiry.
+        for i in (0..64u32).step_by(3) {
+            store.delete(&i.to_le_bytes(), 0);
+        }
+        let options = SetOptions {
+            expiry: SetExpiry::At(500),
+            ..SetOptions::default()
+        };
+        store.set(b"exp", b"e", options, 0).unwrap();
+        let memory = vec![0; store.limits().memory_bytes().unwrap()];
+        let mut copy = store.copy_into(memory).unwrap();
+        assert_eq!(entries(&copy), entries(&store));
+        assert_eq!(copy.last_version(), store.last_version());
+        assert_eq!(copy.len(), store.len());
+        assert_eq!(copy.get(b"exp", 0).map(|e| e.value), Some(&b"e"[..]));
+
+        store.set(b"later", b"x", SetOptions::default(), 0).unwrap();
+        assert!(copy.get(b"later", 0).is_none());
+        copy.set(b"mine", b"y", SetOptions::default(), 0).unwrap();
+        assert!(store.get(b"mine", 0).is_none());
+        assert!(store
+            .copy_into(vec![0; 16])
+            .is_err_and(|e| matches!(e, StoreInitError::MemoryTooSmall { .. })));
     }
 
     fn small_store() -> Store<Vec<u8>> {

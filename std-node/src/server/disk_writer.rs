@@ -56,8 +56,9 @@ pub enum DiskJob {
 pub struct CheckpointJob {
     /// The job's number.
     pub seq: u64,
-    /// The snapshot file's bytes.
-    pub snapshot: Vec<u8>,
+    /// The store to write as the snapshot: a copy taken by the node task, encoded here so
+    /// that the node task (and its heartbeats) does not wait for it.
+    pub snapshot: FrozenStore,
     /// The committed entry the new log starts after (names the file).
     pub base_index: u64,
     /// The hard-state record, framed.
@@ -66,6 +67,17 @@ pub struct CheckpointJob {
     pub reset: Vec<u8>,
     /// The entry records and the commit record, framed.
     pub tail: Vec<u8>,
+}
+
+/// A copy of the store as of a checkpoint, and the entry it reflects.
+#[derive(Debug)]
+pub struct FrozenStore {
+    /// The copy ([`memdi_core::store::Store::copy_into`]).
+    pub store: memdi_core::store::Store<Vec<u8>>,
+    /// The term of the last entry it reflects.
+    pub term: u64,
+    /// The last entry it reflects.
+    pub log_index: u64,
 }
 
 /// What the disk writer tells the node task.
@@ -231,10 +243,21 @@ impl DiskWriter {
     /// a failure to write the snapshot or the new log is reported, after its records were
     /// appended to the current log.
     fn checkpoint(&mut self, job: CheckpointJob) -> io::Result<DiskReport> {
-        match self.switch_log(&job) {
-            Ok(()) => Ok(DiskReport::CheckpointSaved {
+        let FrozenStore {
+            store,
+            term,
+            log_index,
+        } = &job.snapshot;
+        let written = snapshot_file::encode(store, *term, *log_index)
+            .map_err(CheckpointError::Encode)
+            .and_then(|snapshot| {
+                self.switch_log(&job, &snapshot)?;
+                Ok(snapshot.len())
+            });
+        match written {
+            Ok(snapshot_bytes) => Ok(DiskReport::CheckpointSaved {
                 seq: job.seq,
-                snapshot_bytes: job.snapshot.len(),
+                snapshot_bytes,
             }),
             Err(error) => {
                 self.file.write_all(&job.head)?;
@@ -248,8 +271,8 @@ impl DiskWriter {
         }
     }
 
-    fn switch_log(&mut self, job: &CheckpointJob) -> Result<(), CheckpointError> {
-        snapshot_file::save(&self.data_dir, &job.snapshot).map_err(CheckpointError::Snapshot)?;
+    fn switch_log(&mut self, job: &CheckpointJob, snapshot: &[u8]) -> Result<(), CheckpointError> {
+        snapshot_file::save(&self.data_dir, snapshot).map_err(CheckpointError::Snapshot)?;
         let path = log_file::log_path(&self.data_dir, job.base_index);
         let temp = path.with_extension("memdi.tmp");
         let log_error = |source| CheckpointError::Log {
@@ -287,6 +310,9 @@ impl DiskWriter {
 /// Why a checkpoint could not be written.
 #[derive(Debug, thiserror::Error)]
 enum CheckpointError {
+    /// The store could not be encoded.
+    #[error("snapshot encoding failed: {0:?}")]
+    Encode(memdi_core::snapshot::SnapshotEncodeError),
     /// The snapshot.
     #[error(transparent)]
     Snapshot(snapshot_file::SaveError),

@@ -462,7 +462,7 @@ impl NodeTask {
         match self.disk.checkpoint(&mut self.node) {
             Ok((seq, applied_index)) => {
                 tracing::debug!(
-                    "{why} checkpoint: {} keys encoded in {} ms",
+                    "{why} checkpoint: {} keys copied for the writer in {} ms",
                     self.node.store().len(),
                     started.elapsed().as_millis()
                 );
