@@ -252,14 +252,14 @@ impl DiskLink {
         // If the checkpoint fails, its records go to the current log: counted either way.
         self.log_bytes = (head.len() + reset.len() + tail.len()) as u64;
         let seq = self.issued_seq + 1;
-        self.submit(DiskJob::Checkpoint(CheckpointJob {
+        self.submit(DiskJob::Checkpoint(Box::new(CheckpointJob {
             seq,
             snapshot,
             base_index: base.index.0,
             head,
             reset,
             tail,
-        }))?;
+        })))?;
         Ok((seq, applied.index.0))
     }
 

@@ -45,7 +45,7 @@ pub enum DiskJob {
         framed: Vec<u8>,
     },
     /// Write a checkpoint and switch to a new log.
-    Checkpoint(CheckpointJob),
+    Checkpoint(Box<CheckpointJob>),
 }
 
 /// A checkpoint to write. The new log is `head`, `reset`, `tail`; if the checkpoint cannot
@@ -190,7 +190,7 @@ impl DiskWriter {
                     DiskJob::Checkpoint(checkpoint) => {
                         self.write(&mut buffer)?;
                         last_seq = checkpoint.seq;
-                        let report = self.checkpoint(checkpoint)?;
+                        let report = self.checkpoint(*checkpoint)?;
                         let _ = reports.send(report);
                     }
                 }
