@@ -105,6 +105,11 @@ pub struct ServerArgs {
     /// Address for Redis (RESP2) clients; off unless given.
     #[arg(long, value_name = "HOST:PORT")]
     pub resp_addr: Option<SocketAddr>,
+    /// Address for Prometheus to scrape (`GET /metrics`, text format); off unless given.
+    /// It answers without a password, and shows figures only (no keys or values): bind it
+    /// where only your monitoring reaches.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
     /// The initial voters as id=host:port of their peer address, this node included, e.g.
     /// 1=127.0.0.1:7380,2=127.0.0.1:7382,3=127.0.0.1:7384. Absent: a single-node cluster.
     #[arg(long, value_name = "ID=HOST:PORT,...")]
@@ -208,6 +213,8 @@ pub struct ServerConfig {
     pub join: Option<String>,
     /// Where Redis clients connect (RESP2), if anywhere.
     pub resp_addr: Option<SocketAddr>,
+    /// Where Prometheus scrapes `/metrics`, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     /// The password clients must give (`--requirepass`), if any. Never logged or shown.
     pub requirepass: Option<Password>,
 }
@@ -262,6 +269,7 @@ impl ServerArgs {
             client_addr: self.client_addr.or(other.client_addr),
             peer_addr: self.peer_addr.or(other.peer_addr),
             resp_addr: self.resp_addr.or(other.resp_addr),
+            metrics_addr: self.metrics_addr.or(other.metrics_addr),
             cluster: self.cluster.or(other.cluster),
             join: self.join.or(other.join),
             data_dir: self.data_dir.or(other.data_dir),
@@ -387,6 +395,7 @@ impl ServerArgs {
             idle_timeout_ms: self.idle_timeout_secs.unwrap_or(300).saturating_mul(1000),
             join: self.join,
             resp_addr: self.resp_addr,
+            metrics_addr: self.metrics_addr,
             requirepass,
         })
     }

@@ -157,6 +157,14 @@ pub struct NodeStatus {
     pub last_save_unix_secs: u64,
     /// Store changes since that snapshot.
     pub changes_since_save: u64,
+    /// The first entry of the in-memory log.
+    pub log_first_index: u64,
+    /// The last entry of the log.
+    pub log_last_index: u64,
+    /// The last entry the store reflects.
+    pub applied_index: u64,
+    /// The node task's totals since start.
+    pub counters: crate::server::metrics::Counters,
     /// Leader: each other member and the highest entry it holds.
     pub followers: Vec<(NodeId, u64)>,
     /// Each member's peer address, from the membership (which changes as nodes join and

@@ -11,6 +11,7 @@ mod disk_link;
 pub mod disk_writer;
 mod frames;
 mod join;
+pub mod metrics;
 mod node_task;
 mod password_gate;
 mod peer_link;
@@ -232,6 +233,10 @@ impl Prepared {
             Some(addr) => Some(bind("--resp-addr", addr).await?),
             None => None,
         };
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(bind("--metrics-addr", addr).await?),
+            None => None,
+        };
         let leader_now = Arc::new(AtomicBool::new(false));
         let quorum_now = Arc::new(std::sync::atomic::AtomicUsize::new(
             node.membership().voter_count() / 2 + 1,
@@ -314,6 +319,22 @@ impl Prepared {
             ));
             tracing::info!("serving Redis clients (RESP2) on {resp_addr}");
         }
+        if let (Some(listener), Some(addr)) = (metrics_listener, config.metrics_addr) {
+            let facts = metrics::MetricsFacts {
+                node_id: config.node_id,
+                started: std::time::Instant::now(),
+                max_keys: config.store_limits.max_keys,
+                max_total_bytes: config.store_limits.max_total_bytes,
+            };
+            tasks.spawn(metrics::accept_loop(
+                listener,
+                inputs.clone(),
+                Arc::new(facts),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+            tracing::info!("serving metrics on {}", metrics::describe(addr));
+        }
         drop(inputs);
         tracing::info!(
             "memdi-server node {} of cluster {} ({} voters) serving clients on {}, peers on {}, data in {}",
@@ -345,6 +366,7 @@ impl Prepared {
             quorum_now,
             last_save_unix_secs,
             mutations_at_save: 0,
+            counters: metrics::Counters::default(),
         };
         let node_handle = tokio::spawn(node_task.run());
         if let Some(seed) = config.join.clone() {

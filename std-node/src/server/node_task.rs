@@ -277,6 +277,8 @@ pub struct NodeTask {
     pub(super) last_save_unix_secs: Arc<AtomicU64>,
     /// The store's mutation count when the last snapshot was taken.
     pub(super) mutations_at_save: u64,
+    /// What this task has done since start, for `/metrics`.
+    pub(super) counters: super::metrics::Counters,
 }
 
 fn unix_secs() -> u64 {
@@ -431,6 +433,7 @@ impl NodeTask {
                     self.checkpoint_in_flight = None;
                 }
                 tracing::info!("snapshot saved ({snapshot_bytes} bytes); a new log started");
+                self.counters.snapshots_saved += 1;
                 self.last_save_unix_secs
                     .store(unix_secs(), Ordering::Relaxed);
                 self.answer_saves(seq, Ok(snapshot_bytes as u64));
@@ -645,6 +648,10 @@ impl NodeTask {
             used_bytes: store.used_bytes(),
             last_save_unix_secs: self.last_save_unix_secs.load(Ordering::Relaxed),
             changes_since_save: store.mutations().saturating_sub(self.mutations_at_save),
+            log_first_index: self.node.log().first_index(),
+            log_last_index: self.node.log().last_index(),
+            applied_index: self.node.applied_index(),
+            counters: self.counters,
             followers,
             addresses: self
                 .node
@@ -882,6 +889,7 @@ impl NodeTask {
     }
 
     fn client_request(&mut self, now: u64, conn: ConnId, payload: &[u8]) {
+        self.counters.client_requests += 1;
         let action = self.node.handle_client_frame(now, payload, &mut self.out);
         // What this call persists goes first: its answer may promise it.
         self.drain_persist();
@@ -920,6 +928,7 @@ impl NodeTask {
     }
 
     fn peer_frame(&mut self, now: u64, from: NodeId, payload: &[u8]) {
+        self.counters.peer_frames += 1;
         let action = self
             .node
             .handle_peer_frame(now, from, payload, &mut self.out);
@@ -1009,10 +1018,13 @@ impl NodeTask {
                 self.leader_now.store(role == Role::Leader, Ordering::Relaxed);
                 tracing::info!("role: {role:?} in term {term}")
             }
-            NodeEvent::LeaderChanged { leader, term } => match leader {
-                Some(leader) => tracing::info!("leader: node {} in term {term}", leader.0),
-                None => tracing::info!("leader: none known in term {term}"),
-            },
+            NodeEvent::LeaderChanged { leader, term } => {
+                self.counters.leader_changes += 1;
+                match leader {
+                    Some(leader) => tracing::info!("leader: node {} in term {term}", leader.0),
+                    None => tracing::info!("leader: none known in term {term}"),
+                }
+            }
             NodeEvent::ApplyFailed { index } => tracing::error!(
                 "entry {index} could not be applied: this node's store is smaller than the leader's"
             ),

@@ -1,0 +1,113 @@
+//! `--metrics-addr`: Prometheus's text format over HTTP. Part of the `cluster` test target:
+//! `cargo test -p memdi-tests --release --test cluster metrics`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use memdi_node::client::SetOptions;
+
+use super::process::{free_port, Server};
+use super::temp_dir;
+
+/// Sends `request` to the metrics port and returns the status line and the body.
+fn http(port: u16, request: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting to /metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in {response:?}"));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The samples of an exposition text, by series (`name` or `name{labels}`), after checking
+/// that every line is a HELP or TYPE comment or a sample of a declared family with a
+/// number as its value.
+fn samples(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            typed.insert(name.to_string());
+        } else if !line.starts_with("# HELP ") {
+            let (series, value) = line.rsplit_once(' ').expect("name value");
+            let name = series.split('{').next().unwrap();
+            assert!(typed.contains(name), "sample before its TYPE: {line}");
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value: {line}"));
+            samples.insert(series.to_string(), value);
+        }
+    }
+    samples
+}
+
+fn scrape(port: u16) -> std::collections::HashMap<String, f64> {
+    let (status, body) = http(port, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    samples(&body)
+}
+
+/// `/metrics` parses as Prometheus text, shows the node's role, and its counters and
+/// gauges move when clients write; other paths and methods are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move_with_requests() {
+    let dir = temp_dir();
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut server = Server::new(1, dir.path().join("n1"), &["--metrics-addr", &address]);
+    server.start();
+    let client = server.client().await;
+    client
+        .set(b"first", b"v", SetOptions::default())
+        .await
+        .unwrap();
+
+    let before = tokio::task::spawn_blocking(move || scrape(port))
+        .await
+        .unwrap();
+    assert_eq!(
+        before["memdi_node_info{node_id=\"1\",role=\"leader\"}"],
+        1.0
+    );
+    assert_eq!(before["memdi_is_leader"], 1.0);
+    assert_eq!(before["memdi_keys"], 1.0);
+    for i in 0..10 {
+        let key = format!("k{i}");
+        client
+            .set(key.as_bytes(), b"v", SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let after = tokio::task::spawn_blocking(move || scrape(port))
+        .await
+        .unwrap();
+    assert_eq!(after["memdi_keys"], 11.0);
+    assert!(
+        after["memdi_client_requests_total"] >= before["memdi_client_requests_total"] + 10.0,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after["memdi_log_commit_index"] > before["memdi_log_commit_index"]);
+    assert!(after["memdi_store_used_bytes"] > before["memdi_store_used_bytes"]);
+
+    let (status, _) = tokio::task::spawn_blocking(move || http(port, "GET / HTTP/1.1\r\n\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, _) =
+        tokio::task::spawn_blocking(move || http(port, "DELETE /metrics HTTP/1.1\r\n\r\n"))
+            .await
+            .unwrap();
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(server.stop().success(), "{}", server.log());
+}
