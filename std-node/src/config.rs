@@ -69,6 +69,18 @@ pub enum FsyncPolicy {
     No,
 }
 
+/// How the server writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields.message`, `target`), for
+    /// log collectors.
+    Json,
+}
+
 /// A yes/no setting, spelled as Redis spells its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -175,6 +187,10 @@ pub struct ServerArgs {
     /// [default: yes].
     #[arg(long, value_enum)]
     pub protected_mode: Option<YesNo>,
+    /// Log lines as text [default] or as one JSON object per line (for log collectors).
+    /// RUST_LOG sets the level, as always (default: info).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Secret peers must share. NOT BUILT YET: refused at start.
     #[arg(long, value_name = "SECRET")]
     pub cluster_secret: Option<String>,
@@ -215,6 +231,8 @@ pub struct ServerConfig {
     pub resp_addr: Option<SocketAddr>,
     /// Where Prometheus scrapes `/metrics`, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// The password clients must give (`--requirepass`), if any. Never logged or shown.
     pub requirepass: Option<Password>,
 }
@@ -286,6 +304,7 @@ impl ServerArgs {
             cluster_id: self.cluster_id.or(other.cluster_id),
             requirepass: self.requirepass.or(other.requirepass),
             protected_mode: self.protected_mode.or(other.protected_mode),
+            log_format: self.log_format.or(other.log_format),
             cluster_secret: self.cluster_secret.or(other.cluster_secret),
         }
     }
@@ -396,6 +415,7 @@ impl ServerArgs {
             join: self.join,
             resp_addr: self.resp_addr,
             metrics_addr: self.metrics_addr,
+            log_format: self.log_format.unwrap_or_default(),
             requirepass,
         })
     }

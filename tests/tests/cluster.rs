@@ -12,8 +12,8 @@
 
 #[path = "cluster/crash_loop.rs"]
 mod crash_loop;
-#[path = "cluster/metrics.rs"]
-mod metrics;
+#[path = "cluster/observability.rs"]
+mod observability;
 #[path = "cluster/persistence.rs"]
 mod persistence;
 #[allow(dead_code)] // shared with the RESP and auth tests, which use other parts of it

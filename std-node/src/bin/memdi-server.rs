@@ -3,26 +3,35 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use memdi_node::config::ServerArgs;
+use memdi_node::config::{LogFormat, ServerArgs};
 use memdi_node::server::Prepared;
 
+/// Sends log lines to stderr in `format`, at the level RUST_LOG sets (default: info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let lines = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => lines
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => lines.json().with_ansi(false).init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = ServerArgs::parse();
     let config = match args.merged_with_file().and_then(ServerArgs::resolve) {
         Ok(config) => config,
         Err(error) => {
+            // Before the log exists: the configuration decides its format.
             eprintln!("memdi-server: {error}");
             return ExitCode::from(2);
         }
     };
+    init_logging(config.log_format);
     tracing::info!(
         "starting node {} (store: {} keys, {} bytes; snapshots every {} s)",
         config.node_id.0,

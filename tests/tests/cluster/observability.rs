@@ -1,5 +1,6 @@
-//! `--metrics-addr`: Prometheus's text format over HTTP. Part of the `cluster` test target:
-//! `cargo test -p memdi-tests --release --test cluster metrics`.
+//! What operators watch: `--metrics-addr` (Prometheus's text format over HTTP) and
+//! `--log-format json`. Part of the `cluster` test target:
+//! `cargo test -p memdi-tests --release --test cluster observability`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -110,4 +111,36 @@ async fn metrics_parse_and_move_with_requests() {
             .unwrap();
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
     assert!(server.stop().success(), "{}", server.log());
+}
+
+/// `--log-format json`: every line the server writes is one JSON object with a level and a
+/// message, from the start-up line to the last one of a clean stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let dir = temp_dir();
+    let mut server = Server::new(1, dir.path().join("n1"), &["--log-format", "json"]);
+    server.start();
+    let client = server.client().await;
+    client.set(b"k", b"v", SetOptions::default()).await.unwrap();
+    assert!(server.stop().success(), "{}", server.log());
+    let log = server.log();
+    let mut messages = Vec::new();
+    for line in log.lines().filter(|line| !line.is_empty()) {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(event["level"].is_string(), "no level: {line}");
+        assert!(event["timestamp"].is_string(), "no timestamp: {line}");
+        let message = event["fields"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {line}"));
+        messages.push(message.to_string());
+    }
+    assert!(
+        messages.iter().any(|m| m.starts_with("starting node 1")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("final snapshot saved")),
+        "{messages:?}"
+    );
 }
