@@ -560,6 +560,17 @@ mod tests {
         ));
     }
 
+    /// The sample configuration in `deploy/` stays a valid one as flags change.
+    #[test]
+    fn the_sample_configuration_file_is_accepted() {
+        let file: ServerArgs = toml::from_str(include_str!("../../deploy/memdi.toml")).unwrap();
+        let config = file.resolve().unwrap();
+        assert_eq!(config.node_id, NodeId(1));
+        assert_eq!(config.voters.len(), 3);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(config.metrics_addr.is_some() && config.resp_addr.is_some());
+    }
+
     #[test]
     fn requirepass_is_taken_from_flags_and_file_and_never_printed() {
         let config = parse(&["--requirepass", "s3cret-pw"]).resolve().unwrap();
