@@ -19,6 +19,7 @@ extern crate std;
 
 pub mod auth;
 pub mod cluster;
+pub mod peer_auth;
 pub mod snapshot;
 pub mod store;
 pub mod wire;

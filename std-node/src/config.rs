@@ -191,9 +191,11 @@ pub struct ServerArgs {
     /// RUST_LOG sets the level, as always (default: info).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Secret peers must share. NOT BUILT YET: refused at start.
+    /// Secret every node of the cluster shares: peers prove they know it (HMAC-SHA256
+    /// challenge-response, never sending it) before any message is taken from them. Give
+    /// every node the same one, or none.
     #[arg(long, value_name = "SECRET")]
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Password>,
 }
 
 /// The resolved configuration the server runs with.
@@ -233,6 +235,8 @@ pub struct ServerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// The secret peers prove they know (`--cluster-secret`), if any. Never logged.
+    pub cluster_secret: Option<Password>,
     /// The password clients must give (`--requirepass`), if any. Never logged or shown.
     pub requirepass: Option<Password>,
 }
@@ -333,9 +337,14 @@ impl ServerArgs {
                 "an empty password would let anyone in; give a password or leave it out",
             ));
         }
-        if self.cluster_secret.is_some() {
-            return Err(ConfigError::NotBuilt(
-                "--cluster-secret (peer authentication)",
+        if self
+            .cluster_secret
+            .as_ref()
+            .is_some_and(|secret| secret.expose().is_empty())
+        {
+            return Err(invalid(
+                "--cluster-secret",
+                "an empty secret proves nothing; give a secret or leave it out",
             ));
         }
         let node_id = NodeId(self.node_id.unwrap_or(1));
@@ -416,6 +425,7 @@ impl ServerArgs {
             resp_addr: self.resp_addr,
             metrics_addr: self.metrics_addr,
             log_format: self.log_format.unwrap_or_default(),
+            cluster_secret: self.cluster_secret,
             requirepass,
         })
     }
@@ -551,9 +561,13 @@ mod tests {
     }
 
     #[test]
-    fn unbuilt_features_are_refused_clearly() {
-        let error = parse(&["--cluster-secret", "x"]).resolve().unwrap_err();
-        assert!(error.to_string().contains("not built yet"), "{error}");
+    fn bad_values_are_refused_clearly() {
+        let error = parse(&["--cluster-secret", ""]).resolve().unwrap_err();
+        assert!(error.to_string().contains("empty secret"), "{error}");
+        let config = parse(&["--cluster-secret", "peer-s3cret"])
+            .resolve()
+            .unwrap();
+        assert!(!format!("{config:?}").contains("peer-s3cret"));
         assert!(matches!(
             parse(&["--join", "nonsense"]).resolve(),
             Err(ConfigError::Invalid { .. })
@@ -619,7 +633,7 @@ mod tests {
                 "--resp-addr",
                 "[::1]:6379",
             ],
-            // The peer port is for nodes, not clients: --cluster-secret will guard it.
+            // The peer port is for nodes, not clients: --cluster-secret guards it.
             &["--peer-addr", "0.0.0.0:7380"],
         ] {
             assert!(parse(args).resolve().is_ok(), "{args:?}");

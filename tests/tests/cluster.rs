@@ -18,6 +18,8 @@ mod observability;
 mod persistence;
 #[allow(dead_code)] // shared with the RESP and auth tests, which use other parts of it
 mod process;
+#[path = "cluster/secrets.rs"]
+mod secrets;
 
 use std::time::{Duration, Instant};
 

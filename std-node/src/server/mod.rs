@@ -15,6 +15,7 @@ pub mod metrics;
 mod node_task;
 mod password_gate;
 mod peer_link;
+mod peer_secret;
 mod peer_set;
 #[cfg(test)]
 mod persist_tests;
@@ -250,6 +251,7 @@ impl Prepared {
         let tasks = TaskTracker::new();
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
 
+        let cluster_secret = config.cluster_secret.clone().map(Arc::new);
         let mut peers = peer_set::PeerSet::new(
             config.node_id,
             config.cluster_id,
@@ -257,6 +259,7 @@ impl Prepared {
             inputs.clone(),
             shutdown.clone(),
             tasks.clone(),
+            cluster_secret.clone(),
         );
         // The membership restored from disk (or the bootstrap voters), with its addresses;
         // later changes arrive as core events.
@@ -277,6 +280,11 @@ impl Prepared {
             shutdown.clone(),
             tasks.clone(),
             clients.clone(),
+            peer_link::Identity {
+                me: config.node_id,
+                cluster_id: config.cluster_id,
+                secret: cluster_secret,
+            },
         ));
         tasks.spawn(client_conn::accept_loop(client_listener, clients));
         let join_inputs = inputs.clone();

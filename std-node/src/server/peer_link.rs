@@ -20,9 +20,26 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::sync::Arc;
+
+use memdi_core::peer_auth::Link;
+
 use super::client_conn::ClientGate;
 use super::frames::peer_hello_frame;
 use super::node_task::Input;
+use super::peer_secret;
+use crate::secret::Password;
+
+/// Who this node is to the peers that connect to it, and the secret they must prove.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// This node.
+    pub me: NodeId,
+    /// Its cluster.
+    pub cluster_id: ClusterId,
+    /// `--cluster-secret`, if any.
+    pub secret: Option<Arc<Password>>,
+}
 
 /// Frames queued for one peer before new ones are dropped.
 pub const PEER_QUEUE: usize = 4096;
@@ -39,6 +56,7 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
     tasks: TaskTracker,
     clients: ClientGate,
+    identity: Identity,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -51,8 +69,17 @@ pub async fn accept_loop(
                 let inputs = inputs.clone();
                 let shutdown = shutdown.clone();
                 let clients = clients.clone();
+                let identity = identity.clone();
                 tasks.spawn(async move {
-                    let served = serve(stream, addr, inputs, max_frame_bytes, shutdown, clients);
+                    let served = serve(
+                        stream,
+                        addr,
+                        inputs,
+                        max_frame_bytes,
+                        shutdown,
+                        clients,
+                        identity,
+                    );
                     if let Err(reason) = served.await {
                         tracing::debug!("peer connection from {addr} ended: {reason}");
                     }
@@ -74,6 +101,7 @@ async fn serve(
     max_frame_bytes: u32,
     shutdown: CancellationToken,
     clients: ClientGate,
+    identity: Identity,
 ) -> Result<(), String> {
     let buffer = vec![0; max_frame_bytes as usize + FRAME_HEADER_BYTES];
     let mut decoder = FrameDecoder::new(buffer).expect("frame buffer above the header size");
@@ -112,6 +140,26 @@ async fn serve(
                     return Ok(());
                 }
                 None => {
+                    if let (Some(secret), Some(link)) =
+                        (&identity.secret, claimed_link(&payload, &identity))
+                    {
+                        // Before the node task hears of it: a node that cannot prove the
+                        // secret never gets a HelloAck, a vote, or a frame taken.
+                        let proven = tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            peer_secret::challenge(&mut stream, &mut decoder, secret, link),
+                        )
+                        .await
+                        .unwrap_or_else(|_| Err("it did not answer the challenge in time".into()));
+                        if let Err(reason) = proven {
+                            tracing::warn!(
+                                "refused node {} connecting from {addr}: {reason}",
+                                link.dialer.0
+                            );
+                            let _ = stream.shutdown().await;
+                            return Err(reason);
+                        }
+                    }
                     let (answer, reply) = oneshot::channel();
                     let input = Input::PeerHello { payload, answer };
                     if inputs.send(input).await.is_err() {
@@ -135,6 +183,27 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+/// The link a peer's handshake claims, if it names a peer of this node's cluster (a hello
+/// for another cluster is refused by the node task, with its own message).
+fn claimed_link(payload: &[u8], identity: &Identity) -> Option<Link> {
+    match decode::<ClientMessage<'_>>(payload) {
+        Ok(ClientMessage {
+            request:
+                Request::Hello(Hello {
+                    sender: Sender::Peer(dialer),
+                    cluster_id,
+                    ..
+                }),
+            ..
+        }) if cluster_id == identity.cluster_id => Some(Link {
+            cluster_id,
+            dialer,
+            acceptor: identity.me,
+        }),
+        _ => None,
     }
 }
 
@@ -167,6 +236,8 @@ pub struct Dialer {
     pub max_frame_bytes: u32,
     /// Told when the connection breaks, so that requests forwarded over it end at once.
     pub inputs: mpsc::Sender<Input>,
+    /// `--cluster-secret`, proven to the peer and by it before anything else.
+    pub secret: Option<Arc<Password>>,
 }
 
 impl Dialer {
@@ -175,6 +246,7 @@ impl Dialer {
     pub async fn run(self, mut frames: mpsc::Receiver<Vec<u8>>, shutdown: CancellationToken) {
         let mut backoff = BACKOFF_MIN;
         let mut was_connected = true; // so that the first failure is logged
+        let mut last_reason: Option<String> = None;
         loop {
             let attempt = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -195,7 +267,9 @@ impl Dialer {
                     let _ = self.inputs.send(Input::PeerLost { peer: self.peer }).await;
                 }
                 Err(reason) => {
-                    if was_connected {
+                    // Once per failure, and again whenever the reason changes (a refused
+                    // cluster secret after "connection refused" must not go unsaid).
+                    if was_connected || last_reason.as_deref() != Some(reason.as_str()) {
                         tracing::warn!(
                             "cannot reach node {} at {}: {reason}; retrying",
                             self.peer.0,
@@ -205,6 +279,7 @@ impl Dialer {
                     } else {
                         tracing::debug!("node {} still unreachable: {reason}", self.peer.0);
                     }
+                    last_reason = Some(reason);
                 }
             }
             tokio::select! {
@@ -229,6 +304,14 @@ impl Dialer {
             stream.write_all(&hello).await.map_err(|e| e.to_string())?;
             let mut decoder = FrameDecoder::new(vec![0; 4096 + FRAME_HEADER_BYTES])
                 .expect("frame buffer above the header size");
+            if let Some(secret) = &self.secret {
+                let link = Link {
+                    cluster_id: self.cluster_id,
+                    dialer: self.me,
+                    acceptor: self.peer,
+                };
+                peer_secret::answer(&mut stream, &mut decoder, secret, link).await?;
+            }
             loop {
                 let count = stream
                     .read(decoder.unfilled())
@@ -239,6 +322,12 @@ impl Dialer {
                 }
                 decoder.commit(count);
                 if let Some(payload) = decoder.next_frame().map_err(|e| e.to_string())? {
+                    if peer_secret::is_challenge(payload) {
+                        return Err(
+                            "it asks for a cluster secret, and this node has none (give every node the same --cluster-secret)"
+                                .into(),
+                        );
+                    }
                     return match decode::<ServerMessage<'_>>(payload) {
                         Ok(ServerMessage {
                             response: Response::HelloAck(ack),

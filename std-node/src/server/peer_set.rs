@@ -6,6 +6,9 @@
 //! address recorded in the membership) and to hang up on nodes that are no longer members.
 //! A bootstrap voter's address comes from `--cluster`; a joined node's from its `--join`.
 
+use std::sync::Arc;
+
+use crate::secret::Password;
 use std::collections::BTreeMap;
 
 use memdi_core::cluster::Membership;
@@ -35,6 +38,8 @@ pub struct PeerSet {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     links: BTreeMap<NodeId, Link>,
+    /// `--cluster-secret`, which every link proves.
+    secret: Option<Arc<Password>>,
 }
 
 impl PeerSet {
@@ -46,8 +51,10 @@ impl PeerSet {
         inputs: mpsc::Sender<Input>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+        secret: Option<Arc<Password>>,
     ) -> Self {
         Self {
+            secret,
             me,
             cluster_id,
             max_frame_bytes,
@@ -79,6 +86,7 @@ impl PeerSet {
             cluster_id: self.cluster_id,
             max_frame_bytes: self.max_frame_bytes,
             inputs: self.inputs.clone(),
+            secret: self.secret.clone(),
         };
         self.tasks.spawn(dialer.run(queue, stop.clone()));
         self.links.insert(
