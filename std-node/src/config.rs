@@ -583,6 +583,7 @@ mod tests {
         assert_eq!(config.voters.len(), 3);
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(config.metrics_addr.is_some() && config.resp_addr.is_some());
+        assert!(config.cluster_secret.is_some() && config.requirepass.is_some());
     }
 
     #[test]
