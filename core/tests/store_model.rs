@@ -402,6 +402,14 @@ fn run(limits: StoreLimits, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError
             }
         }
         prop_assert_eq!(store.len() as usize, model.entries.len());
+        prop_assert_eq!(
+            store.len_with_expiry() as usize,
+            model
+                .entries
+                .values()
+                .filter(|entry| entry.expires_at_ms.is_some())
+                .count()
+        );
         prop_assert_eq!(store.used_bytes(), model.used_bytes());
         prop_assert_eq!(store.last_version(), model.last_version);
     }

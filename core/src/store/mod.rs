@@ -251,6 +251,9 @@ pub struct Store<M> {
     arena: Arena,
     hasher: FixedState,
     len: u32,
+    /// Keys whose record has an expiry (expired or not), kept as records come and go so
+    /// that INFO and metrics need not walk the store.
+    with_expiry: u32,
     last_version: u64,
     /// Counts every change to the store's contents, so that a reader that spans several
     /// calls (a snapshot encoder, a pending insert) can tell it was overtaken.
@@ -302,6 +305,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
             hasher: FixedState::with_seed(hash_seed),
             limits,
             len: 0,
+            with_expiry: 0,
             last_version: 0,
             mutations: 0,
             next_expiry_ms: u64::MAX,
@@ -334,6 +338,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
             arena: self.arena.clone(),
             hasher: self.hasher.clone(),
             len: self.len,
+            with_expiry: self.with_expiry,
             last_version: self.last_version,
             mutations: self.mutations,
             next_expiry_ms: self.next_expiry_ms,
@@ -355,6 +360,11 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
     /// Keys held, counting expired keys not yet reclaimed.
     pub fn len(&self) -> u32 {
         self.len
+    }
+
+    /// Keys held whose record has an expiry, expired keys not yet reclaimed included.
+    pub fn len_with_expiry(&self) -> u32 {
+        self.with_expiry
     }
 
     /// Whether no key is held.
@@ -519,6 +529,9 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         let arena_capacity = self.arena.capacity_bytes();
         let (slot, record_at) = match lookup {
             Lookup::Found { slot, record_at } => {
+                if self.entry_at(record_at).expires_at_ms.is_some() {
+                    self.with_expiry -= 1;
+                }
                 let (_, arena_bytes) =
                     split(self.memory.as_mut(), self.index_bytes, arena_capacity);
                 let (old_len, _) = record::chunk_at(arena_bytes, record_at);
@@ -554,6 +567,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         self.mutations += 1;
         if let Some(at) = expires_at_ms {
             self.next_expiry_ms = self.next_expiry_ms.min(at);
+            self.with_expiry += 1;
         }
         version
     }
@@ -626,6 +640,9 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
 
     /// Removes the key in `slot`, whose record is at `record_at`.
     fn remove_at(&mut self, slot: usize, record_at: usize) {
+        if self.entry_at(record_at).expires_at_ms.is_some() {
+            self.with_expiry -= 1;
+        }
         let arena_capacity = self.arena.capacity_bytes();
         let (slots, arena_bytes) = split(self.memory.as_mut(), self.index_bytes, arena_capacity);
         self.arena.free(arena_bytes, record_at);
@@ -866,6 +883,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         self.memory.as_mut()[..self.index_bytes].fill(0);
         self.arena.reset();
         self.len = 0;
+        self.with_expiry = 0;
         self.mutations += 1;
         self.removals += 1;
         self.next_expiry_ms = u64::MAX;
@@ -1128,6 +1146,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
                 self.mutations += 1;
                 if let Some(at) = pending.expires_at_ms {
                     self.next_expiry_ms = self.next_expiry_ms.min(at);
+                    self.with_expiry += 1;
                 }
                 Ok(())
             }

@@ -641,10 +641,7 @@ impl NodeTask {
             leader: self.node.leader_id(),
             commit_index: self.node.commit_index(),
             keys: store.len(),
-            keys_with_expiry: store
-                .iter()
-                .filter(|entry| entry.expires_at_ms.is_some())
-                .count() as u64,
+            keys_with_expiry: u64::from(store.len_with_expiry()),
             used_bytes: store.used_bytes(),
             last_save_unix_secs: self.last_save_unix_secs.load(Ordering::Relaxed),
             changes_since_save: store.mutations().saturating_sub(self.mutations_at_save),
