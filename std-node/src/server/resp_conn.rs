@@ -13,6 +13,10 @@
 //!   that the task stops reading (so the node task's reply queue for it never fills);
 //! - replies queue in an output buffer of at most [`OUTPUT_LIMIT_BYTES`]: a client that
 //!   sends but never reads is disconnected, as Redis's client-output-buffer-limit does.
+//! - a connection that sends nothing for `--idle-timeout-secs` while no command of it waits
+//!   for the core is closed, as Redis's `timeout` does: without this a half-open connection,
+//!   or one that sent part of a command and stopped (slowloris), held one of the
+//!   `--max-clients` places for ever (found by `tests/tests/hostile.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,6 +249,8 @@ impl Connection {
         let mut next_request_id = 0u32;
         let mut closing = false;
         let max_frame_bytes = settings.max_frame_bytes as usize;
+        let idle = idle_timeout(&settings.facts);
+        let mut last_read = tokio::time::Instant::now();
         loop {
             // Replies ready at the front of the queue move to the output, in order.
             while pending.front().is_some_and(|slot| slot.reply.is_some()) {
@@ -278,8 +284,15 @@ impl Connection {
                 _ = close.cancelled() => break,
                 read = reader.read_buf(&mut input), if can_read => match read {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                    Ok(_) => last_read = tokio::time::Instant::now(),
                 },
+                // Idle with nothing owed to it (a command waiting for a quorum is not idle).
+                _ = tokio::time::sleep_until(last_read + idle.unwrap_or_default()),
+                    if idle.is_some() && pending.is_empty() =>
+                {
+                    tracing::debug!("RESP client {}: idle timeout; closing", client.addr);
+                    break;
+                }
                 reply = replies.recv() => {
                     // Every message queued is taken now: the node task sends one per turn.
                     let mut payloads = FrameBatch::default();
@@ -458,6 +471,11 @@ impl Connection {
         finish(settings, conn).await;
         let _ = writer.shutdown().await;
     }
+}
+
+/// `--idle-timeout-secs` as a duration; `None` for 0 (never).
+fn idle_timeout(facts: &NodeFacts) -> Option<Duration> {
+    (facts.idle_timeout_secs > 0).then(|| Duration::from_secs(facts.idle_timeout_secs))
 }
 
 fn too_large() -> Vec<u8> {
