@@ -26,7 +26,7 @@
 //! `--snapshot-every` seconds, and at a clean shutdown.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,6 +81,13 @@ pub enum Outbound {
     Close,
 }
 
+/// Reply bytes one client connection may have handed to it and not yet written before the
+/// node task drops it (the RESP port's own output buffer has the same limit). Without it a
+/// client that pipelines requests and never reads the answers made the node hold every
+/// answer: 2000 GETs of a 512 KiB value held 1 GB (found by `tests/tests/hostile.rs`); the
+/// cap of 16384 queued messages alone did not bound the bytes.
+pub const CLIENT_OUTPUT_LIMIT_BYTES: usize = 64 << 20;
+
 /// A client connection the node task may answer.
 #[derive(Debug, Clone)]
 pub struct ClientLink {
@@ -88,6 +95,29 @@ pub struct ClientLink {
     pub replies: mpsc::Sender<Outbound>,
     /// Cancelled to make the connection's tasks stop.
     pub close: CancellationToken,
+    /// Bytes of the frames the node task handed over at the end of its turns and the
+    /// connection has not yet written (a RESP connection: not yet taken into its own output
+    /// buffer); the connection lowers it with [`frames_taken`].
+    pub unwritten_bytes: Arc<AtomicUsize>,
+}
+
+impl ClientLink {
+    /// A link to a connection's writer; `close` stops the connection's tasks.
+    pub fn new(replies: mpsc::Sender<Outbound>, close: CancellationToken) -> Self {
+        Self {
+            replies,
+            close,
+            unwritten_bytes: Arc::default(),
+        }
+    }
+}
+
+/// The connection has written (or taken) `len` bytes of frames. Saturating: the few small
+/// frames sent outside the end of a turn (handshake answers, errors) are not counted.
+pub fn frames_taken(unwritten_bytes: &AtomicUsize, len: usize) {
+    let _ = unwritten_bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |unwritten| {
+        Some(unwritten.saturating_sub(len))
+    });
 }
 
 /// Everything connection tasks send the node task.
@@ -586,6 +616,11 @@ impl NodeTask {
                         break;
                     }
                     self.client_request(now, conn, payload);
+                    // One read can hold thousands of requests for a large value: stop
+                    // before their answers pile up here, not at the end of the turn.
+                    if self.drop_if_over_output_limit(conn) {
+                        break;
+                    }
                 }
                 self.drain();
             }
@@ -820,6 +855,28 @@ impl NodeTask {
         }
     }
 
+    /// Drops client `conn` if its answers gathered in this turn and those it has not yet
+    /// written pass [`CLIENT_OUTPUT_LIMIT_BYTES`] (it pipelines more than it reads); true if
+    /// it did.
+    fn drop_if_over_output_limit(&mut self, conn: ConnId) -> bool {
+        let Some(link) = self.clients.get(&conn) else {
+            return false;
+        };
+        let gathered = self.client_out.get(&conn).map_or(0, Vec::len);
+        let unwritten = gathered + link.unwritten_bytes.load(Ordering::Relaxed);
+        if unwritten <= CLIENT_OUTPUT_LIMIT_BYTES {
+            return false;
+        }
+        tracing::warn!(
+            "client connection {conn} asked for more than it reads ({unwritten} bytes of \
+             answers unwritten); closing it"
+        );
+        link.close.cancel();
+        self.clients.remove(&conn);
+        self.client_out.remove(&conn);
+        true
+    }
+
     /// Ends a turn (every pass of the main loop ends with it): hands the records gathered to
     /// the disk writer as one job, and each client's gathered replies to its writer as one
     /// message.
@@ -829,10 +886,19 @@ impl NodeTask {
             let Some(link) = self.clients.get(&conn) else {
                 continue;
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) =
-                link.replies.try_send(Outbound::Frames(frames))
-            {
-                tracing::warn!("client connection {conn} does not read its replies; closing it");
+            let len = frames.len();
+            let unwritten = link.unwritten_bytes.fetch_add(len, Ordering::Relaxed) + len;
+            let overflow = unwritten > CLIENT_OUTPUT_LIMIT_BYTES
+                || matches!(
+                    link.replies.try_send(Outbound::Frames(frames)),
+                    Err(mpsc::error::TrySendError::Full(_))
+                );
+            if overflow {
+                tracing::warn!(
+                    "client connection {conn} does not read its replies ({unwritten} bytes \
+                     unwritten); closing it"
+                );
+                // Its writer stops even in the middle of a write, and drops what is queued.
                 link.close.cancel();
                 self.clients.remove(&conn);
             }

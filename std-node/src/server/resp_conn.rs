@@ -19,7 +19,7 @@
 //!   `--max-clients` places for ever (found by `tests/tests/hostile.rs`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frames::split_frames;
-use super::node_task::{ClientLink, ConnId, FrameBatch, Input, Outbound};
+use super::node_task::{frames_taken, ClientLink, ConnId, FrameBatch, Input, Outbound};
 use crate::resp::auth::{protocol_error_text, unauthenticated_limits};
 use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
 use crate::resp::encode::reply_bytes;
@@ -168,6 +168,8 @@ struct Connection {
     client: ClientState,
     replies: mpsc::Receiver<Outbound>,
     close: CancellationToken,
+    /// Lowered as replies move to this task's own output buffer (which has its own limit).
+    unwritten_bytes: Arc<AtomicUsize>,
 }
 
 impl Connection {
@@ -189,10 +191,8 @@ impl Connection {
         let mut payload = vec![0; 256];
         let len = encode(&hello, &mut payload).ok()?.len();
         payload.truncate(len);
-        let link = ClientLink {
-            replies: sender,
-            close: close.clone(),
-        };
+        let link = ClientLink::new(sender, close.clone());
+        let unwritten_bytes = link.unwritten_bytes.clone();
         settings
             .inputs
             .send(Input::ClientHello {
@@ -228,6 +228,7 @@ impl Connection {
             },
             replies,
             close,
+            unwritten_bytes,
         })
     }
 
@@ -238,6 +239,7 @@ impl Connection {
             mut client,
             mut replies,
             close,
+            unwritten_bytes,
         } = self;
         let (mut reader, mut writer) = stream.into_split();
         let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -301,6 +303,7 @@ impl Connection {
                     loop {
                         match next {
                             Some(Outbound::Frames(bytes)) => {
+                                frames_taken(&unwritten_bytes, bytes.len());
                                 for frame in split_frames(&bytes) {
                                     let Some((request_id, response)) = decode_response(frame)
                                     else {
