@@ -857,7 +857,8 @@ impl NodeTask {
 
     /// Drops client `conn` if its answers gathered in this turn and those it has not yet
     /// written pass [`CLIENT_OUTPUT_LIMIT_BYTES`] (it pipelines more than it reads); true if
-    /// it did.
+    /// it did. The log line says "reply bytes unread; disconnecting" as the RESP port's own
+    /// limit does, whichever of the two catches a RESP client first.
     fn drop_if_over_output_limit(&mut self, conn: ConnId) -> bool {
         let Some(link) = self.clients.get(&conn) else {
             return false;
@@ -868,8 +869,8 @@ impl NodeTask {
             return false;
         }
         tracing::warn!(
-            "client connection {conn} asked for more than it reads ({unwritten} bytes of \
-             answers unwritten); closing it"
+            "client connection {conn}: more than {CLIENT_OUTPUT_LIMIT_BYTES} reply bytes \
+             unread; disconnecting ({unwritten} bytes asked for and not read)"
         );
         link.close.cancel();
         self.clients.remove(&conn);
@@ -896,7 +897,7 @@ impl NodeTask {
             if overflow {
                 tracing::warn!(
                     "client connection {conn} does not read its replies ({unwritten} bytes \
-                     unwritten); closing it"
+                     unwritten); disconnecting"
                 );
                 // Its writer stops even in the middle of a write, and drops what is queued.
                 link.close.cancel();
