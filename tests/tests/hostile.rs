@@ -90,17 +90,25 @@ async fn hostile_clients_are_refused_and_a_good_client_keeps_being_served() {
         move || flood(&native, &resp)
     })
     .await;
-    under_attack("a client that never reads its replies", &node, &good, {
-        let (native, resp) = (native.clone(), resp.clone());
-        move || never_reads(&native, &resp)
-    })
-    .await;
-    let peak_kib = peak_rss_kib(node.pid());
-    let unread_bytes = (UNREAD_GETS * BIG_VALUE_BYTES) as u64;
-    assert!(
-        peak_kib * 1024 < unread_bytes / 4,
-        "peak RSS {peak_kib} KiB: the unread replies were kept"
-    );
+    for port in [Port::Native, Port::Resp] {
+        for per_write in [UNREAD_GETS, 10] {
+            let addr = match port {
+                Port::Native => native.clone(),
+                Port::Resp => resp.clone(),
+            };
+            let name = format!("a {port:?} client that never reads, {per_write} GETs a write");
+            under_attack(&name, &node, &good, move || {
+                never_reads(port, &addr, per_write)
+            })
+            .await;
+            let peak_kib = peak_rss_kib(node.pid());
+            let unread_bytes = (UNREAD_GETS * BIG_VALUE_BYTES) as u64;
+            assert!(
+                peak_kib * 1024 < unread_bytes / 2,
+                "{name}: peak RSS {peak_kib} KiB: the unread replies were kept"
+            );
+        }
+    }
 
     assert_eq!(
         good.get(b"big").await.unwrap().expect("big is kept").value,
@@ -499,40 +507,47 @@ fn served_again(native: &str, resp: &str) {
     assert!(resp_ok, "RESP connections still refused after the flood");
 }
 
-/// A client on each port pipelines [`UNREAD_GETS`] GETs of the big value (1000 MiB of
-/// replies) and reads nothing; the server must drop it once its unwritten replies pass the
-/// output limit. Reading afterwards gives what the kernels buffered, then the end.
-fn never_reads(native: &str, resp: &str) {
-    let announced = UNREAD_GETS * BIG_VALUE_BYTES;
-    let mut stream = connect(native);
-    greet(&mut stream);
-    let gets: Vec<u8> = (0..UNREAD_GETS as u32)
-        .flat_map(|id| get_frame(id + 1, b"big"))
-        .collect();
-    let _ = stream.write_all(&gets); // may fail once the server has given up on it
-    settle();
-    let closed = read_until_closed(&mut stream).expect("native: the non-reader was not dropped");
-    assert!(
-        closed.total_bytes < announced,
-        "native: every reply was kept ({} bytes)",
-        closed.total_bytes
-    );
-    println!(
-        "hostile: never reads: native client got {} of {announced} reply bytes before the close",
-        closed.total_bytes
-    );
+/// Which protocol an attacker speaks.
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    Native,
+    Resp,
+}
 
-    let mut stream = connect(resp);
-    let _ = stream.write_all(&b"GET big\r\n".repeat(UNREAD_GETS));
+/// A client pipelines [`UNREAD_GETS`] GETs of the big value (1000 MiB of replies),
+/// `per_write` to a write (5 ms apart), and reads nothing; the server must drop it once its
+/// unwritten replies pass the output limit. Reading afterwards gives what the kernels
+/// buffered, then the end. All in one write, the replies pile up within one turn of the
+/// node task; in small writes, over many turns while a write to the client is blocked.
+fn never_reads(port: Port, addr: &str, per_write: usize) {
+    let announced = UNREAD_GETS * BIG_VALUE_BYTES;
+    let mut stream = connect(addr);
+    if let Port::Native = port {
+        greet(&mut stream);
+    }
+    for first in (0..UNREAD_GETS).step_by(per_write) {
+        let gets: Vec<u8> = match port {
+            Port::Native => (first..first + per_write)
+                .flat_map(|id| get_frame(id as u32 + 1, b"big"))
+                .collect(),
+            Port::Resp => b"GET big\r\n".repeat(per_write),
+        };
+        if stream.write_all(&gets).is_err() {
+            break; // the server has given up on it
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     settle();
-    let closed = read_until_closed(&mut stream).expect("RESP: the non-reader was not dropped");
+    let closed = read_until_closed(&mut stream)
+        .unwrap_or_else(|| panic!("{port:?}: the non-reader was not dropped"));
     assert!(
         closed.total_bytes < announced,
-        "RESP: every reply was kept ({} bytes)",
+        "{port:?}: every reply was kept ({} bytes)",
         closed.total_bytes
     );
     println!(
-        "hostile: never reads: RESP client got {} of {announced} reply bytes before the close",
+        "hostile: never reads: {port:?} client, {per_write} GETs a write, got {} of \
+         {announced} reply bytes before the close",
         closed.total_bytes
     );
 }
