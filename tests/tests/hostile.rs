@@ -538,6 +538,10 @@ fn never_reads(port: Port, addr: &str, per_write: usize) {
         std::thread::sleep(Duration::from_millis(5));
     }
     settle();
+    assert!(
+        closed_without_reading(&mut stream),
+        "{port:?}: the server kept the socket of a client that does not read"
+    );
     let closed = read_until_closed(&mut stream)
         .unwrap_or_else(|| panic!("{port:?}: the non-reader was not dropped"));
     assert!(
@@ -550,6 +554,17 @@ fn never_reads(port: Port, addr: &str, per_write: usize) {
          {announced} reply bytes before the close",
         closed.total_bytes
     );
+}
+
+/// Whether the server has closed this socket, found without reading from it: once it has,
+/// a write is answered by a reset and a later write fails. (Reading would let a server
+/// whose write to the client is blocked finish it, and close only then.)
+fn closed_without_reading(stream: &mut TcpStream) -> bool {
+    (0..40).any(|_| {
+        let failed = stream.write_all(b"\0").is_err();
+        std::thread::sleep(Duration::from_millis(50));
+        failed
+    })
 }
 
 /// Gives the server time to take a non-reader's requests and queue its replies, so that

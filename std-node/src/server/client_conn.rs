@@ -320,15 +320,17 @@ pub async fn write_loop(
     unwritten_bytes: Arc<AtomicUsize>,
 ) {
     let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
-    tokio::select! {
-        _ = close.cancelled() => {}
-        () = write_frames(&mut writer, &mut outbound, &unwritten_bytes) => {}
+    let dropped = tokio::select! {
+        _ = close.cancelled() => true,
+        () = write_frames(&mut writer, &mut outbound, &unwritten_bytes) => false,
+    };
+    if !dropped {
+        let _ = tokio::time::timeout(FAREWELL_WAIT, async {
+            let _ = writer.flush().await;
+            let _ = writer.shutdown().await;
+        })
+        .await;
     }
-    let _ = tokio::time::timeout(FAREWELL_WAIT, async {
-        let _ = writer.flush().await;
-        let _ = writer.shutdown().await;
-    })
-    .await;
     close.cancel();
 }
 

@@ -81,11 +81,11 @@ pub enum Outbound {
     Close,
 }
 
-/// Reply bytes one client connection may have handed to it and not yet written before the
-/// node task drops it (the RESP port's own output buffer has the same limit). Without it a
-/// client that pipelines requests and never reads the answers made the node hold every
-/// answer: 2000 GETs of a 512 KiB value held 1 GB (found by `tests/tests/hostile.rs`); the
-/// cap of 16384 queued messages alone did not bound the bytes.
+/// Bytes of answers one client connection may have unwritten (`ClientLink::unwritten_bytes`)
+/// before the node task drops it (the RESP port's own output buffer has the same limit).
+/// Without it a client that pipelines requests and never reads the answers made the node
+/// hold every answer: 2000 GETs of a 512 KiB value held 1 GB (found by
+/// `tests/tests/hostile.rs`); the cap of 16384 queued messages alone did not bound the bytes.
 pub const CLIENT_OUTPUT_LIMIT_BYTES: usize = 64 << 20;
 
 /// A client connection the node task may answer.
@@ -95,9 +95,10 @@ pub struct ClientLink {
     pub replies: mpsc::Sender<Outbound>,
     /// Cancelled to make the connection's tasks stop.
     pub close: CancellationToken,
-    /// Bytes of the frames the node task handed over at the end of its turns and the
-    /// connection has not yet written (a RESP connection: not yet taken into its own output
-    /// buffer); the connection lowers it with [`frames_taken`].
+    /// Bytes of the answers the core gave for this connection that it has not yet written
+    /// (a RESP connection: not yet taken into its own output buffer), wherever they wait:
+    /// for the disk, for the end of the turn, in the queue, in the writer. Raised when the
+    /// core gives an answer; the connection lowers it with [`frames_taken`].
     pub unwritten_bytes: Arc<AtomicUsize>,
 }
 
@@ -616,11 +617,6 @@ impl NodeTask {
                         break;
                     }
                     self.client_request(now, conn, payload);
-                    // One read can hold thousands of requests for a large value: stop
-                    // before their answers pile up here, not at the end of the turn.
-                    if self.drop_if_over_output_limit(conn) {
-                        break;
-                    }
                 }
                 self.drain();
             }
@@ -786,6 +782,9 @@ impl NodeTask {
     /// Sends the client frame the core wrote into `out[..len]`, without copying it twice
     /// when it need not wait.
     fn send_client_out(&mut self, conn: ConnId, len: usize) {
+        if !self.count_answer(conn, len) {
+            return;
+        }
         if self.disk.holds_outputs() {
             let frame = self.out[..len].to_vec();
             self.send_client(conn, frame);
@@ -855,27 +854,31 @@ impl NodeTask {
         }
     }
 
-    /// Drops client `conn` if its answers gathered in this turn and those it has not yet
-    /// written pass [`CLIENT_OUTPUT_LIMIT_BYTES`] (it pipelines more than it reads); true if
-    /// it did. The log line says "reply bytes unread; disconnecting" as the RESP port's own
-    /// limit does, whichever of the two catches a RESP client first.
-    fn drop_if_over_output_limit(&mut self, conn: ConnId) -> bool {
+    /// Counts an answer of `len` bytes for client `conn` as unwritten, and drops the client
+    /// if its unwritten answers pass [`CLIENT_OUTPUT_LIMIT_BYTES`] (it asks for more than it
+    /// reads); false if the client is gone. Counted when the core gives the answer, not when
+    /// it is handed over: one read can hold thousands of requests for a large value, and
+    /// answers can wait for the disk over many turns (the hostile-clients test saw 445 MB
+    /// released at once by one disk report while a good client kept writing). The log line
+    /// says "reply bytes unread; disconnecting" as the RESP port's own limit does.
+    fn count_answer(&mut self, conn: ConnId, len: usize) -> bool {
         let Some(link) = self.clients.get(&conn) else {
             return false;
         };
-        let gathered = self.client_out.get(&conn).map_or(0, Vec::len);
-        let unwritten = gathered + link.unwritten_bytes.load(Ordering::Relaxed);
+        let unwritten = link.unwritten_bytes.fetch_add(len, Ordering::Relaxed) + len;
         if unwritten <= CLIENT_OUTPUT_LIMIT_BYTES {
-            return false;
+            return true;
         }
         tracing::warn!(
             "client connection {conn}: more than {CLIENT_OUTPUT_LIMIT_BYTES} reply bytes \
-             unread; disconnecting ({unwritten} bytes asked for and not read)"
+             unread; disconnecting"
         );
+        // Its writer stops even in the middle of a write, and drops what is queued; answers
+        // waiting for the disk are dropped when released (the client is gone).
         link.close.cancel();
         self.clients.remove(&conn);
         self.client_out.remove(&conn);
-        true
+        false
     }
 
     /// Ends a turn (every pass of the main loop ends with it): hands the records gathered to
@@ -887,19 +890,10 @@ impl NodeTask {
             let Some(link) = self.clients.get(&conn) else {
                 continue;
             };
-            let len = frames.len();
-            let unwritten = link.unwritten_bytes.fetch_add(len, Ordering::Relaxed) + len;
-            let overflow = unwritten > CLIENT_OUTPUT_LIMIT_BYTES
-                || matches!(
-                    link.replies.try_send(Outbound::Frames(frames)),
-                    Err(mpsc::error::TrySendError::Full(_))
-                );
-            if overflow {
-                tracing::warn!(
-                    "client connection {conn} does not read its replies ({unwritten} bytes \
-                     unwritten); disconnecting"
-                );
-                // Its writer stops even in the middle of a write, and drops what is queued.
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                link.replies.try_send(Outbound::Frames(frames))
+            {
+                tracing::warn!("client connection {conn} does not read its replies; closing it");
                 link.close.cancel();
                 self.clients.remove(&conn);
             }
