@@ -8,7 +8,7 @@
 //! node task's queue is full; the node task drops a client whose reply queue is full
 //! (it sent requests but does not read the answers).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +22,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frames::error_frame;
-use super::node_task::{ClientLink, ConnId, FrameBatch, Input, Outbound};
+use super::node_task::{frames_taken, ClientLink, ConnId, FrameBatch, Input, Outbound};
 use super::password_gate::{self, Screened};
 use crate::config::Password;
 
 /// Replies queued for one connection before the node task gives up on it.
 const REPLY_QUEUE: usize = 16 * 1024;
+/// Longest wait for a connection's last bytes (a farewell error frame, the end of the
+/// write buffer): a client that does not read would hold them for ever.
+const FAREWELL_WAIT: Duration = Duration::from_secs(2);
 
 /// What every client connection shares.
 #[derive(Debug, Clone)]
@@ -130,13 +133,13 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
     let (mut reader, writer) = stream.into_split();
     let (replies, outbound) = mpsc::channel(REPLY_QUEUE);
     let close = CancellationToken::new();
-    settings
-        .tasks
-        .spawn(write_loop(writer, outbound, close.clone()));
-    let link = ClientLink {
-        replies: replies.clone(),
-        close: close.clone(),
-    };
+    let link = ClientLink::new(replies.clone(), close.clone());
+    settings.tasks.spawn(write_loop(
+        writer,
+        outbound,
+        close.clone(),
+        link.unwritten_bytes.clone(),
+    ));
     let mut authenticated = settings.password.is_none();
     // A stranger gets a small buffer: the full one is allocated only once it has
     // authenticated (Redis's fix for CVE-2021-32675).
@@ -171,8 +174,12 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
             ReadOutcome::Eof => break,
             ReadOutcome::Idle => {
                 let frame = error_frame(0, ErrorCode::Timeout, "idle timeout: connection closed");
-                let _ = replies.send(Outbound::Frames(frame)).await;
-                let _ = replies.send(Outbound::Close).await;
+                let _ = replies.try_send(Outbound::Frames(frame));
+                let _ = replies.try_send(Outbound::Close);
+                // The writer cancels `close` once it has written them; one stuck behind
+                // replies this client does not read is stopped, so the socket is freed.
+                let _ = tokio::time::timeout(FAREWELL_WAIT, close.cancelled()).await;
+                close.cancel();
                 break;
             }
             ReadOutcome::Error(error) => {
@@ -303,31 +310,52 @@ async fn read_some(
 }
 
 /// Writes frames as they come, flushing once whatever has queued up is written; ends on
-/// `Close`, a write error, or when every sender is gone (the node task has finished).
+/// `Close`, a write error, when every sender is gone (the node task has finished), or at
+/// once when `close` is cancelled (the node task dropped a client that does not read its
+/// replies: a write to it would wait for ever, holding the socket and the queue).
 pub async fn write_loop(
     writer: OwnedWriteHalf,
     mut outbound: mpsc::Receiver<Outbound>,
     close: CancellationToken,
+    unwritten_bytes: Arc<AtomicUsize>,
 ) {
     let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
-    'writing: while let Some(first) = outbound.recv().await {
+    let dropped = tokio::select! {
+        _ = close.cancelled() => true,
+        () = write_frames(&mut writer, &mut outbound, &unwritten_bytes) => false,
+    };
+    if !dropped {
+        let _ = tokio::time::timeout(FAREWELL_WAIT, async {
+            let _ = writer.flush().await;
+            let _ = writer.shutdown().await;
+        })
+        .await;
+    }
+    close.cancel();
+}
+
+/// [`write_loop`]'s work until `Close`, a write error or the end of the queue.
+async fn write_frames(
+    writer: &mut tokio::io::BufWriter<OwnedWriteHalf>,
+    outbound: &mut mpsc::Receiver<Outbound>,
+    unwritten_bytes: &AtomicUsize,
+) {
+    while let Some(first) = outbound.recv().await {
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
                 Outbound::Frames(frames) => {
                     if writer.write_all(&frames).await.is_err() {
-                        break 'writing;
+                        return;
                     }
+                    frames_taken(unwritten_bytes, frames.len());
                 }
-                Outbound::Close => break 'writing,
+                Outbound::Close => return,
             }
             next = outbound.try_recv().ok();
         }
         if writer.flush().await.is_err() {
-            break;
+            return;
         }
     }
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
-    close.cancel();
 }

@@ -298,7 +298,7 @@ impl Prepared {
                 max_value_bytes: limits.max_value_bytes,
                 max_total_bytes: limits.max_total_bytes,
                 max_clients: config.max_clients,
-                idle_timeout_secs: 0,
+                idle_timeout_secs: config.idle_timeout_ms / 1000,
                 snapshot_every_secs: config.snapshot_every_secs,
                 resp_addr,
                 started: std::time::Instant::now(),

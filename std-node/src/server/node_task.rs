@@ -26,7 +26,7 @@
 //! `--snapshot-every` seconds, and at a clean shutdown.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,6 +81,13 @@ pub enum Outbound {
     Close,
 }
 
+/// Bytes of answers one client connection may have unwritten (`ClientLink::unwritten_bytes`)
+/// before the node task drops it (the RESP port's own output buffer has the same limit).
+/// Without it a client that pipelines requests and never reads the answers made the node
+/// hold every answer: 2000 GETs of a 512 KiB value held 1 GB (found by
+/// `tests/tests/hostile.rs`); the cap of 16384 queued messages alone did not bound the bytes.
+pub const CLIENT_OUTPUT_LIMIT_BYTES: usize = 64 << 20;
+
 /// A client connection the node task may answer.
 #[derive(Debug, Clone)]
 pub struct ClientLink {
@@ -88,6 +95,30 @@ pub struct ClientLink {
     pub replies: mpsc::Sender<Outbound>,
     /// Cancelled to make the connection's tasks stop.
     pub close: CancellationToken,
+    /// Bytes of the answers the core gave for this connection that it has not yet written
+    /// (a RESP connection: not yet taken into its own output buffer), wherever they wait:
+    /// for the disk, for the end of the turn, in the queue, in the writer. Raised when the
+    /// core gives an answer; the connection lowers it with [`frames_taken`].
+    pub unwritten_bytes: Arc<AtomicUsize>,
+}
+
+impl ClientLink {
+    /// A link to a connection's writer; `close` stops the connection's tasks.
+    pub fn new(replies: mpsc::Sender<Outbound>, close: CancellationToken) -> Self {
+        Self {
+            replies,
+            close,
+            unwritten_bytes: Arc::default(),
+        }
+    }
+}
+
+/// The connection has written (or taken) `len` bytes of frames. Saturating: the few small
+/// frames sent outside the end of a turn (handshake answers, errors) are not counted.
+pub fn frames_taken(unwritten_bytes: &AtomicUsize, len: usize) {
+    let _ = unwritten_bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |unwritten| {
+        Some(unwritten.saturating_sub(len))
+    });
 }
 
 /// Everything connection tasks send the node task.
@@ -755,6 +786,9 @@ impl NodeTask {
     /// Sends the client frame the core wrote into `out[..len]`, without copying it twice
     /// when it need not wait.
     fn send_client_out(&mut self, conn: ConnId, len: usize) {
+        if !self.count_answer(conn, len) {
+            return;
+        }
         if self.disk.holds_outputs() {
             let frame = self.out[..len].to_vec();
             self.send_client(conn, frame);
@@ -822,6 +856,33 @@ impl NodeTask {
             self.node.handle_timeout(now);
             self.drain();
         }
+    }
+
+    /// Counts an answer of `len` bytes for client `conn` as unwritten, and drops the client
+    /// if its unwritten answers pass [`CLIENT_OUTPUT_LIMIT_BYTES`] (it asks for more than it
+    /// reads); false if the client is gone. Counted when the core gives the answer, not when
+    /// it is handed over: one read can hold thousands of requests for a large value, and
+    /// answers can wait for the disk over many turns (the hostile-clients test saw 445 MB
+    /// released at once by one disk report while a good client kept writing). The log line
+    /// says "reply bytes unread; disconnecting" as the RESP port's own limit does.
+    fn count_answer(&mut self, conn: ConnId, len: usize) -> bool {
+        let Some(link) = self.clients.get(&conn) else {
+            return false;
+        };
+        let unwritten = link.unwritten_bytes.fetch_add(len, Ordering::Relaxed) + len;
+        if unwritten <= CLIENT_OUTPUT_LIMIT_BYTES {
+            return true;
+        }
+        tracing::warn!(
+            "client connection {conn}: more than {CLIENT_OUTPUT_LIMIT_BYTES} reply bytes \
+             unread; disconnecting"
+        );
+        // Its writer stops even in the middle of a write, and drops what is queued; answers
+        // waiting for the disk are dropped when released (the client is gone).
+        link.close.cancel();
+        self.clients.remove(&conn);
+        self.client_out.remove(&conn);
+        false
     }
 
     /// Ends a turn (every pass of the main loop ends with it): hands the records gathered to

@@ -13,9 +13,13 @@
 //!   that the task stops reading (so the node task's reply queue for it never fills);
 //! - replies queue in an output buffer of at most [`OUTPUT_LIMIT_BYTES`]: a client that
 //!   sends but never reads is disconnected, as Redis's client-output-buffer-limit does.
+//! - a connection that sends nothing for `--idle-timeout-secs` while no command of it waits
+//!   for the core is closed, as Redis's `timeout` does: without this a half-open connection,
+//!   or one that sent part of a command and stopped (slowloris), held one of the
+//!   `--max-clients` places for ever (found by `tests/tests/hostile.rs`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frames::split_frames;
-use super::node_task::{ClientLink, ConnId, FrameBatch, Input, Outbound};
+use super::node_task::{frames_taken, ClientLink, ConnId, FrameBatch, Input, Outbound};
 use crate::resp::auth::{protocol_error_text, unauthenticated_limits};
 use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
 use crate::resp::encode::reply_bytes;
@@ -164,6 +168,8 @@ struct Connection {
     client: ClientState,
     replies: mpsc::Receiver<Outbound>,
     close: CancellationToken,
+    /// Lowered as replies move to this task's own output buffer (which has its own limit).
+    unwritten_bytes: Arc<AtomicUsize>,
 }
 
 impl Connection {
@@ -185,10 +191,8 @@ impl Connection {
         let mut payload = vec![0; 256];
         let len = encode(&hello, &mut payload).ok()?.len();
         payload.truncate(len);
-        let link = ClientLink {
-            replies: sender,
-            close: close.clone(),
-        };
+        let link = ClientLink::new(sender, close.clone());
+        let unwritten_bytes = link.unwritten_bytes.clone();
         settings
             .inputs
             .send(Input::ClientHello {
@@ -224,6 +228,7 @@ impl Connection {
             },
             replies,
             close,
+            unwritten_bytes,
         })
     }
 
@@ -234,6 +239,7 @@ impl Connection {
             mut client,
             mut replies,
             close,
+            unwritten_bytes,
         } = self;
         let (mut reader, mut writer) = stream.into_split();
         let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -245,6 +251,8 @@ impl Connection {
         let mut next_request_id = 0u32;
         let mut closing = false;
         let max_frame_bytes = settings.max_frame_bytes as usize;
+        let idle = idle_timeout(&settings.facts);
+        let mut last_read = tokio::time::Instant::now();
         loop {
             // Replies ready at the front of the queue move to the output, in order.
             while pending.front().is_some_and(|slot| slot.reply.is_some()) {
@@ -278,8 +286,15 @@ impl Connection {
                 _ = close.cancelled() => break,
                 read = reader.read_buf(&mut input), if can_read => match read {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                    Ok(_) => last_read = tokio::time::Instant::now(),
                 },
+                // Idle with nothing owed to it (a command waiting for a quorum is not idle).
+                _ = tokio::time::sleep_until(last_read + idle.unwrap_or_default()),
+                    if idle.is_some() && pending.is_empty() =>
+                {
+                    tracing::debug!("RESP client {}: idle timeout; closing", client.addr);
+                    break;
+                }
                 reply = replies.recv() => {
                     // Every message queued is taken now: the node task sends one per turn.
                     let mut payloads = FrameBatch::default();
@@ -288,6 +303,7 @@ impl Connection {
                     loop {
                         match next {
                             Some(Outbound::Frames(bytes)) => {
+                                frames_taken(&unwritten_bytes, bytes.len());
                                 for frame in split_frames(&bytes) {
                                     let Some((request_id, response)) = decode_response(frame)
                                     else {
@@ -458,6 +474,11 @@ impl Connection {
         finish(settings, conn).await;
         let _ = writer.shutdown().await;
     }
+}
+
+/// `--idle-timeout-secs` as a duration; `None` for 0 (never).
+fn idle_timeout(facts: &NodeFacts) -> Option<Duration> {
+    (facts.idle_timeout_secs > 0).then(|| Duration::from_secs(facts.idle_timeout_secs))
 }
 
 fn too_large() -> Vec<u8> {

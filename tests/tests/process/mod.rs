@@ -150,6 +150,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The running process's id (the hostile-clients test reads its memory in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
