@@ -174,6 +174,10 @@ pub struct ServerArgs {
     /// Close a client connection that sends nothing for this long; 0 = never [default: 300].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout_secs: Option<u64>,
+    /// Answers a client may leave unread before it is disconnected (Redis's
+    /// client-output-buffer-limit), on each port [default: 67108864, 64 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub client_output_limit_bytes: Option<u64>,
     /// The cluster's id; peers of another cluster are refused [default: 1].
     #[arg(long, value_name = "N")]
     pub cluster_id: Option<u64>,
@@ -227,6 +231,8 @@ pub struct ServerConfig {
     pub max_clients: u32,
     /// Idle client connections close after this long; 0 = never.
     pub idle_timeout_ms: u64,
+    /// Unread answer bytes after which a client is disconnected.
+    pub client_output_limit_bytes: usize,
     /// A member's peer address to ask for this node to be added (`--join`).
     pub join: Option<String>,
     /// Where Redis clients connect (RESP2), if anywhere.
@@ -305,6 +311,9 @@ impl ServerArgs {
             max_memory: self.max_memory.or(other.max_memory),
             max_clients: self.max_clients.or(other.max_clients),
             idle_timeout_secs: self.idle_timeout_secs.or(other.idle_timeout_secs),
+            client_output_limit_bytes: self
+                .client_output_limit_bytes
+                .or(other.client_output_limit_bytes),
             cluster_id: self.cluster_id.or(other.cluster_id),
             requirepass: self.requirepass.or(other.requirepass),
             protected_mode: self.protected_mode.or(other.protected_mode),
@@ -347,6 +356,15 @@ impl ServerArgs {
                 "an empty secret proves nothing; give a secret or leave it out",
             ));
         }
+        let client_output_limit_bytes = match self.client_output_limit_bytes.unwrap_or(64 << 20) {
+            0 => {
+                return Err(invalid(
+                    "--client-output-limit-bytes",
+                    "0 would disconnect every client at its first answer",
+                ))
+            }
+            limit => usize::try_from(limit).unwrap_or(usize::MAX),
+        };
         let node_id = NodeId(self.node_id.unwrap_or(1));
         if node_id.0 == 0 {
             return Err(invalid("--node-id", "must be at least 1"));
@@ -421,6 +439,7 @@ impl ServerArgs {
             store_limits,
             max_clients: self.max_clients.unwrap_or(10_000).max(1),
             idle_timeout_ms: self.idle_timeout_secs.unwrap_or(300).saturating_mul(1000),
+            client_output_limit_bytes,
             join: self.join,
             resp_addr: self.resp_addr,
             metrics_addr: self.metrics_addr,
@@ -564,6 +583,14 @@ mod tests {
     fn bad_values_are_refused_clearly() {
         let error = parse(&["--cluster-secret", ""]).resolve().unwrap_err();
         assert!(error.to_string().contains("empty secret"), "{error}");
+        let error = parse(&["--client-output-limit-bytes", "0"])
+            .resolve()
+            .unwrap_err();
+        assert!(error.to_string().contains("first answer"), "{error}");
+        let config = parse(&["--client-output-limit-bytes", "1024"])
+            .resolve()
+            .unwrap();
+        assert_eq!(config.client_output_limit_bytes, 1024);
         let config = parse(&["--cluster-secret", "peer-s3cret"])
             .resolve()
             .unwrap();

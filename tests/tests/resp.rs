@@ -400,6 +400,9 @@ fn pipelining_protocol_errors_and_the_output_limit() {
             "1048576".into(),
             "--max-memory".into(),
             "8000000".into(),
+            // Set below the 64 MiB default, to show the flag is obeyed.
+            "--client-output-limit-bytes".into(),
+            "8388608".into(),
         ],
     );
     node.server.start();
@@ -435,7 +438,7 @@ fn pipelining_protocol_errors_and_the_output_limit() {
     );
 
     // A 1 MiB value, asked for 100 times by a client that never reads: 100 MiB of replies,
-    // more than the 64 MiB limit, so the node drops the connection.
+    // more than the 8 MiB limit set above, so the node drops the connection.
     let value = vec![b'v'; 1 << 20];
     let mut setter = TcpStream::connect(&addr).unwrap();
     let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n", value.len()).into_bytes();
@@ -451,7 +454,7 @@ fn pipelining_protocol_errors_and_the_output_limit() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let log = node.server.log();
-        if log.contains("reply bytes unread; disconnecting") {
+        if log.contains("more than 8388608 reply bytes unread; disconnecting") {
             break;
         }
         assert!(

@@ -321,6 +321,7 @@ impl Prepared {
                         max_request_bytes: max_frame / 2,
                     },
                     max_frame_bytes: sizes.max_frame_bytes,
+                    output_limit_bytes: config.client_output_limit_bytes,
                     shutdown: shutdown.clone(),
                     tasks: tasks.clone(),
                 },
@@ -375,6 +376,7 @@ impl Prepared {
             last_save_unix_secs,
             mutations_at_save: 0,
             counters: metrics::Counters::default(),
+            client_output_limit_bytes: config.client_output_limit_bytes,
         };
         let node_handle = tokio::spawn(node_task.run());
         if let Some(seed) = config.join.clone() {

@@ -81,13 +81,6 @@ pub enum Outbound {
     Close,
 }
 
-/// Bytes of answers one client connection may have unwritten (`ClientLink::unwritten_bytes`)
-/// before the node task drops it (the RESP port's own output buffer has the same limit).
-/// Without it a client that pipelines requests and never reads the answers made the node
-/// hold every answer: 2000 GETs of a 512 KiB value held 1 GB (found by
-/// `tests/tests/hostile.rs`); the cap of 16384 queued messages alone did not bound the bytes.
-pub const CLIENT_OUTPUT_LIMIT_BYTES: usize = 64 << 20;
-
 /// A client connection the node task may answer.
 #[derive(Debug, Clone)]
 pub struct ClientLink {
@@ -308,6 +301,13 @@ pub struct NodeTask {
     pub(super) last_save_unix_secs: Arc<AtomicU64>,
     /// The store's mutation count when the last snapshot was taken.
     pub(super) mutations_at_save: u64,
+    /// Bytes of answers one client connection may have unwritten (`ClientLink::unwritten_bytes`)
+    /// before this task drops it (`--client-output-limit-bytes`; the RESP port's own output
+    /// buffer has the same limit). Without it a client that pipelines requests and never
+    /// reads the answers made the node hold every answer: 2000 GETs of a 512 KiB value held
+    /// 1 GB (found by `tests/tests/hostile.rs`); the cap of 16384 queued messages alone did
+    /// not bound the bytes.
+    pub(super) client_output_limit_bytes: usize,
     /// What this task has done since start, for `/metrics`.
     pub(super) counters: super::metrics::Counters,
 }
@@ -859,7 +859,7 @@ impl NodeTask {
     }
 
     /// Counts an answer of `len` bytes for client `conn` as unwritten, and drops the client
-    /// if its unwritten answers pass [`CLIENT_OUTPUT_LIMIT_BYTES`] (it asks for more than it
+    /// if its unwritten answers pass `--client-output-limit-bytes` (it asks for more than it
     /// reads); false if the client is gone. Counted when the core gives the answer, not when
     /// it is handed over: one read can hold thousands of requests for a large value, and
     /// answers can wait for the disk over many turns (the hostile-clients test saw 445 MB
@@ -870,12 +870,12 @@ impl NodeTask {
             return false;
         };
         let unwritten = link.unwritten_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        if unwritten <= CLIENT_OUTPUT_LIMIT_BYTES {
+        let limit = self.client_output_limit_bytes;
+        if unwritten <= limit {
             return true;
         }
         tracing::warn!(
-            "client connection {conn}: more than {CLIENT_OUTPUT_LIMIT_BYTES} reply bytes \
-             unread; disconnecting"
+            "client connection {conn}: more than {limit} reply bytes unread; disconnecting"
         );
         // Its writer stops even in the middle of a write, and drops what is queued; answers
         // waiting for the disk are dropped when released (the client is gone).

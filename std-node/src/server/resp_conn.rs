@@ -11,7 +11,7 @@
 //!   order: a quorum write can still wait while a later read is answered);
 //! - at most [`MAX_PENDING`] commands, and about as many core requests, wait at once; past
 //!   that the task stops reading (so the node task's reply queue for it never fills);
-//! - replies queue in an output buffer of at most [`OUTPUT_LIMIT_BYTES`]: a client that
+//! - replies queue in an output buffer of at most `--client-output-limit-bytes`: a client that
 //!   sends but never reads is disconnected, as Redis's client-output-buffer-limit does.
 //! - a connection that sends nothing for `--idle-timeout-secs` while no command of it waits
 //!   for the core is closed, as Redis's `timeout` does: without this a half-open connection,
@@ -45,8 +45,6 @@ use crate::resp::{ClientState, NodeFacts};
 
 /// Commands of one connection waiting for the core at once.
 pub const MAX_PENDING: usize = 4096;
-/// Unwritten reply bytes one connection may have before it is disconnected.
-pub const OUTPUT_LIMIT_BYTES: usize = 64 << 20;
 /// Replies the node task may queue for one connection.
 const REPLY_QUEUE: usize = 16 * 1024;
 /// RESP connection ids are kept apart from native ones (which count up from 1) by this bit.
@@ -63,6 +61,8 @@ pub struct RespSettings {
     pub limits: ParseLimits,
     /// Largest frame the node takes (the handshake says it).
     pub max_frame_bytes: u32,
+    /// Reply bytes a client may leave unread (`--client-output-limit-bytes`).
+    pub output_limit_bytes: usize,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks.
@@ -261,10 +261,11 @@ impl Connection {
                 output.extend_from_slice(&slot.reply.expect("checked"));
                 closing |= slot.close_after;
             }
-            if output.len() - written > OUTPUT_LIMIT_BYTES {
+            if output.len() - written > settings.output_limit_bytes {
                 tracing::warn!(
-                    "RESP client {}: more than {OUTPUT_LIMIT_BYTES} reply bytes unread; disconnecting",
-                    client.addr
+                    "RESP client {}: more than {} reply bytes unread; disconnecting",
+                    client.addr,
+                    settings.output_limit_bytes
                 );
                 break;
             }
