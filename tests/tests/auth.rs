@@ -21,7 +21,7 @@ use memdi_core::wire::{
     Request, Response, Sender, ServerMessage, FRAME_HEADER_BYTES,
 };
 use memdi_node::client::{Client, ClientError, ClientOptions, Password, SetOptions};
-use process::{cli_binary, free_port, server_binary, Server};
+use process::{cli_binary, free_port, have, server_binary, Server};
 
 /// Distinctive, so that finding it in a log cannot be a coincidence.
 const PASSWORD: &str = "pw-Zq81x-never-logged";
@@ -33,22 +33,6 @@ fn temp_dir() -> tempfile::TempDir {
         .prefix("memdi-auth-test")
         .tempdir()
         .expect("temporary directory")
-}
-
-/// Whether `tool` runs; if not, says so loudly, and fails under CI (as the RESP test does).
-fn have(tool: &str, probe: &[&str]) -> bool {
-    let present = Command::new(tool)
-        .args(probe)
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !present {
-        let message = format!(
-            "\n!!!!!!!! SKIPPED: `{tool}` is not installed; run scripts/setup.sh !!!!!!!!\n"
-        );
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        eprintln!("{message}");
-    }
-    present
 }
 
 /// A node with `--requirepass PASSWORD` and a RESP port, logging at debug level.
@@ -528,21 +512,6 @@ fn spawn_server(dir: &Path, args: &[&str]) -> std::process::Child {
         .expect("starting memdi-server")
 }
 
-/// Waits (bounded) for the process to exit by itself.
-fn exit_within(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 /// Protected mode: no password and a client port on 0.0.0.0 is refused with a message that
 /// says why and what to do; `--protected-mode no` (or a password) lets it start.
 #[test]
@@ -552,7 +521,7 @@ fn protected_mode_refuses_open_ports_without_a_password() {
     for flag in ["--client-addr", "--resp-addr"] {
         let addr = open();
         let mut child = spawn_server(&dir.path().join("refused"), &[flag, &addr]);
-        let status = exit_within(&mut child, Duration::from_secs(20));
+        let status = process::wait_bounded(&mut child, Duration::from_secs(20));
         if status.is_none() {
             let _ = child.kill();
             let _ = child.wait();

@@ -274,18 +274,10 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &std::path::Path) -> Self {
-        let mut nodes: Vec<Server> = (1..=3)
-            .map(|id| Server::new(id, dir.join(format!("n{id}")), &[]))
-            .collect();
-        let spec = nodes
-            .iter()
-            .map(|node| format!("{}={}", node.node_id, node.peer_addr()))
-            .collect::<Vec<_>>()
-            .join(",");
+        let mut nodes = process::cluster_of(dir, 3, |_| {
+            SMALL_STORE.iter().map(|arg| arg.to_string()).collect()
+        });
         for node in &mut nodes {
-            node.extra_args = vec!["--cluster".into(), spec.clone()];
-            node.extra_args
-                .extend(SMALL_STORE.iter().map(|arg| arg.to_string()));
             node.start();
         }
         Self { nodes }

@@ -17,25 +17,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use process::{free_port, Server};
+use process::{free_port, have, Server};
 
 const MAX_KEYS: &str = "200";
-
-/// Whether `tool` can run; if not, says so loudly, and fails under CI.
-fn have(tool: &str, probe: &[&str]) -> bool {
-    let present = Command::new(tool)
-        .args(probe)
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !present {
-        let message = format!(
-            "\n!!!!!!!! SKIPPED: `{tool}` is not installed; run scripts/setup.sh (apt-get install redis-server redis-tools; pip install redis) !!!!!!!!\n"
-        );
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        eprintln!("{message}");
-    }
-    present
-}
 
 fn have_redis_cli() -> bool {
     have("redis-cli", &["--version"])

@@ -278,18 +278,6 @@ mod tests {
         saved
     }
 
-    /// A key's record as the tests compare them: key, value, version, expiry.
-    type Held = (Vec<u8>, Vec<u8>, u64, Option<u64>);
-
-    fn contents(store: &Store<Vec<u8>>) -> Vec<Held> {
-        let mut all: Vec<_> = store
-            .iter()
-            .map(|e| (e.key.to_vec(), e.value.to_vec(), e.version, e.expires_at_ms))
-            .collect();
-        all.sort();
-        all
-    }
-
     /// A 3-node cluster of nodes with undo journals of `undo_bytes` (none if 0), whose
     /// leader took `requests` while cut off, then was deposed and reconnected. Returns the
     /// network and the deposed leader's id.
@@ -357,8 +345,8 @@ mod tests {
             .any(|(_, event)| matches!(event, NodeEvent::StoreStale { .. })));
         let new = net.leader().unwrap();
         assert_eq!(
-            contents(net.nodes[deposed].store()),
-            contents(net.nodes[net.at(new)].store())
+            net.nodes[deposed].store().sorted_records(),
+            net.nodes[net.at(new)].store().sorted_records()
         );
         assert_eq!(
             net.nodes[deposed].store().last_version(),
@@ -405,7 +393,7 @@ mod tests {
         let mut store = test_support::store(1);
         put(&mut store, b"a", b"1", Some(500));
         put(&mut store, b"b", b"2", None);
-        let before = contents(&store);
+        let before = store.sorted_records();
         let version_before = store.last_version();
         let mut journal = UndoJournal::new(vec![0; 1024], 3);
         assert!(journaled_put(&mut journal, &mut store, 3, b"a", b"one"));
@@ -416,7 +404,7 @@ mod tests {
         store.delete(b"b", 0);
 
         journal.roll_back(&mut store, 3).unwrap();
-        assert_eq!(contents(&store), before);
+        assert_eq!(store.sorted_records(), before);
         assert_eq!(store.last_version(), version_before);
         assert_eq!(journal.used_bytes(), 0);
     }
@@ -426,11 +414,11 @@ mod tests {
         let mut store = test_support::store(1);
         let mut journal = UndoJournal::new(vec![0; 1024], 1);
         journaled_put(&mut journal, &mut store, 1, b"a", b"1");
-        let after_first = contents(&store);
+        let after_first = store.sorted_records();
         journaled_put(&mut journal, &mut store, 2, b"a", b"2");
         journaled_put(&mut journal, &mut store, 3, b"b", b"3");
         journal.roll_back(&mut store, 2).unwrap();
-        assert_eq!(contents(&store), after_first);
+        assert_eq!(store.sorted_records(), after_first);
 
         journal.forget_through(1);
         assert_eq!(journal.used_bytes(), 0);

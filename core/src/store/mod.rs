@@ -1154,6 +1154,23 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
     }
 }
 
+/// A key's record as tests compare stores: key, value, version, expiry.
+#[cfg(test)]
+pub(crate) type TestRecord = (std::vec::Vec<u8>, std::vec::Vec<u8>, u64, Option<u64>);
+
+#[cfg(test)]
+impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
+    /// Every record, expired or not, sorted by key: what two stores must agree on.
+    pub(crate) fn sorted_records(&self) -> std::vec::Vec<TestRecord> {
+        let mut all: std::vec::Vec<_> = self
+            .iter()
+            .map(|e| (e.key.to_vec(), e.value.to_vec(), e.version, e.expires_at_ms))
+            .collect();
+        all.sort();
+        all
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1232,18 +1249,6 @@ mod tests {
         assert!(cases > 10, "too few runs with a displaced key: {cases}");
     }
 
-    /// A key's record as the tests compare them: key, value, version, expiry.
-    type Held = (Vec<u8>, Vec<u8>, u64, Option<u64>);
-
-    fn entries(store: &Store<Vec<u8>>) -> Vec<Held> {
-        let mut all: Vec<_> = store
-            .iter()
-            .map(|e| (e.key.to_vec(), e.value.to_vec(), e.version, e.expires_at_ms))
-            .collect();
-        all.sort();
-        all
-    }
-
     /// A copy holds what the store held, versions and expiries included, answers lookups,
     /// takes writes of its own, and does not see the store's later writes.
     #[test]
@@ -1260,7 +1265,7 @@ mod tests {
         store.set(b"exp", b"e", options, 0).unwrap();
         let memory = vec![0; store.limits().memory_bytes().unwrap()];
         let mut copy = store.copy_into(memory).unwrap();
-        assert_eq!(entries(&copy), entries(&store));
+        assert_eq!(copy.sorted_records(), store.sorted_records());
         assert_eq!(copy.last_version(), store.last_version());
         assert_eq!(copy.len(), store.len());
         assert_eq!(copy.get(b"exp", 0).map(|e| e.value), Some(&b"e"[..]));

@@ -249,23 +249,14 @@ async fn write_eventually(client: &Client, key: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_cluster_node_keeps_its_term_and_its_writes() {
     let dir = temp_dir();
-    let mut nodes: Vec<Server> = (1..=3)
-        .map(|id| Server::new(id, dir.path().join(format!("n{id}")), &[]))
-        .collect();
-    let spec = nodes
-        .iter()
-        .map(|node| format!("{}={}", node.node_id, node.peer_addr()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut nodes = super::process::cluster_of(dir.path(), 3, |_| {
+        ["--fsync", "always"]
+            .iter()
+            .chain(SMALL_STORE)
+            .map(|arg| arg.to_string())
+            .collect()
+    });
     for node in &mut nodes {
-        node.extra_args = vec![
-            "--cluster".into(),
-            spec.clone(),
-            "--fsync".into(),
-            "always".into(),
-        ];
-        node.extra_args
-            .extend(SMALL_STORE.iter().map(|arg| arg.to_string()));
         node.start();
     }
     let mut written = Vec::new();

@@ -4,25 +4,16 @@
 
 use std::time::Duration;
 
-use super::process::Server;
+use super::process::{cluster_of, Server};
 use super::{eventually, stale_value, temp_dir, QUORUM};
 
 /// Two voters, each with `secrets[i]` (none if empty), started.
 fn two_voters(dir: &std::path::Path, secrets: [&str; 2]) -> Vec<Server> {
-    let mut nodes: Vec<Server> = (1..=2)
-        .map(|id| Server::new(id, dir.join(format!("n{id}")), &[]))
-        .collect();
-    let spec = nodes
-        .iter()
-        .map(|node| format!("{}={}", node.node_id, node.peer_addr()))
-        .collect::<Vec<_>>()
-        .join(",");
-    for (node, secret) in nodes.iter_mut().zip(secrets) {
-        node.extra_args = vec!["--cluster".into(), spec.clone()];
-        if !secret.is_empty() {
-            node.extra_args
-                .extend(["--cluster-secret".to_string(), secret.to_string()]);
-        }
+    let mut nodes = cluster_of(dir, 2, |id| match secrets[id as usize - 1] {
+        "" => Vec::new(),
+        secret => vec!["--cluster-secret".into(), secret.into()],
+    });
+    for node in &mut nodes {
         node.start();
     }
     nodes

@@ -21,6 +21,41 @@ use std::time::{Duration, Instant};
 
 use memdi_node::client::{Client, ClientOptions};
 
+/// Whether `tool` runs (`tool probe...` succeeds); if not, says so loudly, and fails under
+/// CI (`CI` set), where `scripts/setup.sh` has installed every tool the tests use.
+pub fn have(tool: &str, probe: &[&str]) -> bool {
+    let present = Command::new(tool)
+        .args(probe)
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !present {
+        let message = format!(
+            "\n!!!!!!!! SKIPPED: `{tool}` is not installed; run scripts/setup.sh (apt-get install redis-server redis-tools; pip install redis) !!!!!!!!\n"
+        );
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("{message}");
+    }
+    present
+}
+
+/// `count` nodes with ids 1..=count and data in `dir/n<id>`, not started, each given
+/// `--cluster` naming all of them as voters plus `extra(id)`.
+pub fn cluster_of(dir: &Path, count: u64, extra: impl Fn(u64) -> Vec<String>) -> Vec<Server> {
+    let mut nodes: Vec<Server> = (1..=count)
+        .map(|id| Server::new(id, dir.join(format!("n{id}")), &[]))
+        .collect();
+    let spec = nodes
+        .iter()
+        .map(|node| format!("{}={}", node.node_id, node.peer_addr()))
+        .collect::<Vec<_>>()
+        .join(",");
+    for node in &mut nodes {
+        node.extra_args = vec!["--cluster".into(), spec.clone()];
+        node.extra_args.extend(extra(node.node_id));
+    }
+    nodes
+}
+
 /// The memdi-server binary, built once per test process.
 pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
@@ -235,7 +270,8 @@ impl Drop for Server {
     }
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+/// Waits (bounded) for `child` to exit by itself.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
