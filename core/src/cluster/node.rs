@@ -318,6 +318,10 @@ pub struct Node<M, L, const TICKETS: usize> {
     pub(crate) applied_term: Option<u64>,
     /// Numbers the snapshots this node sends.
     pub(crate) snapshots_started: u64,
+    /// The largest frame each peer announced in its handshake answer
+    /// ([`Node::handle_peer_link_up`]); peers not listed take `max_append_bytes`. Kept apart
+    /// from `peers` because a link may come up before its peer is a member.
+    pub(crate) peer_frame_limits: Vec<(NodeId, u32), MAX_MEMBERS>,
     /// The term and vote last given to the shell to persist.
     pub(crate) reported_hard_state: super::persist::HardState,
     /// The commit index last given to the shell to persist.
@@ -382,6 +386,7 @@ where
             incoming: None,
             applied_term: None,
             snapshots_started: 0,
+            peer_frame_limits: Vec::new(),
             reported_hard_state: super::persist::HardState::default(),
             reported_commit: applied,
             store_replaced: false,

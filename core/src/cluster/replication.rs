@@ -157,7 +157,9 @@ where
                 continue;
             }
             self.next_peer = (at + 1) % count;
-            let (len, last_sent) = self.encode_append(now_ms, next_index, has_entries, out)?;
+            let budget = self.message_budget_bytes(peer.id);
+            let (len, last_sent) =
+                self.encode_append(now_ms, next_index, has_entries, budget, out)?;
             let peer = &mut self.peers[at];
             peer.heartbeat_due = false;
             // Only entries sent move the window; a heartbeat leaves it where it was.
@@ -177,6 +179,7 @@ where
         now_ms: u64,
         next_index: u64,
         with_entries: bool,
+        budget_bytes: usize,
         out: &mut [u8],
     ) -> Option<(usize, u64)> {
         let prev_index = next_index - 1;
@@ -184,7 +187,7 @@ where
         // The entries are packed into the back half of `out`, then the message that
         // carries them is encoded into the front half.
         let (front, back) = out.split_at_mut(out.len() / 2);
-        let limit = self.config.max_append_bytes.min(back.len());
+        let limit = budget_bytes.min(back.len());
         let mut writer = PackedWriter::new(&mut back[..limit]);
         let mut last_sent = prev_index;
         if with_entries {
@@ -581,5 +584,68 @@ where
         self.note_appended(index);
         self.advance_commit(now_ms);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cluster::test_support::{self, log_limits, Net, TestNode};
+    use crate::cluster::{Node, NodeConfig};
+    use crate::wire::{ClusterId, Expiry, NodeId, Request, SetCondition, WriteOptions};
+    use std::vec;
+
+    fn node(id: u64) -> TestNode {
+        let config = NodeConfig::new(NodeId(id), ClusterId(7), &[NodeId(1), NodeId(2)]);
+        Node::new(
+            config,
+            test_support::store(id),
+            test_support::log(log_limits(2048)),
+            0,
+        )
+    }
+
+    /// A follower that announced small frames (a board among servers) gets every entry in
+    /// appends that fit them; without the limit, the leader batches the writes into one.
+    #[test]
+    fn appends_fit_the_frame_limit_a_peer_announced() {
+        let mut net = Net::new(vec![node(1), node(2)]);
+        net.run(2_000);
+        let leader = net.leader().expect("a leader");
+        let follower = 3 - leader;
+        let limit = 200u32;
+        let at = net.at(leader);
+        net.nodes[at].handle_peer_link_up(NodeId(follower), limit);
+        let keys: [&[u8]; 10] = [
+            b"k0", b"k1", b"k2", b"k3", b"k4", b"k5", b"k6", b"k7", b"k8", b"k9",
+        ];
+        for key in keys {
+            let answer = net.request(
+                leader,
+                Request::Set {
+                    key,
+                    value: b"0123456789abcdef",
+                    condition: SetCondition::Always,
+                    expiry: Expiry::None,
+                    write: WriteOptions::default(),
+                },
+            );
+            assert!(
+                answer.is_some(),
+                "a leader-acknowledged write answers at once"
+            );
+        }
+        net.run(1_000);
+        let largest = net
+            .largest_frames
+            .iter()
+            .find(|(from, to, _)| (*from, *to) == (NodeId(leader), NodeId(follower)))
+            .map(|found| found.2)
+            .unwrap();
+        assert!(
+            largest <= limit as usize + crate::wire::FRAME_HEADER_BYTES,
+            "a {largest}-byte frame went to a peer that takes {limit}"
+        );
+        let at = net.at(follower);
+        assert_eq!(net.nodes[at].store().len() as usize, keys.len());
     }
 }

@@ -425,6 +425,33 @@ where
         });
     }
 
+    /// This node's connection to `peer` is up, and the peer's handshake answer said it takes
+    /// frames of at most `max_frame_bytes`: appends and snapshot chunks to it are kept that
+    /// small from now on. A board announces a few kilobytes where a server takes a megabyte;
+    /// without this a server leader would send it frames it must refuse, and it would never
+    /// catch up. An entry larger than the peer's frame cannot reach it at all: give the
+    /// servers store limits no larger than the smallest member's.
+    pub fn handle_peer_link_up(&mut self, peer: NodeId, max_frame_bytes: u32) {
+        self.peer_frame_limits.retain(|(id, _)| *id != peer);
+        if self.peer_frame_limits.is_full() {
+            // Links to nodes no longer members: forget the oldest.
+            self.peer_frame_limits.remove(0);
+        }
+        let _ = self.peer_frame_limits.push((peer, max_frame_bytes));
+    }
+
+    /// The most entry (or snapshot chunk) bytes one message to `peer` may carry: this node's
+    /// `max_append_bytes`, or less if the peer takes only small frames.
+    pub(crate) fn message_budget_bytes(&self, peer: NodeId) -> usize {
+        let ours = self.config.max_append_bytes;
+        match self.peer_frame_limits.iter().find(|(id, _)| *id == peer) {
+            Some(&(_, limit)) => {
+                ours.min((limit as usize).saturating_sub(crate::wire::PEER_ENVELOPE_BYTES))
+            }
+            None => ours,
+        }
+    }
+
     /// A new connection from `peer` passed the handshake. It may be a new process, whose
     /// numbering of forwarded requests started again, so the record of the ids already
     /// taken from it is forgotten; that is safe because a connection delivers each frame

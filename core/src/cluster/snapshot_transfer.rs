@@ -158,8 +158,7 @@ where
         let members = self.membership_in_force_as_of(base.index.0);
         // The membership travels in every chunk, within the chunk's budget.
         let chunk_limit = self
-            .config
-            .max_append_bytes
+            .message_budget_bytes(peer_id)
             .saturating_sub(members.as_bytes().len());
         let snapshot = self.peers[at].snapshot.as_mut()?;
         if snapshot.in_flight {

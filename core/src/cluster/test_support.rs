@@ -51,6 +51,8 @@ pub struct Net {
     isolated: Vec<NodeId>,
     /// Every event each node reported, in order.
     pub events: Vec<(NodeId, NodeEvent)>,
+    /// The largest frame (header included) each node sent each other: (from, to, bytes).
+    pub largest_frames: Vec<(NodeId, NodeId, usize)>,
 }
 
 impl Net {
@@ -63,6 +65,7 @@ impl Net {
             held: Vec::new(),
             isolated: Vec::new(),
             events: Vec::new(),
+            largest_frames: Vec::new(),
         }
     }
 
@@ -127,6 +130,14 @@ impl Net {
                         moved = true;
                         if self.isolated.contains(&from) || self.isolated.contains(&to) {
                             continue;
+                        }
+                        match self
+                            .largest_frames
+                            .iter_mut()
+                            .find(|(a, b, _)| (*a, *b) == (from, to))
+                        {
+                            Some(largest) => largest.2 = largest.2.max(len),
+                            None => self.largest_frames.push((from, to, len)),
                         }
                         let payload = out[FRAME_HEADER_BYTES..len].to_vec();
                         let Some(j) = self.nodes.iter().position(|n| n.id() == to) else {

@@ -54,7 +54,7 @@ pub use frame::{
 pub use handshake::{Capacities, HandshakeError, Hello, HelloAck, Sender, MAGIC, PROTOCOL_VERSION};
 pub use message::{ClientMessage, ErrorReply, Request, Response, ServerMessage, ValueRef};
 pub use packed::{Packed, PackedError, PackedIter, PackedPushError, PackedWriter};
-pub use peer::{AppendOutcome, PeerMessage};
+pub use peer::{AppendOutcome, PeerMessage, PEER_ENVELOPE_BYTES};
 pub use status::{
     write_members, ClusterStatus, LinkState, MemberState, SaveReport, StatusRole,
     MEMBER_STATE_MAX_BYTES, STATUS_SCRATCH_BYTES,

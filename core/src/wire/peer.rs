@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::packed::Packed;
 use super::types::{LogIndex, LogPosition, Term};
 
+/// The most bytes a [`PeerMessage::Append`] or [`PeerMessage::Snapshot`] encodes besides
+/// its entries, chunk and membership bytes (every integer at its longest): a sender fits
+/// those into the receiver's frame limit less this.
+pub const PEER_ENVELOPE_BYTES: usize = 128;
+
 /// A message between two nodes of one cluster.
 ///
 /// VARIANT ORDER IS FROZEN (postcard encodes the variant index); new messages go at the end.
@@ -148,4 +153,43 @@ pub enum AppendOutcome {
         /// The follower's last log index.
         last_index: LogIndex,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{encode, PackedWriter};
+
+    /// The envelope bound holds with every integer at its longest and empty payloads.
+    #[test]
+    fn the_envelope_bound_covers_the_longest_headers() {
+        let mut buffer = [0u8; 64];
+        let longest = LogPosition {
+            term: Term(u64::MAX),
+            index: LogIndex(u64::MAX),
+        };
+        let append = PeerMessage::Append {
+            term: Term(u64::MAX),
+            prev: longest,
+            commit: LogIndex(u64::MAX),
+            round: u64::MAX,
+            cluster_time_ms: u64::MAX,
+            entries: PackedWriter::new(&mut buffer).finish(),
+        };
+        let snapshot = PeerMessage::Snapshot {
+            term: Term(u64::MAX),
+            base: longest,
+            snapshot_id: u64::MAX,
+            offset: u64::MAX,
+            done: true,
+            members: &[],
+            data: &[],
+        };
+        let mut out = [0u8; 512];
+        for message in [append, snapshot] {
+            let len = encode(&message, &mut out).unwrap().len();
+            // Each byte slice's length prefix grows by up to 4 more bytes when it is full.
+            assert!(len + 8 <= PEER_ENVELOPE_BYTES, "{message:?} is {len} bytes");
+        }
+    }
 }

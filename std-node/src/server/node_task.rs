@@ -156,6 +156,13 @@ pub enum Input {
         /// The answer frame, and the peer if it was accepted.
         answer: oneshot::Sender<(Vec<u8>, Option<NodeId>)>,
     },
+    /// This node's connection to a peer is up; the peer takes frames up to this size.
+    PeerLinkUp {
+        /// The peer.
+        peer: NodeId,
+        /// From its handshake answer.
+        max_frame_bytes: u32,
+    },
     /// The connection to a peer broke.
     PeerLost {
         /// The peer.
@@ -635,6 +642,10 @@ impl NodeTask {
             Input::PeerHello { payload, answer } => {
                 let _ = answer.send(self.peer_hello(&payload));
             }
+            Input::PeerLinkUp {
+                peer,
+                max_frame_bytes,
+            } => self.node.handle_peer_link_up(peer, max_frame_bytes),
             Input::PeerLost { peer } => {
                 self.node.handle_peer_lost(peer);
                 self.drain();

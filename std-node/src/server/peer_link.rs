@@ -253,8 +253,13 @@ impl Dialer {
                 attempt = self.connect() => attempt,
             };
             match attempt {
-                Ok(stream) => {
+                Ok((stream, max_frame_bytes)) => {
                     tracing::info!("connected to node {} at {}", self.peer.0, self.addr);
+                    let up = Input::PeerLinkUp {
+                        peer: self.peer,
+                        max_frame_bytes,
+                    };
+                    let _ = self.inputs.send(up).await;
                     backoff = BACKOFF_MIN;
                     was_connected = true;
                     // Frames queued while the link was down are stale: drop them.
@@ -291,8 +296,9 @@ impl Dialer {
         }
     }
 
-    /// Connects and completes the handshake.
-    async fn connect(&self) -> Result<TcpStream, String> {
+    /// Connects and completes the handshake; returns the stream and the largest frame the
+    /// peer takes.
+    async fn connect(&self) -> Result<(TcpStream, u32), String> {
         let mut stream =
             tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr.as_str()))
                 .await
@@ -300,7 +306,7 @@ impl Dialer {
                 .map_err(|error| error.to_string())?;
         let _ = stream.set_nodelay(true);
         let hello = peer_hello_frame(self.cluster_id, self.me, self.max_frame_bytes);
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let max_frame_bytes = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
             stream.write_all(&hello).await.map_err(|e| e.to_string())?;
             let mut decoder = FrameDecoder::new(vec![0; 4096 + FRAME_HEADER_BYTES])
                 .expect("frame buffer above the header size");
@@ -332,7 +338,7 @@ impl Dialer {
                         Ok(ServerMessage {
                             response: Response::HelloAck(ack),
                             ..
-                        }) if ack.node_id == self.peer => Ok(()),
+                        }) if ack.node_id == self.peer => Ok(ack.max_frame_bytes),
                         Ok(ServerMessage {
                             response: Response::HelloAck(ack),
                             ..
@@ -354,7 +360,7 @@ impl Dialer {
         })
         .await
         .map_err(|_| "handshake timed out".to_string())??;
-        Ok(stream)
+        Ok((stream, max_frame_bytes))
     }
 }
 
