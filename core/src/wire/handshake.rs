@@ -162,11 +162,130 @@ pub struct Capacities {
     pub max_total_bytes: u64,
 }
 
+/// Writes into `out` the frame a node sends first on each connection it opens to a peer:
+/// a [`Hello`] naming it, in a [`ClientMessage`](super::ClientMessage) with request id 0.
+pub fn encode_peer_hello(
+    cluster_id: ClusterId,
+    me: NodeId,
+    max_frame_bytes: u32,
+    out: &mut [u8],
+) -> Result<usize, super::EncodeError> {
+    let message = super::ClientMessage {
+        request_id: 0,
+        request: super::Request::Hello(Hello::new(cluster_id, Sender::Peer(me), max_frame_bytes)),
+    };
+    super::encode_frame(&message, out)
+}
+
+/// What the peer a node dialed answered to its hello (the frame's payload), read by
+/// [`read_peer_answer`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PeerAnswer<'a> {
+    /// The expected node accepted the connection; it takes frames up to this size (tell the
+    /// node: `Node::handle_peer_link_up`).
+    Accepted {
+        /// From its [`HelloAck`].
+        max_frame_bytes: u32,
+    },
+    /// Another node answered at the address: a configuration mistake worth naming.
+    WrongNode {
+        /// The node that answered.
+        answered: NodeId,
+    },
+    /// The peer refused the hello (another cluster, another protocol version).
+    Refused(super::ErrorReply<'a>),
+    /// Something that is no answer to a hello.
+    Unexpected,
+}
+
+/// Reads a peer's answer to this node's hello, expecting node `expected` to accept.
+pub fn read_peer_answer(payload: &[u8], expected: NodeId) -> PeerAnswer<'_> {
+    match super::decode::<super::ServerMessage<'_>>(payload) {
+        Ok(super::ServerMessage {
+            response: super::Response::HelloAck(ack),
+            ..
+        }) if ack.node_id == expected => PeerAnswer::Accepted {
+            max_frame_bytes: ack.max_frame_bytes,
+        },
+        Ok(super::ServerMessage {
+            response: super::Response::HelloAck(ack),
+            ..
+        }) => PeerAnswer::WrongNode {
+            answered: ack.node_id,
+        },
+        Ok(super::ServerMessage {
+            response: super::Response::Error(error),
+            ..
+        }) => PeerAnswer::Refused(error),
+        _ => PeerAnswer::Unexpected,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const OURS: ClusterId = ClusterId(7);
+
+    /// A dialer learns the peer's frame size from its own node's answer, and is told when
+    /// another node answers or the hello is refused.
+    #[test]
+    fn a_dialer_reads_the_answer_to_its_hello() {
+        use crate::wire::{encode, ErrorReply, Response, ServerMessage};
+        let answer = |response| {
+            let mut out = [0u8; 128];
+            let len = encode(
+                &ServerMessage {
+                    request_id: 0,
+                    response,
+                },
+                &mut out,
+            )
+            .unwrap()
+            .len();
+            (out, len)
+        };
+        let ack = HelloAck {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: OURS,
+            node_id: NodeId(2),
+            max_frame_bytes: 2048,
+            capacities: Capacities {
+                max_keys: 1,
+                max_key_bytes: 1,
+                max_value_bytes: 1,
+                max_total_bytes: 1,
+            },
+        };
+        let (bytes, len) = answer(Response::HelloAck(ack));
+        assert_eq!(
+            read_peer_answer(&bytes[..len], NodeId(2)),
+            PeerAnswer::Accepted {
+                max_frame_bytes: 2048
+            }
+        );
+        assert_eq!(
+            read_peer_answer(&bytes[..len], NodeId(3)),
+            PeerAnswer::WrongNode {
+                answered: NodeId(2)
+            }
+        );
+        let refusal = ErrorReply {
+            code: ErrorCode::ClusterMismatch,
+            detail: "x",
+        };
+        let (bytes, len) = answer(Response::Error(refusal));
+        assert_eq!(
+            read_peer_answer(&bytes[..len], NodeId(2)),
+            PeerAnswer::Refused(refusal)
+        );
+        assert_eq!(
+            read_peer_answer(&[0xff; 3], NodeId(2)),
+            PeerAnswer::Unexpected
+        );
+        let mut hello = [0u8; 64];
+        assert!(encode_peer_hello(OURS, NodeId(1), 2048, &mut hello).is_ok());
+    }
 
     #[test]
     fn a_matching_hello_is_accepted() {

@@ -51,7 +51,10 @@ pub use frame::{
     encode_frame, FrameBufferTooSmall, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES,
     FRAME_HEADER_BYTES,
 };
-pub use handshake::{Capacities, HandshakeError, Hello, HelloAck, Sender, MAGIC, PROTOCOL_VERSION};
+pub use handshake::{
+    encode_peer_hello, read_peer_answer, Capacities, HandshakeError, Hello, HelloAck, PeerAnswer,
+    Sender, MAGIC, PROTOCOL_VERSION,
+};
 pub use message::{ClientMessage, ErrorReply, Request, Response, ServerMessage, ValueRef};
 pub use packed::{Packed, PackedError, PackedIter, PackedPushError, PackedWriter};
 pub use peer::{AppendOutcome, PeerMessage, PEER_ENVELOPE_BYTES};

@@ -3,8 +3,8 @@
 //! the handshake a node sends its peers.
 
 use memdi_core::wire::{
-    encode_frame, ClientMessage, ClusterId, ErrorCode, ErrorReply, Hello, NodeId, Request,
-    Response, SaveReport, Sender, ServerMessage, FRAME_HEADER_BYTES,
+    encode_frame, encode_peer_hello, ClusterId, ErrorCode, ErrorReply, NodeId, Response,
+    SaveReport, ServerMessage, FRAME_HEADER_BYTES,
 };
 
 /// The answer to a `Save` request: the snapshot is renamed and fsynced.
@@ -45,12 +45,9 @@ pub fn error_frame(request_id: u32, code: ErrorCode, detail: &str) -> Vec<u8> {
 
 /// The handshake a node sends on each connection it opens to a peer.
 pub fn peer_hello_frame(cluster_id: ClusterId, me: NodeId, max_frame_bytes: u32) -> Vec<u8> {
-    let message = ClientMessage {
-        request_id: 0,
-        request: Request::Hello(Hello::new(cluster_id, Sender::Peer(me), max_frame_bytes)),
-    };
     let mut out = vec![0; 128];
-    let len = encode_frame(&message, &mut out).expect("a hello fits 128 bytes");
+    let len = encode_peer_hello(cluster_id, me, max_frame_bytes, &mut out)
+        .expect("a hello fits 128 bytes");
     out.truncate(len);
     out
 }

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use memdi_core::wire::{
-    decode, ClientMessage, ClusterId, FrameDecoder, Hello, NodeId, Request, Response, Sender,
-    ServerMessage, FRAME_HEADER_BYTES,
+    decode, read_peer_answer, ClientMessage, ClusterId, FrameDecoder, Hello, NodeId, PeerAnswer,
+    Request, Sender, FRAME_HEADER_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -334,26 +334,17 @@ impl Dialer {
                                 .into(),
                         );
                     }
-                    return match decode::<ServerMessage<'_>>(payload) {
-                        Ok(ServerMessage {
-                            response: Response::HelloAck(ack),
-                            ..
-                        }) if ack.node_id == self.peer => Ok(ack.max_frame_bytes),
-                        Ok(ServerMessage {
-                            response: Response::HelloAck(ack),
-                            ..
-                        }) => Err(format!(
+                    return match read_peer_answer(payload, self.peer) {
+                        PeerAnswer::Accepted { max_frame_bytes } => Ok(max_frame_bytes),
+                        PeerAnswer::WrongNode { answered } => Err(format!(
                             "the address answers as node {}, not node {} (check --cluster)",
-                            ack.node_id.0, self.peer.0
+                            answered.0, self.peer.0
                         )),
-                        Ok(ServerMessage {
-                            response: Response::Error(error),
-                            ..
-                        }) => Err(format!(
+                        PeerAnswer::Refused(error) => Err(format!(
                             "handshake refused: {:?}: {}",
                             error.code, error.detail
                         )),
-                        _ => Err("unexpected handshake answer".to_string()),
+                        PeerAnswer::Unexpected => Err("unexpected handshake answer".to_string()),
                     };
                 }
             }
