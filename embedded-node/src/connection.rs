@@ -1,0 +1,247 @@
+//! Connection tasks: each listens on the client or the peer port, serves one connection at
+//! a time, and takes one request at a time from it.
+//!
+//! The first frame says who connected: a client's hello (on either port: a node joining
+//! through this one's peer address is a client) or, on the peer port, another member's.
+//! A client's requests go to the node one by one; an answer that must wait (for a quorum,
+//! for the leader) is waited for before the next request is read, so answers leave in
+//! order and nothing but the slot's one answer is kept. A peer's frames go to the node as
+//! they come; a peer expects no answer on this connection (this node answers on its own
+//! link to that peer).
+
+use embassy_net::tcp::TcpSocket;
+use embassy_time::{with_timeout, Duration};
+use embedded_io_async::Write;
+use memdi_core::wire::{
+    decode, ClientMessage, FrameDecoder, NodeId, Request, Sender, FRAME_HEADER_BYTES,
+};
+use static_cell::ConstStaticCell;
+
+use crate::capacity::*;
+use crate::shell::{ClientStep, Context, Waiting};
+
+/// A client that sends nothing for this long is hung up on (its slot is scarce).
+const CLIENT_IDLE: Duration = Duration::from_secs(300);
+/// A peer link carries heartbeats every 50 ms; silence this long means it is gone.
+const PEER_IDLE: Duration = Duration::from_secs(10);
+/// A hello must come this soon after connecting.
+const HELLO_WITHIN: Duration = Duration::from_secs(5);
+
+/// One connection task's buffers.
+pub(crate) struct Buffers {
+    rx: [u8; SOCKET_RX_BYTES],
+    tx: [u8; SOCKET_TX_BYTES],
+    frames: [u8; FRAME_BUFFER_BYTES],
+    out: [u8; FRAME_BUFFER_BYTES],
+}
+
+const EMPTY: Buffers = Buffers {
+    rx: [0; SOCKET_RX_BYTES],
+    tx: [0; SOCKET_TX_BYTES],
+    frames: [0; FRAME_BUFFER_BYTES],
+    out: [0; FRAME_BUFFER_BYTES],
+};
+
+static BUFFERS: ConstStaticCell<[Buffers; CONNECTIONS]> =
+    ConstStaticCell::new([EMPTY; CONNECTIONS]);
+
+/// Each task's buffers, once.
+pub(crate) fn buffers() -> Option<&'static mut [Buffers; CONNECTIONS]> {
+    BUFFERS.try_take()
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The other end closed it or it broke.
+    Closed,
+    /// It was silent too long.
+    Idle,
+    /// It sent a frame too large or no hello; the answer, if any, was sent.
+    Refused,
+}
+
+/// Connection task `index`: the first `CLIENT_CONNECTIONS` serve the client port, the rest
+/// the peer port.
+#[embassy_executor::task(pool_size = CONNECTIONS)]
+pub(crate) async fn run(
+    context: &'static Context,
+    index: usize,
+    buffers: &'static mut Buffers,
+) -> ! {
+    let peer_port = index >= CLIENT_CONNECTIONS;
+    let port = if peer_port {
+        context.peer_port
+    } else {
+        context.client_port
+    };
+    loop {
+        let mut socket = TcpSocket::new(context.stack, &mut buffers.rx, &mut buffers.tx);
+        if socket.accept(port).await.is_err() {
+            embassy_time::Timer::after_millis(100).await;
+            continue;
+        }
+        socket.set_nagle_enabled(false);
+        let Ok(mut decoder) = FrameDecoder::new(&mut buffers.frames[..]) else {
+            unreachable!("the frame buffer is larger than a header (checked at build time)");
+        };
+        let ended = serve(
+            context,
+            index,
+            peer_port,
+            &mut socket,
+            &mut decoder,
+            &mut buffers.out,
+        )
+        .await;
+        debug!(
+            "connection {} on port {} ended: {}",
+            index, port, ended as u8
+        );
+        context.with(|shell| shell.slots[index].waiting = Waiting::Idle);
+        socket.close();
+        let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
+        socket.abort();
+        let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
+    }
+}
+
+/// Waits for the next whole frame (reading as needed) and gives its payload to `take`.
+async fn next_frame<R>(
+    socket: &mut TcpSocket<'_>,
+    decoder: &mut FrameDecoder<&mut [u8]>,
+    idle: Duration,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Result<R, End> {
+    loop {
+        match decoder.next_frame() {
+            Err(_) => return Err(End::Refused),
+            Ok(Some(payload)) => return Ok(take(payload)),
+            Ok(None) => {}
+        }
+        match with_timeout(idle, socket.read(decoder.unfilled())).await {
+            Err(_) => return Err(End::Idle),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(End::Closed),
+            Ok(Ok(count)) => decoder.commit(count),
+        }
+    }
+}
+
+async fn serve(
+    context: &'static Context,
+    index: usize,
+    peer_port: bool,
+    socket: &mut TcpSocket<'_>,
+    decoder: &mut FrameDecoder<&mut [u8]>,
+    out: &mut [u8; FRAME_BUFFER_BYTES],
+) -> End {
+    let hello = next_frame(socket, decoder, HELLO_WITHIN, |payload| {
+        let peer = match decode::<ClientMessage<'_>>(payload) {
+            Ok(ClientMessage {
+                request: Request::Hello(hello),
+                ..
+            }) => match hello.sender {
+                Sender::Peer(id) => Some(id),
+                Sender::Client => None,
+            },
+            _ => None,
+        };
+        if peer.is_some() && (!peer_port || peer == Some(context.me)) {
+            // A peer on the client port, or a node claiming this one's id.
+            return None;
+        }
+        let (len, accepted) = context.with(|shell| {
+            let answer = shell.hello(index, payload);
+            out[..answer.0].copy_from_slice(&shell.slots[index].answer[..answer.0]);
+            answer
+        });
+        Some((len, accepted, peer))
+    })
+    .await;
+    let (len, accepted, peer) = match hello {
+        Ok(Some(hello)) => hello,
+        Ok(None) => return End::Refused,
+        Err(end) => return end,
+    };
+    if socket.write_all(&out[..len]).await.is_err() || socket.flush().await.is_err() {
+        return End::Closed;
+    }
+    if !accepted {
+        return End::Refused;
+    }
+    match peer {
+        Some(peer) => serve_peer(context, peer, socket, decoder).await,
+        None => serve_client(context, index, socket, decoder, out).await,
+    }
+}
+
+async fn serve_peer(
+    context: &'static Context,
+    peer: NodeId,
+    socket: &mut TcpSocket<'_>,
+    decoder: &mut FrameDecoder<&mut [u8]>,
+) -> End {
+    info!("node {} connected", peer.0);
+    context.with(|shell| shell.peer_connected(peer, &context.wakers));
+    loop {
+        let taken = next_frame(socket, decoder, PEER_IDLE, |payload| {
+            context.with(|shell| shell.peer_frame(peer, payload, &context.wakers))
+        });
+        if let Err(end) = taken.await {
+            return end;
+        }
+    }
+}
+
+async fn serve_client(
+    context: &'static Context,
+    index: usize,
+    socket: &mut TcpSocket<'_>,
+    decoder: &mut FrameDecoder<&mut [u8]>,
+    out: &mut [u8; FRAME_BUFFER_BYTES],
+) -> End {
+    loop {
+        let taken = next_frame(socket, decoder, CLIENT_IDLE, |payload| {
+            // Kept for a resubmission while no leader is known (`ClientStep::Keep`).
+            out[..payload.len()].copy_from_slice(payload);
+            let step = context.with(|shell| shell.client_frame(index, payload, &context.wakers));
+            (payload.len(), step)
+        });
+        let (request_len, mut step) = match taken.await {
+            Ok(taken) => taken,
+            Err(end) => return end,
+        };
+        let (len, close) = loop {
+            if let ClientStep::Send { len, close } = step {
+                context.with(|shell| out[..len].copy_from_slice(&shell.slots[index].answer[..len]));
+                break (len, close);
+            }
+            // Bounded by the node's request timeout: every ticket ends, with an error if
+            // nothing else.
+            context.wakers.connections[index].wait().await;
+            step = context.with(|shell| match shell.slots[index].waiting {
+                Waiting::Answered { len } => {
+                    shell.slots[index].waiting = Waiting::Idle;
+                    ClientStep::Send { len, close: false }
+                }
+                Waiting::Resubmit => {
+                    shell.client_frame(index, &out[..request_len], &context.wakers)
+                }
+                Waiting::On { .. } | Waiting::Idle => ClientStep::Wait,
+            });
+        };
+        if socket.write_all(&out[..len]).await.is_err() {
+            return End::Closed;
+        }
+        // Flushed only when no further request is buffered: pipelined answers leave
+        // together.
+        if decoder.buffered_bytes() == 0 && socket.flush().await.is_err() {
+            return End::Closed;
+        }
+        if close {
+            return End::Refused;
+        }
+    }
+}
+
+const _: () = assert!(FRAME_BUFFER_BYTES > FRAME_HEADER_BYTES);

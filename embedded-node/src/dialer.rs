@@ -1,0 +1,186 @@
+//! Dialer tasks: each keeps a connection open to the member its link is assigned
+//! ([`Shell::follow_membership`](crate::shell::Shell::follow_membership)) and writes what the
+//! node queues for it. Connections are one-way, as memdi-server's: a node sends on the
+//! connection it opened and listens on the ones others opened.
+
+use embassy_futures::select::{select, Either};
+use embassy_net::tcp::TcpSocket;
+use embassy_time::{with_timeout, Duration, Timer};
+use embedded_io_async::Write;
+use memdi_core::wire::{
+    encode_peer_hello, read_peer_answer, FrameDecoder, NodeId, PeerAnswer, FRAME_HEADER_BYTES,
+};
+use static_cell::ConstStaticCell;
+
+use crate::capacity::*;
+use crate::shell::Context;
+
+const CONNECT_WITHIN: Duration = Duration::from_secs(2);
+const HANDSHAKE_WITHIN: Duration = Duration::from_secs(5);
+const BACKOFF_MIN_MS: u64 = 50;
+const BACKOFF_MAX_MS: u64 = 2_000;
+/// The handshake's answer is a `HelloAck` or an error: small.
+const ANSWER_BYTES: usize = 256;
+
+/// One dialer task's buffers.
+pub(crate) struct Buffers {
+    rx: [u8; 256],
+    tx: [u8; SOCKET_TX_BYTES],
+    /// Bytes taken from the link's queue, being written.
+    chunk: [u8; SOCKET_TX_BYTES],
+    answer: [u8; ANSWER_BYTES + FRAME_HEADER_BYTES],
+}
+
+const EMPTY: Buffers = Buffers {
+    rx: [0; 256],
+    tx: [0; SOCKET_TX_BYTES],
+    chunk: [0; SOCKET_TX_BYTES],
+    answer: [0; ANSWER_BYTES + FRAME_HEADER_BYTES],
+};
+
+static BUFFERS: ConstStaticCell<[Buffers; MAX_PEERS]> = ConstStaticCell::new([EMPTY; MAX_PEERS]);
+
+/// Each task's buffers, once.
+pub(crate) fn buffers() -> Option<&'static mut [Buffers; MAX_PEERS]> {
+    BUFFERS.try_take()
+}
+
+/// Dialer task `index`, for link `index`.
+#[embassy_executor::task(pool_size = MAX_PEERS)]
+pub(crate) async fn run(
+    context: &'static Context,
+    index: usize,
+    buffers: &'static mut Buffers,
+) -> ! {
+    let mut backoff_ms = BACKOFF_MIN_MS;
+    loop {
+        let Some((peer, endpoint, generation)) = context.with(|shell| {
+            let link = &shell.links[index];
+            link.peer
+                .map(|(peer, endpoint)| (peer, endpoint, link.generation))
+        }) else {
+            context.wakers.links[index].wait().await;
+            continue;
+        };
+        let mut socket = TcpSocket::new(context.stack, &mut buffers.rx, &mut buffers.tx);
+        socket.set_nagle_enabled(false);
+        let connected = matches!(
+            with_timeout(CONNECT_WITHIN, socket.connect(endpoint)).await,
+            Ok(Ok(()))
+        );
+        let outcome = if connected {
+            match handshake(context, &mut socket, peer, &mut buffers.answer).await {
+                Ok(max_frame_bytes) => {
+                    info!("connected to node {}", peer.0);
+                    context.with(|shell| shell.peer_link_up(index, peer, max_frame_bytes));
+                    backoff_ms = BACKOFF_MIN_MS;
+                    pump(context, index, generation, &mut socket, &mut buffers.chunk).await;
+                    context.with(|shell| shell.peer_lost(index, peer, &context.wakers));
+                    "connection lost"
+                }
+                Err(reason) => reason,
+            }
+        } else {
+            "unreachable"
+        };
+        debug!("link to node {}: {}", peer.0, outcome);
+        socket.abort();
+        let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
+        drop(socket);
+        // A changed assignment is dialed at once; a failure waits, longer each time.
+        let changed = context.with(|shell| shell.links[index].generation != generation);
+        if !changed {
+            let wake = context.wakers.links[index].wait();
+            let _ = select(Timer::after_millis(backoff_ms), wake).await;
+            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+        }
+    }
+}
+
+/// Sends this node's hello and reads the answer; returns the peer's frame limit.
+async fn handshake(
+    context: &'static Context,
+    socket: &mut TcpSocket<'_>,
+    peer: NodeId,
+    answer: &mut [u8; ANSWER_BYTES + FRAME_HEADER_BYTES],
+) -> Result<u32, &'static str> {
+    let mut hello = [0u8; 64];
+    let len = encode_peer_hello(
+        context.cluster_id,
+        context.me,
+        MAX_FRAME_BYTES as u32,
+        &mut hello,
+    )
+    .map_err(|_| "hello does not fit")?;
+    let exchange = async {
+        socket
+            .write_all(&hello[..len])
+            .await
+            .map_err(|_| "closed")?;
+        socket.flush().await.map_err(|_| "closed")?;
+        let mut decoder = FrameDecoder::new(&mut answer[..]).map_err(|_| "buffer")?;
+        loop {
+            match decoder.next_frame() {
+                Err(_) => return Err("answer too large"),
+                Ok(Some(payload)) => {
+                    return match read_peer_answer(payload, peer) {
+                        PeerAnswer::Accepted { max_frame_bytes } => Ok(max_frame_bytes),
+                        PeerAnswer::WrongNode { .. } => Err("another node answers there"),
+                        PeerAnswer::Refused(_) => Err("refused (cluster id or secret)"),
+                        PeerAnswer::Unexpected => Err("unexpected answer (a cluster secret?)"),
+                    }
+                }
+                Ok(None) => {}
+            }
+            match socket.read(decoder.unfilled()).await {
+                Ok(0) | Err(_) => return Err("closed during the handshake"),
+                Ok(count) => decoder.commit(count),
+            }
+        }
+    };
+    with_timeout(HANDSHAKE_WITHIN, exchange)
+        .await
+        .unwrap_or(Err("handshake timed out"))
+}
+
+/// Writes the link's queue to the socket until the connection breaks or the link is given
+/// another peer.
+async fn pump(
+    context: &'static Context,
+    index: usize,
+    generation: u32,
+    socket: &mut TcpSocket<'_>,
+    chunk: &mut [u8; SOCKET_TX_BYTES],
+) {
+    let (mut reader, mut writer) = socket.split();
+    let mut discard = [0u8; 16];
+    loop {
+        let taken = context.with(|shell| {
+            let link = &mut shell.links[index];
+            (link.generation == generation).then(|| link.take(chunk))
+        });
+        let Some(count) = taken else {
+            return; // reassigned
+        };
+        if count > 0 {
+            if writer.write_all(&chunk[..count]).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+        // Peers send nothing on this connection; a read ends only when it closes.
+        match select(
+            context.wakers.links[index].wait(),
+            reader.read(&mut discard),
+        )
+        .await
+        {
+            Either::First(()) => {}
+            Either::Second(Ok(0)) | Either::Second(Err(_)) => return,
+            Either::Second(Ok(_)) => {}
+        }
+    }
+}

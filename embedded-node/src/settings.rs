@@ -1,0 +1,24 @@
+//! What a node is told at start: who it is, whom it starts with, where it listens.
+
+use memdi_core::wire::AckLevel;
+
+/// A node's settings: flags on the host, constants generated from a file at build time on a
+/// board.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    /// This node's id, unique in the cluster.
+    pub node_id: u64,
+    /// The cluster's id (memdi-server's `--cluster-id`, 1 unless set).
+    pub cluster_id: u64,
+    /// The voters a new cluster starts with and their peer addresses (`IPv4:port`), this
+    /// node included: memdi-server's `--cluster`. Empty for a node that waits to be added.
+    pub voters: &'a [(u64, &'a str)],
+    /// Port of native clients (memdi-server's `--client-addr`).
+    pub client_port: u16,
+    /// Port of the other members (memdi-server's `--peer-addr`).
+    pub peer_port: u16,
+    /// Seeds election jitter and the store's hash: draw it from a hardware source.
+    pub rng_seed: u64,
+    /// The acknowledgement writes get when the request does not ask.
+    pub default_ack: AckLevel,
+}
