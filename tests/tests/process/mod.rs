@@ -73,8 +73,20 @@ pub fn cli_binary() -> &'static Path {
     BINARY.get_or_init(|| build_binary("memdi"))
 }
 
+/// The embedded node's host binary (memdi-embedded on a TAP device), built once per test
+/// process (as the server is).
+pub fn embedded_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| build_package_binary("memdi-embedded", "memdi-embedded-host"))
+}
+
 /// Builds binary `name` of memdi-node for this test's profile and target directory.
 fn build_binary(name: &str) -> PathBuf {
+    build_package_binary("memdi-node", name)
+}
+
+/// Builds binary `name` of `package` for this test's profile and target directory.
+fn build_package_binary(package: &str, name: &str) -> PathBuf {
     let test_exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/cluster-<hash>
     let profile_dir = test_exe
@@ -90,7 +102,7 @@ fn build_binary(name: &str) -> PathBuf {
     let mut build = Command::new(env!("CARGO"));
     build
         .current_dir(workspace)
-        .args(["build", "-p", "memdi-node", "--bin", name]);
+        .args(["build", "-p", package, "--bin", name]);
     if release {
         build.arg("--release");
     }
