@@ -10,7 +10,7 @@
 //! link to that peer).
 
 use embassy_net::tcp::TcpSocket;
-use embassy_time::{with_timeout, Duration};
+use embassy_time::{with_timeout, Duration, Instant, Timer};
 use embedded_io_async::Write;
 use memdi_core::wire::{
     decode, ClientMessage, FrameDecoder, NodeId, Request, Sender, FRAME_HEADER_BYTES,
@@ -18,7 +18,7 @@ use memdi_core::wire::{
 use static_cell::ConstStaticCell;
 
 use crate::capacity::*;
-use crate::shell::{ClientStep, Context, Waiting};
+use crate::shell::{timeout_frame, ClientStep, Context, Waiting};
 
 /// A client that sends nothing for this long is hung up on (its slot is scarce).
 const CLIENT_IDLE: Duration = Duration::from_secs(300);
@@ -26,6 +26,10 @@ const CLIENT_IDLE: Duration = Duration::from_secs(300);
 const PEER_IDLE: Duration = Duration::from_secs(10);
 /// A hello must come this soon after connecting.
 const HELLO_WITHIN: Duration = Duration::from_secs(5);
+/// How long a request waits for the link to the leader to come up, and how often it
+/// looks (the dialer retries within 50 ms of a failure).
+const RETRY_FOR: Duration = Duration::from_secs(2);
+const RETRY_EVERY: Duration = Duration::from_millis(20);
 
 /// One connection task's buffers.
 pub(crate) struct Buffers {
@@ -211,10 +215,25 @@ async fn serve_client(
             Ok(taken) => taken,
             Err(end) => return end,
         };
+        let retry_until = Instant::now() + RETRY_FOR;
         let (len, close) = loop {
             if let ClientStep::Send { len, close } = step {
                 context.with(|shell| out[..len].copy_from_slice(&shell.slots[index].answer[..len]));
                 break (len, close);
+            }
+            if step == ClientStep::Retry {
+                if Instant::now() >= retry_until {
+                    let mut answer = [0u8; 128];
+                    let detail = "no connection to the leader; the request was not sent";
+                    let len = timeout_frame(&out[..request_len], detail, &mut answer);
+                    out[..len].copy_from_slice(&answer[..len]);
+                    break (len, false);
+                }
+                Timer::after(RETRY_EVERY).await;
+                step = context.with(|shell| {
+                    shell.client_frame(index, &out[..request_len], &context.wakers)
+                });
+                continue;
             }
             // Bounded by the node's request timeout: every ticket ends, with an error if
             // nothing else.

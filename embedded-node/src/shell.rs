@@ -137,6 +137,8 @@ pub(crate) enum ClientStep {
     Wait,
     /// Keep the request: the node will ask for it again.
     Keep,
+    /// Submit the request again in a moment: the link it must be forwarded on is down.
+    Retry,
 }
 
 /// The node and what the shell keeps for it.
@@ -215,10 +217,19 @@ impl Shell {
                 self.slots[slot].waiting = Waiting::On { ticket, held: len };
                 ClientStep::Wait
             }
-            ClientAction::Forward { ticket, to, len } => {
+            ClientAction::Forward { ticket, to, len } if link_up(&self.links, to) => {
                 self.slots[slot].waiting = Waiting::On { ticket, held: 0 };
                 queue_frame(&mut self.links, to, &self.scratch[..len], wakers);
                 ClientStep::Wait
+            }
+            ClientAction::Forward { to, .. } => {
+                // This node's link to the leader is not up (it is connecting): nothing can
+                // be sent, so nothing was. Telling the node ends the ticket (its error goes
+                // nowhere: the slot waits for nothing), and the task submits the request
+                // again shortly, as if it had just arrived.
+                self.slots[slot].waiting = Waiting::Idle;
+                self.node.handle_peer_lost(to);
+                ClientStep::Retry
             }
             ClientAction::Hold { ticket } => {
                 self.slots[slot].waiting = Waiting::On { ticket, held: 0 };
@@ -466,6 +477,27 @@ impl Shell {
 fn held_for(held: &mut [HeldAnswer], ticket: Ticket) -> Option<&mut HeldAnswer> {
     held.iter_mut()
         .find(|held| matches!(held.owner, Some((t, _, _)) if t == ticket))
+}
+
+/// Whether the link to `peer` is up.
+fn link_up(links: &[Link], peer: NodeId) -> bool {
+    links
+        .iter()
+        .any(|link| link.up && matches!(link.peer, Some((id, _)) if id == peer))
+}
+
+/// Writes a `Timeout` error answering the request in `payload` into `out`; returns its length.
+pub(crate) fn timeout_frame(payload: &[u8], detail: &str, out: &mut [u8]) -> usize {
+    let request_id = memdi_core::wire::decode::<memdi_core::wire::ClientMessage<'_>>(payload)
+        .map_or(0, |message| message.request_id);
+    let message = ServerMessage {
+        request_id,
+        response: Response::Error(ErrorReply {
+            code: ErrorCode::Timeout,
+            detail,
+        }),
+    };
+    encode_frame(&message, out).unwrap_or(0)
 }
 
 /// Queues a frame for `to`; drops it if its link is down or full, as a lossy network
