@@ -40,8 +40,8 @@ const _: () = assert!(
 /// The SPI clock: 125 MHz / 4, within the W5500's guaranteed 33.3 MHz.
 const SPI_HZ: u32 = 31_250_000;
 /// Ethernet frames buffered between the W5500 and the stack, each way (1.5 KiB each).
-const FRAMES_RX: usize = 4;
-const FRAMES_TX: usize = 4;
+const FRAMES_RX: usize = 2;
+const FRAMES_TX: usize = 2;
 
 bind_interrupts!(struct Irqs {
     DMA_IRQ_0 => dma::InterruptHandler<DMA_CH0>, dma::InterruptHandler<DMA_CH1>;
