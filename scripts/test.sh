@@ -26,9 +26,11 @@ step() {
 }
 
 fmt_check() {
-    # `cargo fmt --all` covers the main workspace only; the fuzz crate is its own workspace.
+    # `cargo fmt --all` covers the main workspace only; the fuzz crate and the board firmware
+    # are workspaces of their own.
     cargo fmt --all -- --check &&
-        cargo fmt --manifest-path core/fuzz/Cargo.toml -- --check
+        cargo fmt --manifest-path core/fuzz/Cargo.toml -- --check &&
+        cargo fmt --manifest-path embedded-node/firmware-rp2040/Cargo.toml -- --check
 }
 
 step "fmt" fmt_check
@@ -37,6 +39,8 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 export MEMDI_SIM_SEEDS="${MEMDI_SIM_SEEDS:-1000}"
 step "test" cargo test --workspace --release
 step "thumbv6m" bash scripts/check-thumbv6m.sh
+# The RP2040 board firmware, within its flash and RAM budget.
+step "firmware" bash scripts/build-firmware.sh
 step "fuzz" bash scripts/fuzz.sh "${MEMDI_FUZZ_SECS:-20}"
 
 echo "steps: $steps_passed passed, 0 failed"
