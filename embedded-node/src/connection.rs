@@ -18,7 +18,7 @@ use memdi_core::wire::{
 use static_cell::ConstStaticCell;
 
 use crate::capacity::*;
-use crate::shell::{timeout_frame, ClientStep, Context, Waiting};
+use crate::shell::{timeout_frame, ClientStep, Context, Shell, Waiting};
 
 /// A client that sends nothing for this long is hung up on (its slot is scarce).
 const CLIENT_IDLE: Duration = Duration::from_secs(300);
@@ -79,14 +79,22 @@ pub(crate) async fn run(
     } else {
         context.client_port
     };
+    let Buffers {
+        rx,
+        tx,
+        frames,
+        out,
+    } = buffers;
+    // Lent to the shell while a request waits (`Slot::lent`), so held as a slice.
+    let mut out: &'static mut [u8] = &mut out[..];
     loop {
-        let mut socket = TcpSocket::new(context.stack, &mut buffers.rx, &mut buffers.tx);
+        let mut socket = TcpSocket::new(context.stack, &mut rx[..], &mut tx[..]);
         if socket.accept(port).await.is_err() {
             embassy_time::Timer::after_millis(100).await;
             continue;
         }
         socket.set_nagle_enabled(false);
-        let Ok(mut decoder) = FrameDecoder::new(&mut buffers.frames[..]) else {
+        let Ok(mut decoder) = FrameDecoder::new(&mut frames[..]) else {
             unreachable!("the frame buffer is larger than a header (checked at build time)");
         };
         let ended = serve(
@@ -95,7 +103,7 @@ pub(crate) async fn run(
             peer_port,
             &mut socket,
             &mut decoder,
-            &mut buffers.out,
+            &mut out,
         )
         .await;
         debug!(
@@ -137,7 +145,7 @@ async fn serve(
     peer_port: bool,
     socket: &mut TcpSocket<'_>,
     decoder: &mut FrameDecoder<&mut [u8]>,
-    out: &mut [u8; FRAME_BUFFER_BYTES],
+    out: &mut &'static mut [u8],
 ) -> End {
     let hello = next_frame(socket, decoder, HELLO_WITHIN, |payload| {
         let peer = match decode::<ClientMessage<'_>>(payload) {
@@ -154,11 +162,7 @@ async fn serve(
             // A peer on the client port, or a node claiming this one's id.
             return None;
         }
-        let (len, accepted) = context.with(|shell| {
-            let answer = shell.hello(index, payload);
-            out[..answer.0].copy_from_slice(&shell.slots[index].answer[..answer.0]);
-            answer
-        });
+        let (len, accepted) = context.with(|shell| shell.hello(payload, out));
         Some((len, accepted, peer))
     })
     .await;
@@ -202,13 +206,17 @@ async fn serve_client(
     index: usize,
     socket: &mut TcpSocket<'_>,
     decoder: &mut FrameDecoder<&mut [u8]>,
-    out: &mut [u8; FRAME_BUFFER_BYTES],
+    out: &mut &'static mut [u8],
 ) -> End {
     loop {
         let taken = next_frame(socket, decoder, CLIENT_IDLE, |payload| {
             // Kept for a resubmission while no leader is known (`ClientStep::Keep`).
             out[..payload.len()].copy_from_slice(payload);
-            let step = context.with(|shell| shell.client_frame(index, payload, &context.wakers));
+            let step = context.with(|shell| {
+                let step = shell.client_frame(index, payload, out, &context.wakers);
+                lend_if_waiting(shell, index, step, out);
+                step
+            });
             (payload.len(), step)
         });
         let (request_len, mut step) = match taken.await {
@@ -217,36 +225,35 @@ async fn serve_client(
         };
         let retry_until = Instant::now() + RETRY_FOR;
         let (len, close) = loop {
-            if let ClientStep::Send { len, close } = step {
-                context.with(|shell| out[..len].copy_from_slice(&shell.slots[index].answer[..len]));
-                break (len, close);
-            }
-            if step == ClientStep::Retry {
-                if Instant::now() >= retry_until {
-                    let mut answer = [0u8; 128];
+            match step {
+                ClientStep::Send { len, close } => break (len, close),
+                ClientStep::Retry if Instant::now() >= retry_until => {
                     let detail = "no connection to the leader; the request was not sent";
-                    let len = timeout_frame(&out[..request_len], detail, &mut answer);
-                    out[..len].copy_from_slice(&answer[..len]);
-                    break (len, false);
+                    break (timeout_frame(out, request_len, detail), false);
                 }
-                Timer::after(RETRY_EVERY).await;
-                step = context.with(|shell| {
-                    shell.client_frame(index, &out[..request_len], &context.wakers)
-                });
-                continue;
+                ClientStep::Retry => Timer::after(RETRY_EVERY).await,
+                // Bounded by the node's request timeout: every ticket ends, with an error
+                // if nothing else.
+                ClientStep::Wait | ClientStep::Keep => {
+                    context.wakers.connections[index].wait().await
+                }
             }
-            // Bounded by the node's request timeout: every ticket ends, with an error if
-            // nothing else.
-            context.wakers.connections[index].wait().await;
-            step = context.with(|shell| match shell.slots[index].waiting {
-                Waiting::Answered { len } => {
-                    shell.slots[index].waiting = Waiting::Idle;
-                    ClientStep::Send { len, close: false }
+            step = context.with(|shell| {
+                if let Some(lent) = shell.slots[index].lent.take() {
+                    *out = lent;
                 }
-                Waiting::Resubmit => {
-                    shell.client_frame(index, &out[..request_len], &context.wakers)
-                }
-                Waiting::On { .. } | Waiting::Idle => ClientStep::Wait,
+                let step = match (step, shell.slots[index].waiting) {
+                    (ClientStep::Retry, _) | (_, Waiting::Resubmit) => {
+                        resubmit(shell, index, out, request_len, &context.wakers)
+                    }
+                    (_, Waiting::Answered { len }) => {
+                        shell.slots[index].waiting = Waiting::Idle;
+                        ClientStep::Send { len, close: false }
+                    }
+                    (step, Waiting::On { .. } | Waiting::Idle) => step,
+                };
+                lend_if_waiting(shell, index, step, out);
+                step
             });
         };
         if socket.write_all(&out[..len]).await.is_err() {
@@ -261,6 +268,27 @@ async fn serve_client(
             return End::Refused;
         }
     }
+}
+
+/// Lends the connection's buffer to its slot while its request waits, for the answer.
+fn lend_if_waiting(shell: &mut Shell, index: usize, step: ClientStep, out: &mut &'static mut [u8]) {
+    if matches!(step, ClientStep::Wait | ClientStep::Keep) {
+        shell.slots[index].lent = Some(core::mem::take(out));
+    }
+}
+
+/// Submits the request in `out` again; its answer replaces it there.
+fn resubmit(
+    shell: &mut Shell,
+    index: usize,
+    out: &mut [u8],
+    request_len: usize,
+    wakers: &crate::shell::Wakers,
+) -> ClientStep {
+    // On the stack for the call only: the request and its answer share `out`.
+    let mut request = [0u8; FRAME_BUFFER_BYTES];
+    request[..request_len].copy_from_slice(&out[..request_len]);
+    shell.client_frame(index, &request[..request_len], out, wakers)
 }
 
 const _: () = assert!(FRAME_BUFFER_BYTES > FRAME_HEADER_BYTES);

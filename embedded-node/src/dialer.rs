@@ -26,15 +26,12 @@ const ANSWER_BYTES: usize = 256;
 pub(crate) struct Buffers {
     rx: [u8; 256],
     tx: [u8; SOCKET_TX_BYTES],
-    /// Bytes taken from the link's queue, being written.
-    chunk: [u8; SOCKET_TX_BYTES],
     answer: [u8; ANSWER_BYTES + FRAME_HEADER_BYTES],
 }
 
 const EMPTY: Buffers = Buffers {
     rx: [0; 256],
     tx: [0; SOCKET_TX_BYTES],
-    chunk: [0; SOCKET_TX_BYTES],
     answer: [0; ANSWER_BYTES + FRAME_HEADER_BYTES],
 };
 
@@ -74,7 +71,7 @@ pub(crate) async fn run(
                     info!("connected to node {}", peer.0);
                     context.with(|shell| shell.peer_link_up(index, peer, max_frame_bytes));
                     backoff_ms = BACKOFF_MIN_MS;
-                    pump(context, index, generation, &mut socket, &mut buffers.chunk).await;
+                    pump(context, index, generation, &mut socket).await;
                     context.with(|shell| shell.peer_lost(index, peer, &context.wakers));
                     "connection lost"
                 }
@@ -143,44 +140,42 @@ async fn handshake(
         .unwrap_or(Err("handshake timed out"))
 }
 
-/// Writes the link's queue to the socket until the connection breaks or the link is given
-/// another peer.
-async fn pump(
-    context: &'static Context,
-    index: usize,
-    generation: u32,
-    socket: &mut TcpSocket<'_>,
-    chunk: &mut [u8; SOCKET_TX_BYTES],
-) {
+/// Moves the link's queue into the socket until the connection breaks or the link is given
+/// another peer. The bytes go straight from the queue into the socket's transmit buffer,
+/// inside the critical section, so the dialer needs no buffer of its own.
+async fn pump(context: &'static Context, index: usize, generation: u32, socket: &mut TcpSocket<'_>) {
     let (mut reader, mut writer) = socket.split();
     let mut discard = [0u8; 16];
     loop {
-        let taken = context.with(|shell| {
-            let link = &mut shell.links[index];
-            (link.generation == generation).then(|| link.take(chunk))
+        let state = context.with(|shell| {
+            let link = &shell.links[index];
+            (link.generation == generation).then_some(link.queued() > 0)
         });
-        let Some(count) = taken else {
-            return; // reassigned
-        };
-        if count > 0 {
-            if writer.write_all(&chunk[..count]).await.is_err() {
-                return;
+        match state {
+            None => return, // reassigned
+            Some(true) => {
+                // Waits for room in the socket, then copies what fits.
+                let moved = writer
+                    .write_with(|room| {
+                        let count = context.with(|shell| shell.links[index].take(room));
+                        (count, count)
+                    })
+                    .await;
+                if moved.is_err() {
+                    return;
+                }
             }
-            continue;
-        }
-        if writer.flush().await.is_err() {
-            return;
-        }
-        // Peers send nothing on this connection; a read ends only when it closes.
-        match select(
-            context.wakers.links[index].wait(),
-            reader.read(&mut discard),
-        )
-        .await
-        {
-            Either::First(()) => {}
-            Either::Second(Ok(0)) | Either::Second(Err(_)) => return,
-            Either::Second(Ok(_)) => {}
+            Some(false) => {
+                if writer.flush().await.is_err() {
+                    return;
+                }
+                // Peers send nothing on this connection; a read ends only when it closes.
+                match select(context.wakers.links[index].wait(), reader.read(&mut discard)).await {
+                    Either::First(()) => {}
+                    Either::Second(Ok(0)) | Either::Second(Err(_)) => return,
+                    Either::Second(Ok(_)) => {}
+                }
+            }
         }
     }
 }

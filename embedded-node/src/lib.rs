@@ -85,8 +85,6 @@ static STORE_MEMORY: ConstStaticCell<[u8; STORE_BYTES]> = ConstStaticCell::new([
 static LOG_MEMORY: ConstStaticCell<[u8; LOG_BYTES]> = ConstStaticCell::new([0; LOG_BYTES]);
 static UNDO_MEMORY: ConstStaticCell<[u8; UNDO_BYTES]> = ConstStaticCell::new([0; UNDO_BYTES]);
 static SCRATCH: ConstStaticCell<[u8; SCRATCH_BYTES]> = ConstStaticCell::new([0; SCRATCH_BYTES]);
-static ANSWERS: ConstStaticCell<[[u8; FRAME_BUFFER_BYTES]; CONNECTIONS]> =
-    ConstStaticCell::new([[0; FRAME_BUFFER_BYTES]; CONNECTIONS]);
 static HELD: ConstStaticCell<[[u8; FRAME_BUFFER_BYTES]; HELD_PEER_ANSWERS]> =
     ConstStaticCell::new([[0; FRAME_BUFFER_BYTES]; HELD_PEER_ANSWERS]);
 static QUEUES: ConstStaticCell<[[u8; PEER_QUEUE_BYTES]; MAX_PEERS]> =
@@ -109,9 +107,7 @@ pub fn start(
     ) else {
         return Err(StartError::AlreadyStarted);
     };
-    let (Some(answers), Some(held), Some(queues)) =
-        (ANSWERS.try_take(), HELD.try_take(), QUEUES.try_take())
-    else {
+    let (Some(held), Some(queues)) = (HELD.try_take(), QUEUES.try_take()) else {
         return Err(StartError::AlreadyStarted);
     };
     let (Some(connection_buffers), Some(dialer_buffers)) =
@@ -147,7 +143,7 @@ pub fn start(
     let now_ms = node_task::now_ms();
     let mut node = Node::new(config, store, log, now_ms);
     node.set_undo_memory(&mut undo_memory[..]);
-    let shell = Shell::new(node, &mut scratch[..], answers, held, queues);
+    let shell = Shell::new(node, &mut scratch[..], held, queues);
     let context = CONTEXT.init(Context {
         shell: Mutex::new(RefCell::new(shell)),
         wakers: Wakers::new(),

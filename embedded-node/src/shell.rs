@@ -76,19 +76,21 @@ impl Wakers {
 pub(crate) enum Waiting {
     /// Nothing waits.
     Idle,
-    /// The request waits under `ticket`; `held` answer bytes are in the slot already (0
-    /// while the answer is still to come).
+    /// The request waits under `ticket`; `held` answer bytes are in the connection's
+    /// buffer already (0 while the answer is still to come).
     On { ticket: Ticket, held: usize },
-    /// The answer (`len` bytes) is in the slot: send it.
+    /// The answer (`len` bytes) is in the connection's buffer: send it.
     Answered { len: usize },
     /// The node asks for the request again (a leader became known).
     Resubmit,
 }
 
-/// A connection's place in the shell: its waiting request and the answer's bytes.
+/// A connection's place in the shell: its waiting request, and while it waits, the
+/// connection's own buffer, lent so that an answer arriving meanwhile is written straight
+/// into it (one frame buffer a connection, not two).
 pub(crate) struct Slot {
     pub waiting: Waiting,
-    pub answer: &'static mut [u8; FRAME_BUFFER_BYTES],
+    pub lent: Option<&'static mut [u8]>,
 }
 
 /// An answer held for a request another node forwarded here, until its ticket ends.
@@ -122,6 +124,11 @@ impl Link {
         count
     }
 
+    /// Bytes queued.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
     /// Forgets what is queued (the connection it was for is gone).
     pub fn clear(&mut self) {
         self.queued = 0;
@@ -131,7 +138,7 @@ impl Link {
 /// What a connection task does after the shell took a client's frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClientStep {
-    /// Send `len` bytes of the slot's answer; close afterwards if `close`.
+    /// Send `len` bytes of the connection's buffer; close afterwards if `close`.
     Send { len: usize, close: bool },
     /// Wait for the slot's request to end.
     Wait,
@@ -154,7 +161,6 @@ impl Shell {
     pub fn new(
         node: BoardNode,
         scratch: &'static mut [u8],
-        answers: &'static mut [[u8; FRAME_BUFFER_BYTES]; CONNECTIONS],
         held: &'static mut [[u8; FRAME_BUFFER_BYTES]; HELD_PEER_ANSWERS],
         queues: &'static mut [[u8; PEER_QUEUE_BYTES]; MAX_PEERS],
     ) -> Self {
@@ -165,10 +171,10 @@ impl Shell {
             held: heapless::Vec::new(),
             links: heapless::Vec::new(),
         };
-        for answer in answers.iter_mut() {
+        for _ in 0..CONNECTIONS {
             let _ = shell.slots.push(Slot {
                 waiting: Waiting::Idle,
-                answer,
+                lent: None,
             });
         }
         for bytes in held.iter_mut() {
@@ -187,11 +193,11 @@ impl Shell {
         shell
     }
 
-    /// A connection's first frame, a client's or a peer's hello: the answer goes into the
-    /// slot; returns its length and whether the connection is accepted.
-    pub fn hello(&mut self, slot: usize, payload: &[u8]) -> (usize, bool) {
+    /// A connection's first frame, a client's or a peer's hello: the answer goes into
+    /// `out`; returns its length and whether the connection is accepted.
+    pub fn hello(&mut self, payload: &[u8], out: &mut [u8]) -> (usize, bool) {
         let (len, accepted) = self.node.handle_client_hello(payload, self.scratch);
-        self.slots[slot].answer[..len].copy_from_slice(&self.scratch[..len]);
+        out[..len].copy_from_slice(&self.scratch[..len]);
         (len, accepted)
     }
 
@@ -201,19 +207,26 @@ impl Shell {
         self.drain(wakers);
     }
 
-    /// A request from the client of connection `slot`.
-    pub fn client_frame(&mut self, slot: usize, payload: &[u8], wakers: &Wakers) -> ClientStep {
+    /// A request from the client of connection `slot`; an answer to send at once, or one
+    /// held until its ticket ends, goes into `out`.
+    pub fn client_frame(
+        &mut self,
+        slot: usize,
+        payload: &[u8],
+        out: &mut [u8],
+        wakers: &Wakers,
+    ) -> ClientStep {
         let action = self
             .node
             .handle_client_frame(now_ms(), payload, self.scratch);
         let step = match action {
             ClientAction::Reply { len, close } => {
-                self.slots[slot].answer[..len].copy_from_slice(&self.scratch[..len]);
+                out[..len].copy_from_slice(&self.scratch[..len]);
                 self.slots[slot].waiting = Waiting::Idle;
                 ClientStep::Send { len, close }
             }
             ClientAction::Wait { ticket, len } => {
-                self.slots[slot].answer[..len].copy_from_slice(&self.scratch[..len]);
+                out[..len].copy_from_slice(&self.scratch[..len]);
                 self.slots[slot].waiting = Waiting::On { ticket, held: len };
                 ClientStep::Wait
             }
@@ -244,7 +257,7 @@ impl Shell {
                         detail: "this node has no disk to save to",
                     }),
                 };
-                let len = encode_frame(&message, &mut self.slots[slot].answer[..]).unwrap_or(0);
+                let len = encode_frame(&message, out).unwrap_or(0);
                 self.slots[slot].waiting = Waiting::Idle;
                 ClientStep::Send { len, close: false }
             }
@@ -308,9 +321,12 @@ impl Shell {
             .iter()
             .position(|slot| matches!(slot.waiting, Waiting::On { ticket: t, .. } if t == ticket));
         if let Some(at) = found {
-            self.slots[at].answer[..len].copy_from_slice(&self.scratch[..len]);
-            self.slots[at].waiting = Waiting::Answered { len };
-            wakers.connections[at].signal(());
+            // A connection waits with its buffer lent; without it the answer has nowhere to go.
+            if let Some(buffer) = self.slots[at].lent.as_deref_mut() {
+                buffer[..len].copy_from_slice(&self.scratch[..len]);
+                self.slots[at].waiting = Waiting::Answered { len };
+                wakers.connections[at].signal(());
+            }
         }
     }
 
@@ -486,10 +502,13 @@ fn link_up(links: &[Link], peer: NodeId) -> bool {
         .any(|link| link.up && matches!(link.peer, Some((id, _)) if id == peer))
 }
 
-/// Writes a `Timeout` error answering the request in `payload` into `out`; returns its length.
-pub(crate) fn timeout_frame(payload: &[u8], detail: &str, out: &mut [u8]) -> usize {
-    let request_id = memdi_core::wire::decode::<memdi_core::wire::ClientMessage<'_>>(payload)
-        .map_or(0, |message| message.request_id);
+/// Replaces the request in `out[..request_len]` with a `Timeout` error answering it;
+/// returns the answer's length.
+pub(crate) fn timeout_frame(out: &mut [u8], request_len: usize, detail: &str) -> usize {
+    let request_id = memdi_core::wire::decode::<memdi_core::wire::ClientMessage<'_>>(
+        &out[..request_len],
+    )
+    .map_or(0, |message| message.request_id);
     let message = ServerMessage {
         request_id,
         response: Response::Error(ErrorReply {
