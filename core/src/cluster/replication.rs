@@ -299,6 +299,7 @@ where
                 self.apply_committed();
                 self.drop_departed_peers();
             }
+            self.check_recovered(from, term, commit);
         }
         outcome
     }
