@@ -54,6 +54,8 @@ pub struct Faults {
     /// Nodes the operator asked to remove: never added again.
     removed: Vec<u64>,
     admin_requests: u32,
+    /// When the operator last asked to remove a member (the change may take a while).
+    last_leave_ms: Option<u64>,
 }
 
 impl Faults {
@@ -67,6 +69,7 @@ impl Faults {
             counts: BTreeMap::new(),
             removed: Vec::new(),
             admin_requests: 0,
+            last_leave_ms: None,
         }
     }
 
@@ -120,8 +123,13 @@ impl Faults {
                 // And only with three voters or more: a voter of two that lost its state
                 // cannot hear from a majority of the *other* voters, so it never votes again
                 // and the other cannot be elected (the case the protocol refuses, 4.10).
+                // A removal may still be on its way (held while no leader is known, up to
+                // the request timeout) or uncommitted, so not within 3 s of one either.
                 let voters = cluster.membership().voter_count();
-                if kind == FaultKind::LoseState && (cluster.any_without_state() || voters < 3) {
+                let leaving = self.last_leave_ms.is_some_and(|at| now < at + 3_000);
+                if kind == FaultKind::LoseState
+                    && (cluster.any_without_state() || voters < 3 || (leaving && voters <= 3))
+                {
                     return;
                 }
                 // For the same reason the operator does not go below three voters while a
@@ -228,11 +236,17 @@ impl Faults {
                         // that survives a fault.
                         // Sometimes two at once (the second is refused while the first
                         // is not committed).
-                        let count = if members.len() > 3 && self.rng.chance(0.3) {
+                        let mut count = if members.len() > 3 && self.rng.chance(0.3) {
                             2
                         } else {
                             1
                         };
+                        if cluster.any_without_state() {
+                            // Never below three voters while a node is without its state
+                            // (the second request is usually refused, but may be held
+                            // and taken later).
+                            count = count.min(voters.saturating_sub(3));
+                        }
                         for _ in 0..count {
                             if members.len() <= 2 {
                                 break;
@@ -242,6 +256,7 @@ impl Faults {
                                 _ => *self.rng.pick(&members),
                             };
                             self.removed.push(id);
+                            self.last_leave_ms = Some(now);
                             let request = Request::RemoveMember {
                                 node_id: NodeId(id),
                             };
