@@ -699,4 +699,79 @@ mod tests {
             .count();
         assert_eq!(new_leader, 1, "the recovered board voted");
     }
+
+    /// The gap recovery made likelier (4.10): the leader loses its state, and the only
+    /// other holder of what it committed is a deposed leader with a stale store (no undo
+    /// journal); the third node's log is behind. The stale node stands after a longer
+    /// silence, leads only until its no-op commits, serving nothing, and steps down; the
+    /// third node then leads and the reset node recovers from it.
+    #[test]
+    fn a_stale_node_with_the_only_complete_log_hands_it_over() {
+        let voters = [1, 2, 3];
+        let mut net = Net::new(vec![
+            fresh(1, &voters),
+            fresh(2, &voters),
+            fresh(3, &voters),
+        ]);
+        net.run(1_000);
+        let old = net.leader().expect("a leader");
+        assert!(net.request(old, set(b"a")).is_some());
+        net.run(100);
+        // Deposed with writes of its own that no one else took, and no undo journal.
+        net.isolate(old);
+        assert!(net.request(old, set(b"lost")).is_some());
+        net.run(2_000);
+        let new = net.leader().filter(|&id| id != old).expect("a new leader");
+        let third = 6 - old - new;
+        // The third node is cut off, long enough that the leader no longer counts it as
+        // recently heard, before the deposed one comes back: the leader may then not wipe
+        // the deposed one with a snapshot (it would hold the only other copies), so it stays
+        // stale and takes the new leader's entries.
+        net.isolate(third);
+        net.run(350);
+        net.heal();
+        net.isolate(third);
+        net.run(300);
+        assert!(net.nodes[net.at(old)].store_stale);
+        for key in [&b"b"[..], b"c"] {
+            let request = Request::Set {
+                key,
+                value: b"v",
+                condition: SetCondition::Always,
+                expiry: Expiry::None,
+                write: WriteOptions::default(),
+            };
+            assert!(net.request(new, request).is_some());
+        }
+        net.run(300);
+        let committed = net.nodes[net.at(new)].commit_index();
+        assert_eq!(net.nodes[net.at(old)].log().last_index(), committed);
+        assert!(net.nodes[net.at(third)].log().last_index() < committed);
+
+        // The leader resets; the third node comes back.
+        let at = net.at(new);
+        let now = net.now_ms;
+        net.nodes[at] = lost(new, &voters, now);
+        net.heal();
+        let events_before = net.events.len();
+        net.run(8_000);
+        let led = |id: u64| {
+            net.events[events_before..].iter().any(|(node, event)| {
+                node.0 == id
+                    && matches!(
+                        event,
+                        NodeEvent::RoleChanged {
+                            role: Role::Leader,
+                            ..
+                        }
+                    )
+            })
+        };
+        assert!(led(old), "the stale node stood to hand its log over");
+        let leader = net.leader().expect("a leader at the end");
+        assert_eq!(leader, third, "the node whose store can serve leads");
+        assert!(!net.nodes[at].is_recovering(), "the reset node recovered");
+        assert!(!net.nodes[net.at(old)].store_stale, "it got a snapshot");
+        assert!(net.nodes[at].store().get(b"c", 0).is_some());
+    }
 }
