@@ -35,11 +35,12 @@ where
                 .is_some_and(|at| now_ms.saturating_sub(at) < self.config.election_timeout_min_ms)
     }
 
-    /// Whether this node may vote in `term` at all: not while it recovers from a restart
-    /// without its state, and never in a term at or below the highest a majority answered
-    /// when it recovered (it may have voted in those before it lost its state).
-    fn may_vote_in(&self, term: u64) -> bool {
-        self.recovery.is_none() && term > self.vote_floor
+    /// Whether this node may vote at all: not while it recovers from a restart without its
+    /// state (it may have voted before and forgotten it; afterwards its term is at least the
+    /// highest a majority answered, and its vote in that term is recorded as cast: see
+    /// `recovery`).
+    fn may_vote(&self) -> bool {
+        self.recovery.is_none()
     }
 
     fn majority_granted(&self) -> bool {
@@ -128,7 +129,7 @@ where
         // A node recovering from a restart without its state grants nothing: it may have
         // voted before and forgotten it (see `recovery`).
         let granted = term > self.term
-            && self.may_vote_in(term)
+            && self.may_vote()
             && !self.leader_is_fresh(now_ms)
             && self.log_is_current(last_log);
         // A rejection carries this node's term, so that a pre-candidate behind it learns
@@ -185,7 +186,7 @@ where
         }
         // As for PreVote, whether this node votes in its own membership is not asked.
         let granted = term == self.term
-            && self.may_vote_in(term)
+            && self.may_vote()
             && self.voted_for.is_none_or(|id| id == from)
             && self.log_is_current(last_log);
         if granted {

@@ -350,9 +350,6 @@ pub struct Node<M, L, const TICKETS: usize> {
     pub(crate) undo: Option<super::undo::UndoJournal<L>>,
     /// Set while this node recovers from a restart without its state (see `recovery`).
     pub(crate) recovery: Option<super::recovery::Recovery>,
-    /// This node grants no vote in a term at or below this one: the highest term a
-    /// majority answered when it recovered (0 for a node that never lost its state).
-    pub(crate) vote_floor: u64,
 }
 
 impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
@@ -408,7 +405,6 @@ where
             voter: false,
             undo: None,
             recovery: None,
-            vote_floor: 0,
         };
         node.adopt_membership(now_ms);
         node.reset_election_deadline(now_ms);

@@ -20,7 +20,9 @@
 //!    of every membership it hears of (in answers and in what the leader sends it), and a
 //!    more up-to-date answer with another membership replaces the target, so the node
 //!    repeats until a majority of the latest membership heard of has answered. The highest
-//!    term answered is the **vote floor**: the node never votes in a term at or below it.
+//!    term answered is the **vote floor**: the node never votes in a term at or below it (it
+//!    votes in none while recovering, ends recovery in a term at or above the floor, and
+//!    records its vote in the floor's own term as cast, which a persistent shell writes).
 //! 3. **Catch up** with a leader whose term is at least the floor and which answered the
 //!    query (so it no longer counts what this node held before): recovery ends when this
 //!    node's log holds that leader's log up to the leader's commit index, and the entry there
@@ -226,7 +228,6 @@ where
             }
             recovery.floor = Some(highest);
         }
-        self.vote_floor = self.vote_floor.max(highest);
     }
 
     /// Follower: after taking an `Append` of `term` from leader `from` whose commit index is
@@ -252,6 +253,12 @@ where
             && store_matches_log;
         if caught_up {
             self.recovery = None;
+            if term == floor && self.voted_for.is_none() {
+                // The vote it may have cast in the floor's term before the reset, recorded
+                // as cast: a persistent shell writes it, so that a later restart from disk,
+                // which does not know the floor, still grants no vote in that term.
+                self.voted_for = Some(self.config.node_id);
+            }
             self.push_event(NodeEvent::Recovered { term });
         }
     }
@@ -607,7 +614,6 @@ mod tests {
             &answer(nonce, 4, position(4, 19), &new),
         );
         assert_eq!(node.recovery.as_ref().unwrap().floor, Some(4));
-        assert_eq!(node.vote_floor, 4);
     }
 
     /// Answers to a query of an earlier life, and from recovering nodes (which do not
