@@ -51,23 +51,15 @@ where
 
     pub(crate) fn start_pre_vote(&mut self, now_ms: u64) {
         self.reset_election_deadline(now_ms);
-        // A node whose store is stale cannot serve as leader: it waits for a snapshot. But
-        // its log may be the only complete one among the live voters (the others lost their
-        // state or lag), and then no one else can win: so after a longer silence than any
-        // election timeout (others go first) it stands anyway, to lead only until its
-        // no-op commits, which passes its log on to a majority, and then steps down
-        // (`step_down_if_stale`). Meanwhile it serves no request.
-        let stale_may_stand = self.last_leader_contact_ms.is_none_or(|at| {
-            now_ms.saturating_sub(at) >= self.config.election_timeout_max_ms.saturating_mul(2)
-        });
-        // A node whose store is ahead of its log (just after a snapshot, until the entries
-        // it reflects arrive) may not stand: it would lead with effects of entries it
-        // lacks, which, since it could win without them, are not committed.
+        // A node whose store is stale could not serve as leader: it waits for a snapshot.
+        // So could not one whose store is ahead of its log (just after a snapshot, until the
+        // entries it reflects arrive): it would lead with effects of entries it lacks,
+        // which, since it could win without them, are not committed.
         let store_ahead_of_log =
             self.applied_index > self.log.last_index() || self.applied_term.is_some();
         // Nor may a node recovering from a restart without its state (see `recovery`).
         if !self.may_stand()
-            || (self.store_stale && !stale_may_stand)
+            || self.store_stale
             || self.incoming.is_some()
             || store_ahead_of_log
             || self.recovery.is_some()

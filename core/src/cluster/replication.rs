@@ -85,15 +85,12 @@ where
     /// Leader: an entry applied to the store was appended at `index`; idle followers get
     /// it with the next `Append` rather than the next heartbeat.
     fn note_appended(&mut self, index: u64) {
-        if !self.store_stale {
-            debug_assert_eq!(
-                self.applied_index + 1,
-                index,
-                "leader appended past unapplied entries"
-            );
-            // A stale leader applies nothing (it leads only to pass its log on).
-            self.applied_index = index;
-        }
+        debug_assert_eq!(
+            self.applied_index + 1,
+            index,
+            "leader appended past unapplied entries"
+        );
+        self.applied_index = index;
         for peer in self.peers.iter_mut() {
             peer.heartbeat_due |= peer.inflight == 0;
         }
@@ -138,11 +135,7 @@ where
             let at = (self.next_peer + step) % count;
             let wants_snapshot =
                 self.peers[at].needs_snapshot || self.peers[at].next_index < self.log.first_index();
-            // A leader whose store is stale has no store to send.
-            if wants_snapshot
-                && !self.store_stale
-                && (self.peers[at].snapshot.is_some() || self.may_wipe(at, now_ms))
-            {
+            if wants_snapshot && (self.peers[at].snapshot.is_some() || self.may_wipe(at, now_ms)) {
                 if let Some(sent) = self.next_snapshot_chunk(at, now_ms, out) {
                     self.next_peer = (at + 1) % count;
                     return Some(sent);
@@ -470,21 +463,7 @@ where
             self.release_confirmed_reads();
             self.drop_departed_peers();
             self.step_down_if_removed(now_ms);
-            self.step_down_if_stale(now_ms);
             self.promote_caught_up_learner(now_ms);
-        }
-    }
-
-    /// A leader whose store is stale (see `start_pre_vote`) steps down once an entry of its
-    /// term is committed: its log is then on a majority, so a voter whose store can serve
-    /// may win. It waits longer than any election timeout before it stands again.
-    fn step_down_if_stale(&mut self, now_ms: u64) {
-        if self.role == Role::Leader
-            && self.store_stale
-            && self.log.term_at(self.commit_index) == Some(self.term)
-        {
-            self.step_down(now_ms, self.term, None);
-            self.last_leader_contact_ms = Some(now_ms);
         }
     }
 
@@ -555,10 +534,6 @@ where
     /// index slots per heartbeat (Redis's active expiry, made cluster-wide).
     pub(crate) fn sweep_expired_keys(&mut self, now_ms: u64) {
         const SLOTS_PER_SWEEP: usize = 256;
-        if self.store_stale {
-            // What the store says has expired is not what the log says.
-            return;
-        }
         let cluster_now = self.clock.now(now_ms);
         let slot_count = self.store.slot_count();
         let mut slot = self.expiry_cursor.min(slot_count);

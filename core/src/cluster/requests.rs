@@ -551,16 +551,6 @@ where
             }
             _ => {}
         }
-        if self.role == Role::Leader && self.store_stale {
-            // It leads only to pass its log on, and steps down when that is done
-            // (`start_pre_vote`): nothing was executed.
-            return Exec::Reply(self.error_frame(
-                reply_to,
-                ErrorCode::NoLeader,
-                "the leader's store is stale; it is handing over leadership, retry",
-                out,
-            ));
-        }
         if let Some(read) = read_consistency(request) {
             if read == ReadConsistency::Stale {
                 if self.store_stale || self.incoming.is_some() {
