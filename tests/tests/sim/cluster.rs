@@ -653,6 +653,24 @@ impl Cluster {
         self.nodes[i].lost_state = true;
     }
 
+    /// Whether the nodes have an undo journal with room (16 KiB: half of the runs), rather
+    /// than none or one so small that it gives up often.
+    pub fn undo_journal_with_room(&self) -> bool {
+        self.nodes.iter().all(|n| n.undo_bytes >= 16 * 1024)
+    }
+
+    /// The fewest voters any node's membership has (removed nodes and spares not yet added
+    /// included, which only makes it smaller when a change is uncommitted somewhere).
+    pub fn fewest_voters(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| n.core.membership())
+            .filter(|m| !m.is_empty())
+            .map(|m| m.voter_count())
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Whether some node is without its state (down after losing it, or recovering).
     pub fn any_without_state(&self) -> bool {
         self.nodes
