@@ -705,4 +705,48 @@ mod tests {
             .count();
         assert_eq!(new_leader, 1, "the recovered board voted");
     }
+
+    /// Rule: a node asked by a recovering peer forgets what it knew the peer held, so that
+    /// no leader counts the lost entries towards a commitment or a snapshot's safety; and it
+    /// answers with its term, log position and membership.
+    #[test]
+    fn a_query_makes_the_leader_forget_what_the_asker_held() {
+        let voters = [1, 2, 3];
+        let mut net = Net::new(vec![
+            fresh(1, &voters),
+            fresh(2, &voters),
+            fresh(3, &voters),
+        ]);
+        net.run(1_500);
+        let leader = net.leader().expect("a leader");
+        let asker = if leader == 1 { 2 } else { 1 };
+        let at = net.at(leader);
+        let held = |net: &Net| {
+            net.nodes[at]
+                .members()
+                .find(|m| m.id == NodeId(asker))
+                .unwrap()
+                .match_index
+        };
+        assert!(held(&net) > 0);
+        let now = net.now_ms;
+        let sent = deliver(
+            &mut net.nodes[at],
+            now,
+            asker,
+            &PeerMessage::RecoveryQuery { nonce: 42 },
+        );
+        assert_eq!(held(&net), 0, "the leader still counts what the asker lost");
+        let term = net.nodes[at].term();
+        let last = net.nodes[at].log().last_index();
+        let answered = sent.iter().any(|(to, bytes)| {
+            *to == asker
+                && matches!(
+                    decode::<PeerMessage<'_>>(bytes),
+                    Ok(PeerMessage::RecoveryReply { nonce: 42, term: Term(t), last_log, .. })
+                        if t == term && last_log.index.0 == last
+                )
+        });
+        assert!(answered, "{sent:?}");
+    }
 }
