@@ -37,8 +37,8 @@
 //!
 //! A target membership in which this node is the only voter, or with two voters one of which
 //! is this node, can never give a majority of *other* voters: such a node stays a
-//! non-voting follower (documented in docs/protocol.md; an operator removes it and adds it
-//! back).
+//! non-voting follower for good (docs/protocol.md 4.10: the refused case; with two voters
+//! the other cannot be elected without it either, so run at least three voters).
 
 use heapless::Vec;
 
