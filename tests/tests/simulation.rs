@@ -53,6 +53,11 @@ struct Totals {
     spares_promoted: u64,
     spares_learning: u64,
     voters_removed: u64,
+    restarts_without_state: u64,
+    recoveries: u64,
+    recoveries_refused: u64,
+    crashed_while_recovering: u64,
+    removed_while_recovering: u64,
 }
 
 fn summarize(reports: &[RunReport]) -> String {
@@ -85,6 +90,11 @@ fn summarize(reports: &[RunReport]) -> String {
         t.spares_promoted += r.spares_promoted;
         t.spares_learning += r.spares_learning;
         t.voters_removed += r.voters_removed;
+        t.restarts_without_state += r.node_stats.restarts_without_state;
+        t.recoveries += r.node_stats.recoveries;
+        t.recoveries_refused += r.recoveries_refused;
+        t.crashed_while_recovering += r.node_stats.crashed_while_recovering;
+        t.removed_while_recovering += r.removed_while_recovering;
         recovery.extend(r.recovery_ms);
         converge.extend(r.converge_ms);
     }
@@ -103,6 +113,9 @@ fn summarize(reports: &[RunReport]) -> String {
          elections won: {}; deposed leaders rolled back by their undo journal: {}; \
          with a stale store: {}; snapshots installed: {}\n\
          restarts from disk: {}; checkpoints written: {}\n\
+         restarts without state: {}; recoveries completed: {}; crashed again before \
+         recovering: {}; removed before recovering: {}; still recovering at the end with \
+         fewer than three voters (refused): {}\n\
          membership: {} changes taken by nodes; at the end, {} added nodes are voters, {} \
          learners, and {} bootstrap voters were removed\n\
          checked operations: {}; quorum writes acknowledged: {}; leader writes acknowledged: {}; \
@@ -121,6 +134,11 @@ fn summarize(reports: &[RunReport]) -> String {
         t.snapshots,
         t.restarts,
         t.checkpoints,
+        t.restarts_without_state,
+        t.recoveries,
+        t.crashed_while_recovering,
+        t.removed_while_recovering,
+        t.recoveries_refused,
         t.membership_changes,
         t.spares_promoted,
         t.spares_learning,

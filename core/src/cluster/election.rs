@@ -35,6 +35,14 @@ where
                 .is_some_and(|at| now_ms.saturating_sub(at) < self.config.election_timeout_min_ms)
     }
 
+    /// Whether this node may vote at all: not while it recovers from a restart without its
+    /// state (it may have voted before and forgotten it; afterwards its term is at least the
+    /// highest a majority answered, and its vote in that term is recorded as cast: see
+    /// `recovery`).
+    fn may_vote(&self) -> bool {
+        self.recovery.is_none()
+    }
+
     fn majority_granted(&self) -> bool {
         let granted = self.peers.iter().filter(|p| p.voter && p.granted).count()
             + usize::from(self.is_voter());
@@ -49,7 +57,13 @@ where
         // which, since it could win without them, are not committed.
         let store_ahead_of_log =
             self.applied_index > self.log.last_index() || self.applied_term.is_some();
-        if !self.may_stand() || self.store_stale || self.incoming.is_some() || store_ahead_of_log {
+        // Nor may a node recovering from a restart without its state (see `recovery`).
+        if !self.may_stand()
+            || self.store_stale
+            || self.incoming.is_some()
+            || store_ahead_of_log
+            || self.recovery.is_some()
+        {
             return;
         }
         self.set_leader(None);
@@ -104,8 +118,12 @@ where
         // node whose latest membership entry is uncommitted and about to be replaced may be
         // a voter in the candidate's, and refusing would deadlock the election (found by
         // the simulator). The candidate counts only the votes of its own voters.
-        let granted =
-            term > self.term && !self.leader_is_fresh(now_ms) && self.log_is_current(last_log);
+        // A node recovering from a restart without its state grants nothing: it may have
+        // voted before and forgotten it (see `recovery`).
+        let granted = term > self.term
+            && self.may_vote()
+            && !self.leader_is_fresh(now_ms)
+            && self.log_is_current(last_log);
         // A rejection carries this node's term, so that a pre-candidate behind it learns
         // the term exists (it could otherwise never ask for a high enough one). A grant
         // echoes the term asked about.
@@ -160,6 +178,7 @@ where
         }
         // As for PreVote, whether this node votes in its own membership is not asked.
         let granted = term == self.term
+            && self.may_vote()
             && self.voted_for.is_none_or(|id| id == from)
             && self.log_is_current(last_log);
         if granted {

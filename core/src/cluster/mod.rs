@@ -15,6 +15,7 @@ mod membership;
 mod node;
 mod persist;
 mod reconfigure;
+mod recovery;
 mod replication;
 mod requests;
 mod rng;

@@ -108,6 +108,12 @@ pub enum NodeEvent {
         /// The removed node.
         peer: NodeId,
     },
+    /// This node, restarted without its state ([`Node::restarted_without_state`]), caught up
+    /// with a leader: it votes and may stand for election again.
+    Recovered {
+        /// The term of the leader it caught up with.
+        term: u64,
+    },
     /// A snapshot started streaming to a follower behind this leader's log.
     SnapshotStarted {
         /// The follower.
@@ -219,6 +225,11 @@ pub(crate) enum Outgoing {
         snapshot_id: u64,
         next_offset: u64,
         failed: bool,
+    },
+    /// The answer to a recovery query: this node's term, last log position and membership
+    /// as they are when it is sent.
+    RecoveryReply {
+        nonce: u64,
     },
 }
 
@@ -341,6 +352,8 @@ pub struct Node<M, L, const TICKETS: usize> {
     /// What entries applied before they committed overwrote (see `undo`), once the shell
     /// gave memory for it.
     pub(crate) undo: Option<super::undo::UndoJournal<L>>,
+    /// Set while this node recovers from a restart without its state (see `recovery`).
+    pub(crate) recovery: Option<super::recovery::Recovery>,
 }
 
 impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
@@ -396,9 +409,35 @@ where
             membership_index: 0,
             voter: false,
             undo: None,
+            recovery: None,
         };
         node.adopt_membership(now_ms);
         node.reset_election_deadline(now_ms);
+        node
+    }
+
+    /// A node restarting *without* the log, vote and store it had (a board after a reset, a
+    /// server that lost its disk), with the same arguments as [`Node::new`] (`store` and
+    /// `log` empty). It recovers before it votes or stands for election, or safety would be
+    /// lost (it could vote twice in a term, or help elect a leader missing an entry committed
+    /// with its acknowledgement): it stays silent for twice the longest election timeout,
+    /// asks a majority of the voters for their terms, never votes in a term at or below the
+    /// highest, and ends recovery ([`NodeEvent::Recovered`]) once it holds the log of a
+    /// leader of such a term up to that leader's commit index. Meanwhile it follows the
+    /// leader and serves stale reads. See `recovery` and docs/protocol.md 4.10.
+    pub fn restarted_without_state(
+        config: NodeConfig,
+        store: Store<M>,
+        log: Log<L>,
+        now_ms: u64,
+    ) -> Self {
+        let wait_ms = config.election_timeout_max_ms.saturating_mul(2);
+        // A different nonce in every life, so that an answer to an earlier life's query is
+        // not taken for an answer to this one's.
+        let nonce =
+            Rng::new(config.rng_seed ^ now_ms.rotate_left(29) ^ 0x0072_6563_6f76_6572).next_u64();
+        let mut node = Self::new(config, store, log, now_ms);
+        node.recovery = Some(super::recovery::Recovery::new(now_ms, wait_ms, nonce));
         node
     }
 
@@ -552,11 +591,14 @@ where
 
     /// When to call [`Node::handle_timeout`] next.
     pub fn poll_timeout(&self) -> u64 {
-        let timer = if self.role == Role::Leader {
+        let mut timer = if self.role == Role::Leader {
             self.heartbeat_deadline_ms.min(self.election_deadline_ms)
         } else {
             self.election_deadline_ms
         };
+        if let Some(deadline) = self.recovery_deadline_ms() {
+            timer = timer.min(deadline);
+        }
         match self.tickets.earliest_deadline_ms() {
             Some(deadline) => timer.min(deadline),
             None => timer,
@@ -566,6 +608,7 @@ where
     /// Runs whatever timers have expired by `now_ms`.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.expire_tickets(now_ms);
+        self.recovery_timeout(now_ms);
         if self.role == Role::Leader {
             if now_ms >= self.heartbeat_deadline_ms {
                 self.start_round(now_ms);
@@ -591,6 +634,11 @@ where
         let Ok(message) = decode::<PeerMessage<'_>>(payload) else {
             return PeerAction::None;
         };
+        if self.recovery_silent(now_ms) {
+            // Restarted without state and still in the silent wait (see `recovery`): as if
+            // this node were still down.
+            return PeerAction::None;
+        }
         // Messages are taken from peers whatever this node's membership says (the handshake
         // checked the cluster id), as Raft asks (thesis 4.2.3): a node being added learns
         // the membership from the leader, and a node whose membership entry is about to be
@@ -678,6 +726,13 @@ where
                 next_offset,
                 failed,
             } => self.handle_snapshot_reply(now_ms, from, term.0, snapshot_id, next_offset, failed),
+            PeerMessage::RecoveryQuery { nonce } => self.handle_recovery_query(from, nonce),
+            PeerMessage::RecoveryReply {
+                nonce,
+                term,
+                last_log,
+                members,
+            } => self.handle_recovery_reply(from, nonce, term.0, last_log, members),
         }
         PeerAction::None
     }
@@ -705,6 +760,9 @@ where
             if let Some(len) = self.encode_outgoing(message, out) {
                 return Some((to, len));
             }
+        }
+        if let Some(query) = self.next_recovery_query(out) {
+            return Some(query);
         }
         if self.role == Role::Leader {
             if self.read_round_requested {
@@ -754,6 +812,12 @@ where
                 snapshot_id,
                 next_offset,
                 failed,
+            },
+            Outgoing::RecoveryReply { nonce } => PeerMessage::RecoveryReply {
+                nonce,
+                term: Term(self.term),
+                last_log,
+                members: self.membership.as_bytes(),
             },
         };
         encode_frame(&frame, out).ok()

@@ -296,12 +296,15 @@ where
         }
         if let AppendOutcome::Accepted { match_index } = outcome {
             // Only what is known to match the leader's log may be committed here.
-            let commit = commit.min(match_index.0);
-            if commit > self.commit_index {
-                self.commit_index = commit;
+            let known = commit.min(match_index.0);
+            if known > self.commit_index {
+                self.commit_index = known;
                 self.apply_committed();
                 self.drop_departed_peers();
             }
+            // Recovery ends only at the leader's own commit index, not at what is known to
+            // match of it.
+            self.check_recovered(from, term, commit);
         }
         outcome
     }

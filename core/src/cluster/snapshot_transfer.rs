@@ -220,7 +220,11 @@ where
             return;
         };
         if failed {
+            // It could not continue this snapshot: it cleared its log at the first chunk, or
+            // it restarted without its state. Either way it holds none of what it was
+            // counted for.
             peer.snapshot = None;
+            peer.match_index = 0;
             return;
         }
         if next_offset == snapshot.sent_offset {

@@ -124,6 +124,27 @@ pub enum PeerMessage<'a> {
         /// Set when the receiver could not load the snapshot (the leader starts again).
         failed: bool,
     },
+    /// From a node that restarted without its state (a board after a reset): "what is your
+    /// term, how far does your log go, and who are the members?" The receiver forgets what
+    /// it knew the sender held (see the recovery rules in docs/protocol.md, 4.10).
+    RecoveryQuery {
+        /// Echoed in the answer, so that answers to an earlier life's query are not counted.
+        nonce: u64,
+    },
+    /// Answer to `RecoveryQuery`, only from a node that has its state (a recovering node
+    /// does not answer).
+    RecoveryReply {
+        /// The query's nonce.
+        nonce: u64,
+        /// The receiver's current term.
+        term: Term,
+        /// The receiver's last log entry: the most up-to-date answer's membership is the
+        /// one whose majority the recovering node must hear from.
+        last_log: LogPosition,
+        /// The membership in force at the receiver (an encoded `Membership`).
+        #[serde(borrow)]
+        members: &'a [u8],
+    },
 }
 
 /// Whether a follower took an `Append`.

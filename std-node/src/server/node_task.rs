@@ -1109,6 +1109,9 @@ impl NodeTask {
             NodeEvent::SnapshotStarted { to, index } => {
                 tracing::info!("sending a snapshot through entry {index} to node {}", to.0)
             }
+            NodeEvent::Recovered { term } => {
+                tracing::info!("recovered from a restart without state: votes again from term {term}")
+            }
             NodeEvent::MembershipChanged {
                 index,
                 voters,

@@ -65,6 +65,12 @@ pub struct NodeStats {
     pub restarts: u64,
     /// Membership changes a leader made or took (counted once per node and change).
     pub membership_changes: u64,
+    /// Restarts with an empty store, log and vote (`LoseState`).
+    pub restarts_without_state: u64,
+    /// Of those, the ones that finished recovery (`NodeEvent::Recovered`).
+    pub recoveries: u64,
+    /// Of those, the ones that crashed again before they had recovered.
+    pub crashed_while_recovering: u64,
 }
 
 pub struct SimNode {
@@ -75,6 +81,9 @@ pub struct SimNode {
     pub paused: bool,
     /// Crashed: when resumed, it restarts from its disk, its memory lost.
     pub crashed: bool,
+    /// Crashed and lost its disk too (or crashed before it had recovered, which its disk
+    /// does not record): when resumed, it restarts with nothing and recovers.
+    pub lost_state: bool,
     pub disk: Disk,
     config: NodeConfig,
     hash_seed: u64,
@@ -161,6 +170,7 @@ impl Cluster {
                     undo_bytes,
                     paused: false,
                     crashed: false,
+                    lost_state: false,
                     disk: Disk::default(),
                     config,
                     hash_seed,
@@ -417,6 +427,7 @@ impl Cluster {
                     NodeEvent::SnapshotInstalled { .. } => {
                         self.observed.stats.snapshots_installed += 1
                     }
+                    NodeEvent::Recovered { .. } => self.observed.stats.recoveries += 1,
                     NodeEvent::ApplyFailed { index } => {
                         self.observed.stats.apply_failures += 1;
                         self.observed
@@ -549,6 +560,30 @@ impl Cluster {
             let node = &mut self.nodes[i];
             node.crashed = false;
             node.held.clear();
+            if node.lost_state {
+                node.lost_state = false;
+                self.observed.stats.restarts_without_state += 1;
+                let store = Store::new(
+                    vec![0; STORE_LIMITS.memory_bytes().unwrap()],
+                    STORE_LIMITS,
+                    node.hash_seed,
+                )
+                .unwrap();
+                let log = Log::new(vec![0; LOG_LIMITS.memory_bytes()], LOG_LIMITS).unwrap();
+                let mut core =
+                    Node::restarted_without_state(node.config.clone(), store, log, self.now_ms);
+                if node.undo_bytes > 0 {
+                    core.set_undo_memory(vec![0; node.undo_bytes]);
+                }
+                node.core = core;
+                // A new, empty disk: what the node writes from now on.
+                node.disk = Disk::default();
+                if self.trace {
+                    println!("{} ms node {id}: restarted without state", self.now_ms);
+                }
+                self.nodes[i].paused = false;
+                return;
+            }
             self.observed.stats.restarts += 1;
             match node
                 .disk
@@ -584,6 +619,13 @@ impl Cluster {
     /// its disk holds.
     pub fn crash(&mut self, id: u64) {
         let i = self.index_of(id);
+        // A node that had not recovered yet: its disk holds what it wrote since, but not
+        // that it must not vote (memdi-server does not use recovery yet), so it comes back
+        // without state again.
+        if self.nodes[i].core.is_recovering() && !self.nodes[i].crashed {
+            self.nodes[i].lost_state = true;
+            self.observed.stats.crashed_while_recovering += 1;
+        }
         self.nodes[i].paused = true;
         self.nodes[i].crashed = true;
         self.crashed_nodes.push(id);
@@ -596,6 +638,44 @@ impl Cluster {
             self.nodes[j].core.handle_peer_lost(NodeId(id));
             self.drain(j);
         }
+    }
+
+    /// Kills a node and loses its disk: it restarts (on `resume`) with an empty store, log
+    /// and vote, and recovers (a board after a reset).
+    pub fn crash_losing_state(&mut self, id: u64) {
+        let i = self.index_of(id);
+        if self.nodes[i].crashed {
+            // Already down: its disk goes too.
+            self.nodes[i].lost_state = true;
+            return;
+        }
+        self.crash(id);
+        self.nodes[i].lost_state = true;
+    }
+
+    /// Whether the nodes have an undo journal with room (16 KiB: half of the runs), rather
+    /// than none or one so small that it gives up often.
+    pub fn undo_journal_with_room(&self) -> bool {
+        self.nodes.iter().all(|n| n.undo_bytes >= 16 * 1024)
+    }
+
+    /// The fewest voters any node's membership has (removed nodes and spares not yet added
+    /// included, which only makes it smaller when a change is uncommitted somewhere).
+    pub fn fewest_voters(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| n.core.membership())
+            .filter(|m| !m.is_empty())
+            .map(|m| m.voter_count())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Whether some node is without its state (down after losing it, or recovering).
+    pub fn any_without_state(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.lost_state || n.core.is_recovering())
     }
 
     /// The leader a majority would recognize now, if any: a live leader of the highest term.

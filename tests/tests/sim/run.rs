@@ -50,6 +50,11 @@ pub struct RunReport {
     pub spares_learning: u64,
     /// Bootstrap voters no longer members at the end.
     pub voters_removed: u64,
+    /// Members still recovering at the end because their membership has fewer than three
+    /// voters (a majority of the *other* voters cannot exist: the refused case, 4.10).
+    pub recoveries_refused: u64,
+    /// Nodes removed from the membership before they had recovered.
+    pub removed_while_recovering: u64,
 }
 
 /// Whether every member holds the same committed state, with nothing left to apply (spares
@@ -175,9 +180,14 @@ pub fn run(seed: u64) -> RunReport {
                     .collect();
                 keys.sort();
                 format!(
-                    "node {}: {:?} term {} commit {} applied {} last {} keys {} {keys:?}",
+                    "node {}: {:?}{} term {} commit {} applied {} last {} keys {} {keys:?}",
                     n.id,
                     n.core.role(),
+                    if n.core.is_recovering() {
+                        " (recovering)"
+                    } else {
+                        ""
+                    },
                     n.core.term(),
                     n.core.commit_index(),
                     n.core.applied_index(),
@@ -224,6 +234,25 @@ pub fn run(seed: u64) -> RunReport {
         .iter()
         .filter(|m| m.id.0 > size && !m.voter)
         .count() as u64;
+    // Every member that lost its state must have recovered by the end, except where the
+    // protocol refuses to (fewer than three voters).
+    for node in &cluster.nodes {
+        if !node.core.is_recovering() {
+            continue;
+        }
+        if membership.get(memdi_core::wire::NodeId(node.id)).is_none() {
+            report.removed_while_recovering += 1;
+            continue;
+        }
+        if membership.voter_count() < 3 {
+            report.recoveries_refused += 1;
+        } else {
+            report.violations.push(format!(
+                "node {} is still recovering {CONVERGE_MS} ms after clients stopped",
+                node.id
+            ));
+        }
+    }
     report.voters_removed = (1..=size)
         .filter(|&id| membership.get(memdi_core::wire::NodeId(id)).is_none())
         .count() as u64;
