@@ -141,7 +141,18 @@ pub fn start(
     config.max_append_bytes = MAX_APPEND_BYTES;
     config.max_frame_bytes = MAX_FRAME_BYTES as u32;
     let now_ms = node_task::now_ms();
-    let mut node = Node::new(config, store, log, now_ms);
+    // Every start is a restart without state (a board has no disk): the node recovers
+    // before it votes, so that it cannot vote twice in a term or elect a leader missing a
+    // write it acknowledged before the reset (docs/protocol.md 4.10). The first start of a
+    // new cluster is no exception: the other voters elect a leader without it. A node that
+    // is its cluster's only voter has nobody to recover from, and nobody to disagree with:
+    // it starts afresh.
+    let alone = settings.voters.len() == 1 && settings.voters[0].0 == settings.node_id;
+    let mut node = if alone {
+        Node::new(config, store, log, now_ms)
+    } else {
+        Node::restarted_without_state(config, store, log, now_ms)
+    };
     node.set_undo_memory(&mut undo_memory[..]);
     let shell = Shell::new(node, &mut scratch[..], held, queues);
     let context = CONTEXT.init(Context {

@@ -427,6 +427,9 @@ impl Shell {
             NodeEvent::RolledBack { from, entries } => {
                 info!("undid {} entries from {}", entries, from)
             }
+            NodeEvent::Recovered { term } => {
+                info!("recovered in term {}: votes again", term)
+            }
             NodeEvent::SnapshotStarted { to, index } => {
                 info!("sending node {} a snapshot through entry {}", to.0, index)
             }
