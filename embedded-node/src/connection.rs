@@ -22,8 +22,11 @@ use crate::shell::{timeout_frame, ClientStep, Context, Shell, Waiting};
 
 /// A client that sends nothing for this long is hung up on (its slot is scarce).
 const CLIENT_IDLE: Duration = Duration::from_secs(300);
-/// A peer link carries heartbeats every 50 ms; silence this long means it is gone.
-const PEER_IDLE: Duration = Duration::from_secs(10);
+/// A peer's link may be silent for good (a follower sends nothing to another follower), so
+/// it has no idle limit; TCP keep-alive finds a peer that vanished without closing (a
+/// board reset), and the connection is dropped when unanswered for `PEER_GONE`.
+const PEER_KEEP_ALIVE: Duration = Duration::from_secs(5);
+const PEER_GONE: Duration = Duration::from_secs(20);
 /// A hello must come this soon after connecting.
 const HELLO_WITHIN: Duration = Duration::from_secs(5);
 /// How long a request waits for the link to the leader to come up, and how often it
@@ -122,7 +125,7 @@ pub(crate) async fn run(
 async fn next_frame<R>(
     socket: &mut TcpSocket<'_>,
     decoder: &mut FrameDecoder<&mut [u8]>,
-    idle: Duration,
+    idle: Option<Duration>,
     take: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, End> {
     loop {
@@ -131,10 +134,14 @@ async fn next_frame<R>(
             Ok(Some(payload)) => return Ok(take(payload)),
             Ok(None) => {}
         }
-        match with_timeout(idle, socket.read(decoder.unfilled())).await {
-            Err(_) => return Err(End::Idle),
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(End::Closed),
-            Ok(Ok(count)) => decoder.commit(count),
+        let read = socket.read(decoder.unfilled());
+        let read = match idle {
+            Some(idle) => with_timeout(idle, read).await.map_err(|_| End::Idle)?,
+            None => read.await,
+        };
+        match read {
+            Ok(0) | Err(_) => return Err(End::Closed),
+            Ok(count) => decoder.commit(count),
         }
     }
 }
@@ -147,7 +154,7 @@ async fn serve(
     decoder: &mut FrameDecoder<&mut [u8]>,
     out: &mut &'static mut [u8],
 ) -> End {
-    let hello = next_frame(socket, decoder, HELLO_WITHIN, |payload| {
+    let hello = next_frame(socket, decoder, Some(HELLO_WITHIN), |payload| {
         let peer = match decode::<ClientMessage<'_>>(payload) {
             Ok(ClientMessage {
                 request: Request::Hello(hello),
@@ -190,9 +197,11 @@ async fn serve_peer(
     decoder: &mut FrameDecoder<&mut [u8]>,
 ) -> End {
     info!("node {} connected", peer.0);
+    socket.set_keep_alive(Some(PEER_KEEP_ALIVE));
+    socket.set_timeout(Some(PEER_GONE));
     context.with(|shell| shell.peer_connected(peer, &context.wakers));
     loop {
-        let taken = next_frame(socket, decoder, PEER_IDLE, |payload| {
+        let taken = next_frame(socket, decoder, None, |payload| {
             context.with(|shell| shell.peer_frame(peer, payload, &context.wakers))
         });
         if let Err(end) = taken.await {
@@ -209,7 +218,7 @@ async fn serve_client(
     out: &mut &'static mut [u8],
 ) -> End {
     loop {
-        let taken = next_frame(socket, decoder, CLIENT_IDLE, |payload| {
+        let taken = next_frame(socket, decoder, Some(CLIENT_IDLE), |payload| {
             // Kept for a resubmission while no leader is known (`ClientStep::Keep`).
             out[..payload.len()].copy_from_slice(payload);
             let step = context.with(|shell| {

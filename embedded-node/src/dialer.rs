@@ -143,7 +143,12 @@ async fn handshake(
 /// Moves the link's queue into the socket until the connection breaks or the link is given
 /// another peer. The bytes go straight from the queue into the socket's transmit buffer,
 /// inside the critical section, so the dialer needs no buffer of its own.
-async fn pump(context: &'static Context, index: usize, generation: u32, socket: &mut TcpSocket<'_>) {
+async fn pump(
+    context: &'static Context,
+    index: usize,
+    generation: u32,
+    socket: &mut TcpSocket<'_>,
+) {
     let (mut reader, mut writer) = socket.split();
     let mut discard = [0u8; 16];
     loop {
@@ -170,7 +175,12 @@ async fn pump(context: &'static Context, index: usize, generation: u32, socket: 
                     return;
                 }
                 // Peers send nothing on this connection; a read ends only when it closes.
-                match select(context.wakers.links[index].wait(), reader.read(&mut discard)).await {
+                match select(
+                    context.wakers.links[index].wait(),
+                    reader.read(&mut discard),
+                )
+                .await
+                {
                     Either::First(()) => {}
                     Either::Second(Ok(0)) | Either::Second(Err(_)) => return,
                     Either::Second(Ok(_)) => {}

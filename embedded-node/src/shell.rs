@@ -508,10 +508,9 @@ fn link_up(links: &[Link], peer: NodeId) -> bool {
 /// Replaces the request in `out[..request_len]` with a `Timeout` error answering it;
 /// returns the answer's length.
 pub(crate) fn timeout_frame(out: &mut [u8], request_len: usize, detail: &str) -> usize {
-    let request_id = memdi_core::wire::decode::<memdi_core::wire::ClientMessage<'_>>(
-        &out[..request_len],
-    )
-    .map_or(0, |message| message.request_id);
+    let request_id =
+        memdi_core::wire::decode::<memdi_core::wire::ClientMessage<'_>>(&out[..request_len])
+            .map_or(0, |message| message.request_id);
     let message = ServerMessage {
         request_id,
         response: Response::Error(ErrorReply {
