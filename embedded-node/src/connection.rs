@@ -13,7 +13,8 @@ use embassy_net::tcp::TcpSocket;
 use embassy_time::{with_timeout, Duration, Instant, Timer};
 use embedded_io_async::Write;
 use memdi_core::wire::{
-    decode, ClientMessage, FrameDecoder, NodeId, Request, Sender, FRAME_HEADER_BYTES,
+    decode, encode_frame, ClientMessage, ErrorCode, ErrorReply, FrameDecoder, NodeId, Request,
+    Response, Sender, ServerMessage, FRAME_HEADER_BYTES,
 };
 use static_cell::ConstStaticCell;
 
@@ -64,8 +65,10 @@ enum End {
     Closed,
     /// It was silent too long.
     Idle,
-    /// It sent a frame too large or no hello; the answer, if any, was sent.
+    /// It sent no hello, or the node ended it; the answer, if any, was sent.
     Refused,
+    /// It announced a frame larger than this node takes: answered with `FrameTooLarge`.
+    TooLarge,
 }
 
 /// Connection task `index`: the first `CLIENT_CONNECTIONS` serve the client port, the rest
@@ -114,11 +117,28 @@ pub(crate) async fn run(
             index, port, ended as u8
         );
         context.with(|shell| shell.slots[index].waiting = Waiting::Idle);
+        if ended == End::TooLarge {
+            // Said before hanging up, as memdi-server does: the stream cannot be resumed.
+            let len = too_large_frame(out);
+            let _ = with_timeout(Duration::from_secs(1), socket.write_all(&out[..len])).await;
+        }
         socket.close();
         let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
         socket.abort();
         let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
     }
+}
+
+/// The error a connection gets before it is closed for an oversized frame.
+fn too_large_frame(out: &mut [u8]) -> usize {
+    let message = ServerMessage {
+        request_id: 0,
+        response: Response::Error(ErrorReply {
+            code: ErrorCode::FrameTooLarge,
+            detail: "frame larger than this node takes (see its handshake's max_frame_bytes)",
+        }),
+    };
+    encode_frame(&message, out).unwrap_or(0)
 }
 
 /// Waits for the next whole frame (reading as needed) and gives its payload to `take`.
@@ -130,7 +150,7 @@ async fn next_frame<R>(
 ) -> Result<R, End> {
     loop {
         match decoder.next_frame() {
-            Err(_) => return Err(End::Refused),
+            Err(_) => return Err(End::TooLarge),
             Ok(Some(payload)) => return Ok(take(payload)),
             Ok(None) => {}
         }
@@ -221,11 +241,8 @@ async fn serve_client(
         let taken = next_frame(socket, decoder, Some(CLIENT_IDLE), |payload| {
             // Kept for a resubmission while no leader is known (`ClientStep::Keep`).
             out[..payload.len()].copy_from_slice(payload);
-            let step = context.with(|shell| {
-                let step = shell.client_frame(index, payload, out, &context.wakers);
-                lend_if_waiting(shell, index, step, out);
-                step
-            });
+            let step =
+                context.with(|shell| shell.client_frame(index, payload, out, &context.wakers));
             (payload.len(), step)
         });
         let (request_len, mut step) = match taken.await {
@@ -259,9 +276,14 @@ async fn serve_client(
                         shell.slots[index].waiting = Waiting::Idle;
                         ClientStep::Send { len, close: false }
                     }
-                    (step, Waiting::On { .. } | Waiting::Idle) => step,
+                    (step, Waiting::On { .. } | Waiting::Idle) => {
+                        // Woken early: lend the buffer again and go on waiting.
+                        if matches!(step, ClientStep::Wait | ClientStep::Keep) {
+                            shell.slots[index].lent = Some(core::mem::take(out));
+                        }
+                        step
+                    }
                 };
-                lend_if_waiting(shell, index, step, out);
                 step
             });
         };
@@ -279,18 +301,11 @@ async fn serve_client(
     }
 }
 
-/// Lends the connection's buffer to its slot while its request waits, for the answer.
-fn lend_if_waiting(shell: &mut Shell, index: usize, step: ClientStep, out: &mut &'static mut [u8]) {
-    if matches!(step, ClientStep::Wait | ClientStep::Keep) {
-        shell.slots[index].lent = Some(core::mem::take(out));
-    }
-}
-
 /// Submits the request in `out` again; its answer replaces it there.
 fn resubmit(
     shell: &mut Shell,
     index: usize,
-    out: &mut [u8],
+    out: &mut &'static mut [u8],
     request_len: usize,
     wakers: &crate::shell::Wakers,
 ) -> ClientStep {

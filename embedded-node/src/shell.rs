@@ -208,12 +208,15 @@ impl Shell {
     }
 
     /// A request from the client of connection `slot`; an answer to send at once, or one
-    /// held until its ticket ends, goes into `out`.
+    /// held until its ticket ends, goes into `out`. While the request waits (`Wait`,
+    /// `Keep`), `out` is lent to the slot (left empty here) and the caller takes it back
+    /// from `Slot::lent` when woken: lent before the node's outputs are drained, so that an
+    /// answer the drain itself brings has somewhere to go.
     pub fn client_frame(
         &mut self,
         slot: usize,
         payload: &[u8],
-        out: &mut [u8],
+        out: &mut &'static mut [u8],
         wakers: &Wakers,
     ) -> ClientStep {
         let action = self
@@ -262,6 +265,9 @@ impl Shell {
                 ClientStep::Send { len, close: false }
             }
         };
+        if matches!(step, ClientStep::Wait | ClientStep::Keep) {
+            self.slots[slot].lent = Some(core::mem::take(out));
+        }
         self.drain(wakers);
         step
     }

@@ -11,7 +11,9 @@
 //! What it shows, in order:
 //! 1. The embedded node, started after the servers took more writes than their logs hold,
 //!    is brought up to date by a snapshot.
-//! 2. A write through the embedded node is readable on both servers, and the reverse.
+//! 2. A write through the embedded node is readable on both servers, and the reverse; an
+//!    oversized frame gets an error frame and random bytes a closed connection, and the node
+//!    goes on serving.
 //! 3. After `kill -9` of the server leader, the embedded node and the other server elect a
 //!    leader and go on taking `quorum` writes, through either of them.
 //! 4. After `kill -9` of the embedded node (which held half of every `quorum` write of
@@ -315,6 +317,74 @@ fn wait_for_keys(namespace: &Namespace, node: &Node, written: &BTreeMap<String, 
     }
 }
 
+/// Sends an oversized frame header and then random bytes to `addr` from inside the
+/// namespace (python3, bounded to 30 s); exit code 0 and "ok" if the node answered the first
+/// with a whole frame before closing and closed the second.
+fn hostile_client(namespace: &Namespace, addr: &str) -> (i32, String) {
+    const SCRIPT: &str = r#"
+import os, socket, struct, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+def connect():
+    # The node serves two clients at once; a slot frees up moments after its client left.
+    for _ in range(50):
+        try:
+            return socket.create_connection((host, int(port)), timeout=10)
+        except ConnectionRefusedError:
+            time.sleep(0.1)
+    raise SystemExit("connection refused for 5 s")
+def drain(s):
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                return data, True
+            data += chunk
+    except (ConnectionResetError, socket.timeout):
+        return data, False
+s = connect()
+s.sendall(struct.pack("<I", 1 << 20) + b"x" * 64)
+data, closed = drain(s)
+assert closed, "still open after an oversized frame"
+assert len(data) > 4, "no error frame before the close"
+assert struct.unpack("<I", data[:4])[0] == len(data) - 4, "a torn error frame"
+s = connect()
+s.sendall(os.urandom(300))
+drain(s)
+print("ok")
+"#;
+    let mut child = namespace
+        .command(Path::new("python3"))
+        .args(["-c", SCRIPT, addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running python3");
+    let Some(status) = process::wait_bounded(&mut child, Duration::from_secs(30)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return (-1, "timed out".into());
+    };
+    let mut out = String::new();
+    use std::io::Read;
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut out);
+    }
+    let code = status.code().unwrap_or(-1);
+    (
+        if out.trim() == "ok" {
+            code
+        } else {
+            code.max(1)
+        },
+        out,
+    )
+}
+
 /// Whether this machine lets the test build its namespace; if not, says so loudly, and
 /// fails under CI (`CI` set), which runs as root.
 fn can_run() -> bool {
@@ -416,6 +486,12 @@ fn an_embedded_node_is_a_full_member_of_a_cluster_of_servers() {
         get(&namespace, &embedded, "from-server", false).as_deref(),
         Some("s")
     );
+    wait_for_keys(&namespace, &embedded, &written);
+
+    // Bad input to the embedded node: an oversized frame is answered with an error frame,
+    // random bytes end their connection, and the node goes on serving.
+    let (code, out) = hostile_client(&namespace, &embedded.client_addr);
+    assert_eq!(code, 0, "the hostile client saw: {out}\n{}", embedded.log());
     wait_for_keys(&namespace, &embedded, &written);
 
     // 3. kill -9 of the server leader: the embedded node and the other server elect a
