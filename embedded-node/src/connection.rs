@@ -268,7 +268,7 @@ async fn serve_client(
                 if let Some(lent) = shell.slots[index].lent.take() {
                     *out = lent;
                 }
-                let step = match (step, shell.slots[index].waiting) {
+                match (step, shell.slots[index].waiting) {
                     (ClientStep::Retry, _) | (_, Waiting::Resubmit) => {
                         resubmit(shell, index, out, request_len, &context.wakers)
                     }
@@ -283,8 +283,7 @@ async fn serve_client(
                         }
                         step
                     }
-                };
-                step
+                }
             });
         };
         if socket.write_all(&out[..len]).await.is_err() {
