@@ -30,6 +30,7 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("client_port", Some("7379")),
     ("peer_port", Some("7380")),
     ("ack", Some("leader")),
+    ("requirepass", Some("")),
 ];
 
 fn main() {
@@ -179,6 +180,7 @@ struct Board {
     client_port: u16,
     peer_port: u16,
     quorum_ack: bool,
+    password: Option<String>,
 }
 
 impl Board {
@@ -262,6 +264,16 @@ impl Board {
             "quorum" => true,
             _ => return Err(bad("ack", "neither `leader` nor `quorum`")),
         };
+        let password = match value("requirepass").text.as_str() {
+            "" => None,
+            text if text.len() > 64 => {
+                return Err(format!(
+                    "`requirepass` ({}): longer than 64 bytes",
+                    value("requirepass").origin
+                ))
+            }
+            text => Some(text.to_owned()),
+        };
 
         let own = SocketAddrV4::new(ip, peer_port);
         let mut voters = Vec::new();
@@ -339,6 +351,7 @@ impl Board {
             client_port,
             peer_port,
             quorum_ack,
+            password,
         })
     }
 
@@ -364,7 +377,7 @@ impl Board {
             self.peer_port,
             voters.join(","),
             if self.quorum_ack { "quorum" } else { "leader" },
-        );
+        ) + if self.password.is_some() { ", a client password" } else { "" };
         let result = (|| -> std::fmt::Result {
             writeln!(
                 s,
@@ -408,6 +421,16 @@ impl Board {
                 "pub const DEFAULT_ACK: memdi_core::wire::AckLevel = memdi_core::wire::AckLevel::{};",
                 if self.quorum_ack { "Quorum" } else { "Leader" }
             )?;
+            writeln!(
+                s,
+                "/// The password clients must give (`requirepass`), if any."
+            )?;
+            match &self.password {
+                Some(password) => {
+                    writeln!(s, "pub const PASSWORD: Option<&str> = Some({password:?});")?
+                }
+                None => writeln!(s, "pub const PASSWORD: Option<&str> = None;")?,
+            }
             writeln!(s, "/// All of the above, for the log.")?;
             writeln!(s, "pub const SUMMARY: &str = {summary:?};")?;
             Ok(())

@@ -84,6 +84,8 @@ pub const PEER_QUEUE_BYTES: usize = 2 * FRAME_BUFFER_BYTES;
 /// When all are taken, the answer is dropped and the forwarding node's client times out
 /// (its outcome unknown, as after a lost message).
 pub const HELD_PEER_ANSWERS: usize = 4;
+/// The longest client password (`Settings::password`).
+pub const MAX_PASSWORD_BYTES: usize = 64;
 /// Each TCP socket's receive buffer.
 pub const SOCKET_RX_BYTES: usize = 1024;
 /// Each TCP socket's transmit buffer (also the size of the dialer's buffer between the

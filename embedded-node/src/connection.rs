@@ -18,6 +18,8 @@ use memdi_core::wire::{
 };
 use static_cell::ConstStaticCell;
 
+use memdi_core::auth::Gate;
+
 use crate::capacity::*;
 use crate::shell::{timeout_frame, ClientStep, Context, Shell, Waiting};
 
@@ -237,6 +239,11 @@ async fn serve_client(
     decoder: &mut FrameDecoder<&mut [u8]>,
     out: &mut &'static mut [u8],
 ) -> End {
+    if let Some(password) = &context.password {
+        if let Err(end) = authenticate(socket, decoder, password, out).await {
+            return end;
+        }
+    }
     loop {
         let taken = next_frame(socket, decoder, Some(CLIENT_IDLE), |payload| {
             // Kept for a resubmission while no leader is known (`ClientStep::Keep`).
@@ -296,6 +303,50 @@ async fn serve_client(
         }
         if close {
             return End::Refused;
+        }
+    }
+}
+
+/// Serves a client nothing but `Auth` until it gives `password` (the core's gate, the same
+/// rules as memdi-server's: docs/protocol.md, "Authentication").
+async fn authenticate(
+    socket: &mut TcpSocket<'_>,
+    decoder: &mut FrameDecoder<&mut [u8]>,
+    password: &[u8],
+    out: &mut [u8],
+) -> Result<(), End> {
+    loop {
+        let gate = next_frame(socket, decoder, Some(CLIENT_IDLE), |payload| {
+            memdi_core::auth::gate(password, payload)
+        })
+        .await?;
+        let (request_id, response) = match gate {
+            Gate::Accepted { request_id } => (request_id, Response::Authenticated),
+            Gate::WrongPassword { request_id } => (
+                request_id,
+                Response::Error(ErrorReply {
+                    code: ErrorCode::WrongPassword,
+                    detail: "invalid password",
+                }),
+            ),
+            Gate::Refused { request_id } => (
+                request_id,
+                Response::Error(ErrorReply {
+                    code: ErrorCode::AuthRequired,
+                    detail: "authentication required: send Auth with the node's password first",
+                }),
+            ),
+        };
+        let message = ServerMessage {
+            request_id,
+            response,
+        };
+        let len = encode_frame(&message, out).map_err(|_| End::Refused)?;
+        if socket.write_all(&out[..len]).await.is_err() || socket.flush().await.is_err() {
+            return Err(End::Closed);
+        }
+        if matches!(gate, Gate::Accepted { .. }) {
+            return Ok(());
         }
     }
 }

@@ -24,8 +24,9 @@
 //! # What a board lacks
 //!
 //! No disk: a node keeps nothing across a reset and comes back empty, catching up from the
-//! leader by snapshot. No cluster secret and no password yet (`--cluster-secret` and
-//! `--requirepass` on the servers keep a board out). Peer addresses must be IPv4 literals.
+//! leader by snapshot. No cluster secret yet (`--cluster-secret` on the servers keeps a
+//! board out); a client password ([`Settings::password`]) it has. Peer addresses must be
+//! IPv4 literals.
 
 #![no_std]
 #![deny(missing_docs)]
@@ -65,6 +66,8 @@ pub enum StartError {
     Store,
     /// More voters than a cluster may have, or an address longer than 64 bytes.
     Voters,
+    /// A password longer than [`MAX_PASSWORD_BYTES`](capacity::MAX_PASSWORD_BYTES).
+    Password,
     /// The executor's task pools are full.
     Spawn,
 }
@@ -155,6 +158,12 @@ pub fn start(
     };
     node.set_undo_memory(&mut undo_memory[..]);
     let shell = Shell::new(node, &mut scratch[..], held, queues);
+    let password = match settings.password {
+        Some(password) => {
+            Some(heapless::Vec::from_slice(password.as_bytes()).map_err(|_| StartError::Password)?)
+        }
+        None => None,
+    };
     let context = CONTEXT.init(Context {
         shell: Mutex::new(RefCell::new(shell)),
         wakers: Wakers::new(),
@@ -163,6 +172,7 @@ pub fn start(
         cluster_id: ClusterId(settings.cluster_id),
         client_port: settings.client_port,
         peer_port: settings.peer_port,
+        password,
     });
     context.with(|shell| {
         shell.follow_membership(&context.wakers);

@@ -21,4 +21,7 @@ pub struct Settings<'a> {
     pub rng_seed: u64,
     /// The acknowledgement writes get when the request does not ask.
     pub default_ack: AckLevel,
+    /// memdi-server's `--requirepass`: clients (on either port) must send `Auth` with it
+    /// before anything but their hello is served. Peers are not asked for it.
+    pub password: Option<&'a str>,
 }

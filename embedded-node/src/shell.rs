@@ -41,6 +41,8 @@ pub(crate) struct Context {
     pub client_port: u16,
     /// Where peers connect.
     pub peer_port: u16,
+    /// The password clients must give, if any (`Settings::password`).
+    pub password: Option<heapless::Vec<u8, MAX_PASSWORD_BYTES>>,
 }
 
 impl Context {

@@ -11,7 +11,8 @@
 //! What it shows, in order:
 //! 1. The embedded node, started after the servers took more writes than their logs hold,
 //!    is brought up to date by a snapshot.
-//! 2. A write through the embedded node is readable on both servers, and the reverse; an
+//! 2. A write through the embedded node is readable on both servers, and the reverse; its
+//!    client password (`--requirepass`) is asked for and checked; an
 //!    oversized frame gets an error frame and random bytes a closed connection, and the node
 //!    goes on serving.
 //! 3. After `kill -9` of the server leader, the embedded node and the other server elect a
@@ -33,6 +34,8 @@ const SERVER_IP: &str = "10.77.0.1";
 const EMBEDDED_IP: &str = "10.77.0.2";
 const TAP: &str = "memditap0";
 const EMBEDDED_ID: u64 = 3;
+/// The embedded node's client password (`--requirepass`); the servers have none.
+const EMBEDDED_PASSWORD: &str = "board-secret";
 
 /// A network namespace with a TAP device, deleted (with the device) when dropped.
 struct Namespace {
@@ -87,6 +90,8 @@ struct Node {
     binary: &'static Path,
     log_path: PathBuf,
     child: Option<Child>,
+    /// The client password it was started with (`--requirepass`), if any.
+    password: Option<String>,
 }
 
 impl Node {
@@ -116,6 +121,7 @@ impl Node {
             binary: process::server_binary(),
             log_path: dir.join(format!("n{id}.log")),
             child: None,
+            password: None,
         }
     }
 
@@ -129,10 +135,13 @@ impl Node {
             &EMBEDDED_ID.to_string(),
             "--cluster",
             cluster,
+            "--requirepass",
+            EMBEDDED_PASSWORD,
         ]
         .map(String::from)
         .to_vec();
         Node {
+            password: Some(EMBEDDED_PASSWORD.into()),
             id: EMBEDDED_ID,
             client_addr: format!("{EMBEDDED_IP}:7379"),
             args,
@@ -208,17 +217,18 @@ fn cli_within(namespace: &Namespace, args: &[&str], limit: Duration) -> (i32, St
     (status.code().unwrap_or(-1), out.trim().to_string())
 }
 
+/// Runs `memdi ARGS --addr NODE [--password ...]` in the namespace, bounded to 10 s.
+fn node_cli(namespace: &Namespace, node: &Node, args: &[&str]) -> (i32, String) {
+    let mut args = args.to_vec();
+    args.extend(["--addr", &node.client_addr]);
+    if let Some(password) = &node.password {
+        args.extend(["--password", password]);
+    }
+    cli(namespace, &args)
+}
+
 fn quorum_set(namespace: &Namespace, node: &Node, key: &str, value: &str) -> bool {
-    let args = [
-        "set",
-        "--addr",
-        &node.client_addr,
-        "--ack",
-        "quorum",
-        key,
-        value,
-    ];
-    cli(namespace, &args).0 == 0
+    node_cli(namespace, node, &["set", "--ack", "quorum", key, value]).0 == 0
 }
 
 /// Retries a `quorum` write for up to 10 s (an election may be under way); panics if it
@@ -237,20 +247,18 @@ fn quorum_set_eventually(namespace: &Namespace, node: &Node, key: &str, value: &
 }
 
 fn get(namespace: &Namespace, node: &Node, key: &str, stale: bool) -> Option<String> {
-    let mut args = vec!["get", "--addr", &node.client_addr, key];
-    if stale {
-        args.insert(1, "--stale");
-    }
-    let (code, out) = cli(namespace, &args);
+    let args: &[&str] = if stale {
+        &["get", "--stale", key]
+    } else {
+        &["get", key]
+    };
+    let (code, out) = node_cli(namespace, node, args);
     (code == 0).then_some(out)
 }
 
 /// The leader `node` reports, if it answers and knows one.
 fn leader_seen_by(namespace: &Namespace, node: &Node) -> Option<u64> {
-    let (code, out) = cli(
-        namespace,
-        &["cluster", "status", "--json", "--addr", &node.client_addr],
-    );
+    let (code, out) = node_cli(namespace, node, &["cluster", "status", "--json"]);
     if code != 0 {
         return None;
     }
@@ -487,6 +495,19 @@ fn an_embedded_node_is_a_full_member_of_a_cluster_of_servers() {
         Some("s")
     );
     wait_for_keys(&namespace, &embedded, &written);
+
+    // The embedded node's password: refused without it and with a wrong one.
+    for password in [None, Some("wrong")] {
+        let mut args = vec!["get", "from-server", "--addr", &embedded.client_addr];
+        if let Some(password) = password {
+            args.extend(["--password", password]);
+        }
+        let (code, out) = cli(&namespace, &args);
+        assert_eq!(
+            code, 3,
+            "a get with password {password:?} was not refused: {out}"
+        );
+    }
 
     // Bad input to the embedded node: an oversized frame is answered with an error frame,
     // random bytes end their connection, and the node goes on serving.

@@ -122,6 +122,7 @@ async fn main(spawner: Spawner) {
         peer_port: board::PEER_PORT,
         rng_seed: seed,
         default_ack: board::DEFAULT_ACK,
+        password: board::PASSWORD,
     };
     unwrap!(memdi_embedded::start(spawner, stack, settings));
 }

@@ -50,6 +50,10 @@ struct Flags {
     /// The acknowledgement writes get unless they ask: `leader` or `quorum`.
     #[arg(long, default_value = "leader")]
     ack: String,
+    /// The password clients must give first (memdi-server's `--requirepass`); read from
+    /// MEMDI_REQUIREPASS when not given, which keeps it out of `ps`.
+    #[arg(long)]
+    requirepass: Option<String>,
 }
 
 #[embassy_executor::task]
@@ -111,6 +115,10 @@ fn run(spawner: Spawner, flags: Flags) -> Result<(), String> {
         peer_port: flags.peer_port,
         rng_seed,
         default_ack,
+        password: flags
+            .requirepass
+            .or_else(|| std::env::var("MEMDI_REQUIREPASS").ok())
+            .map(|password| &*Box::leak(password.into_boxed_str())),
     };
     memdi_embedded::start(spawner, stack, settings).map_err(|e| format!("cannot start: {e:?}"))
 }
