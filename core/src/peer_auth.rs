@@ -89,6 +89,70 @@ pub fn mac_matches(expected: &[u8; MAC_BYTES], given: &[u8; MAC_BYTES]) -> bool 
     crate::auth::secrets_equal(given, expected)
 }
 
+/// Why a dialer's exchange failed ([`answer_challenge`], [`check_confirm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerError {
+    /// The acceptor's first frame is no challenge: it has no secret, or refused the hello.
+    NoChallenge,
+    /// The acceptor's confirmation is wrong: it does not share the secret.
+    WrongConfirm,
+    /// Not a confirmation at all (a refusal: the acceptor found this node's proof wrong).
+    Unexpected,
+}
+
+/// Acceptor, step 2: reads the dialer's answer to the challenge `ours`; returns the
+/// confirmation to send if it proves the secret, `None` if it does not (refuse, close).
+pub fn check_proof(
+    secret: &[u8],
+    link: Link,
+    ours: &[u8; NONCE_BYTES],
+    payload: &[u8],
+) -> Option<PeerAuth> {
+    match crate::wire::decode::<PeerAuth>(payload) {
+        Ok(PeerAuth::Proof { mac, nonce })
+            if mac_matches(&dialer_mac(secret, link, ours), &mac) =>
+        {
+            Some(PeerAuth::Confirm {
+                mac: acceptor_mac(secret, link, &nonce),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Dialer, step 1: reads the acceptor's first frame; returns the proof to send, carrying
+/// the dialer's own fresh nonce `ours`.
+pub fn answer_challenge(
+    secret: &[u8],
+    link: Link,
+    payload: &[u8],
+    ours: [u8; NONCE_BYTES],
+) -> Result<PeerAuth, AnswerError> {
+    match crate::wire::decode::<PeerAuth>(payload) {
+        Ok(PeerAuth::Challenge { nonce }) => Ok(PeerAuth::Proof {
+            mac: dialer_mac(secret, link, &nonce),
+            nonce: ours,
+        }),
+        _ => Err(AnswerError::NoChallenge),
+    }
+}
+
+/// Dialer, step 2: checks the acceptor's confirmation of the dialer's nonce `ours`.
+pub fn check_confirm(
+    secret: &[u8],
+    link: Link,
+    ours: &[u8; NONCE_BYTES],
+    payload: &[u8],
+) -> Result<(), AnswerError> {
+    match crate::wire::decode::<PeerAuth>(payload) {
+        Ok(PeerAuth::Confirm { mac }) if mac_matches(&acceptor_mac(secret, link, ours), &mac) => {
+            Ok(())
+        }
+        Ok(PeerAuth::Confirm { .. }) => Err(AnswerError::WrongConfirm),
+        _ => Err(AnswerError::Unexpected),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +204,48 @@ mod tests {
             0x64, 0xec, 0x38, 0x43,
         ];
         assert_eq!(<[u8; 32]>::from(mac.finalize().into_bytes()), expected);
+    }
+
+    /// The three steps, as both shells drive them: the right secret passes both ways, a
+    /// wrong one fails on the side that checks it.
+    #[test]
+    fn the_exchange_passes_with_the_secret_and_fails_without() {
+        let encode = |message: &PeerAuth| {
+            let mut out = [0u8; 128];
+            let len = crate::wire::encode(message, &mut out).unwrap().len();
+            (out, len)
+        };
+        let acceptor_nonce = [1u8; NONCE_BYTES];
+        let dialer_nonce = [2u8; NONCE_BYTES];
+        let (challenge, len) = encode(&PeerAuth::Challenge {
+            nonce: acceptor_nonce,
+        });
+        let proof = answer_challenge(b"s", LINK, &challenge[..len], dialer_nonce).unwrap();
+        let (proof_bytes, proof_len) = encode(&proof);
+        let confirm = check_proof(b"s", LINK, &acceptor_nonce, &proof_bytes[..proof_len]).unwrap();
+        let (confirm_bytes, confirm_len) = encode(&confirm);
+        assert_eq!(
+            check_confirm(b"s", LINK, &dialer_nonce, &confirm_bytes[..confirm_len]),
+            Ok(())
+        );
+        // The acceptor with another secret refuses the proof; the dialer with another
+        // secret refuses the confirmation.
+        assert_eq!(
+            check_proof(b"other", LINK, &acceptor_nonce, &proof_bytes[..proof_len]),
+            None
+        );
+        assert_eq!(
+            check_confirm(b"other", LINK, &dialer_nonce, &confirm_bytes[..confirm_len]),
+            Err(AnswerError::WrongConfirm)
+        );
+        // A proof of another nonce is refused, and no challenge is no challenge.
+        assert_eq!(
+            check_proof(b"s", LINK, &[9u8; NONCE_BYTES], &proof_bytes[..proof_len]),
+            None
+        );
+        assert_eq!(
+            answer_challenge(b"s", LINK, &proof_bytes[..proof_len], dialer_nonce),
+            Err(AnswerError::NoChallenge)
+        );
     }
 }

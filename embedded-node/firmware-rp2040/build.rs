@@ -31,6 +31,7 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("peer_port", Some("7380")),
     ("ack", Some("leader")),
     ("requirepass", Some("")),
+    ("cluster_secret", Some("")),
 ];
 
 fn main() {
@@ -181,6 +182,7 @@ struct Board {
     peer_port: u16,
     quorum_ack: bool,
     password: Option<String>,
+    cluster_secret: Option<String>,
 }
 
 impl Board {
@@ -274,6 +276,16 @@ impl Board {
             }
             text => Some(text.to_owned()),
         };
+        let cluster_secret = match value("cluster_secret").text.as_str() {
+            "" => None,
+            text if text.len() > 64 => {
+                return Err(format!(
+                    "`cluster_secret` ({}): longer than 64 bytes",
+                    value("cluster_secret").origin
+                ))
+            }
+            text => Some(text.to_owned()),
+        };
 
         let own = SocketAddrV4::new(ip, peer_port);
         let mut voters = Vec::new();
@@ -352,6 +364,7 @@ impl Board {
             peer_port,
             quorum_ack,
             password,
+            cluster_secret,
         })
     }
 
@@ -430,6 +443,14 @@ impl Board {
                     writeln!(s, "pub const PASSWORD: Option<&str> = Some({password:?});")?
                 }
                 None => writeln!(s, "pub const PASSWORD: Option<&str> = None;")?,
+            }
+            writeln!(s, "/// The secret peers prove (`cluster_secret`), if any.")?;
+            match &self.cluster_secret {
+                Some(secret) => writeln!(
+                    s,
+                    "pub const CLUSTER_SECRET: Option<&str> = Some({secret:?});"
+                )?,
+                None => writeln!(s, "pub const CLUSTER_SECRET: Option<&str> = None;")?,
             }
             writeln!(s, "/// All of the above, for the log.")?;
             writeln!(s, "pub const SUMMARY: &str = {summary:?};")?;

@@ -19,6 +19,7 @@ use memdi_core::wire::{
 use static_cell::ConstStaticCell;
 
 use memdi_core::auth::Gate;
+use memdi_core::peer_auth::{self, Link, PeerAuth, NONCE_BYTES};
 
 use crate::capacity::*;
 use crate::shell::{timeout_frame, ClientStep, Context, Shell, Waiting};
@@ -32,6 +33,8 @@ const PEER_KEEP_ALIVE: Duration = Duration::from_secs(5);
 const PEER_GONE: Duration = Duration::from_secs(20);
 /// A hello must come this soon after connecting.
 const HELLO_WITHIN: Duration = Duration::from_secs(5);
+/// A hello is a few dozen bytes; one longer is refused by the core anyway.
+const HELLO_BYTES: usize = 128;
 /// How long a request waits for the link to the leader to come up, and how often it
 /// looks (the dialer retries within 50 ms of a failure).
 const RETRY_FOR: Duration = Duration::from_secs(2);
@@ -131,6 +134,56 @@ pub(crate) async fn run(
     }
 }
 
+/// The acceptor's side of the cluster-secret exchange with peer `dialer` (the core's
+/// `peer_auth`): challenge, check the proof, confirm; a wrong proof is refused and closed.
+async fn challenge(
+    context: &'static Context,
+    socket: &mut TcpSocket<'_>,
+    decoder: &mut FrameDecoder<&mut [u8]>,
+    secret: &[u8],
+    dialer: NodeId,
+    out: &mut [u8],
+) -> Result<(), End> {
+    let link = Link {
+        cluster_id: context.cluster_id,
+        dialer,
+        acceptor: context.me,
+    };
+    let mut ours = [0u8; NONCE_BYTES];
+    (context.random)(&mut ours);
+    let len = encode_frame(&PeerAuth::Challenge { nonce: ours }, out).map_err(|_| End::Refused)?;
+    if socket.write_all(&out[..len]).await.is_err() || socket.flush().await.is_err() {
+        return Err(End::Closed);
+    }
+    let confirm = next_frame(socket, decoder, Some(HELLO_WITHIN), |payload| {
+        peer_auth::check_proof(secret, link, &ours, payload)
+    })
+    .await?;
+    let len = match confirm {
+        Some(confirm) => encode_frame(&confirm, out).map_err(|_| End::Refused)?,
+        None => {
+            warn!(
+                "refused node {}: it did not prove the cluster secret",
+                dialer.0
+            );
+            let message = ServerMessage {
+                request_id: 0,
+                response: Response::Error(ErrorReply {
+                    code: ErrorCode::Unauthorized,
+                    detail: "this node does not share your cluster secret (--cluster-secret)",
+                }),
+            };
+            let len = encode_frame(&message, out).unwrap_or(0);
+            let _ = socket.write_all(&out[..len]).await;
+            return Err(End::Refused);
+        }
+    };
+    if socket.write_all(&out[..len]).await.is_err() {
+        return Err(End::Closed);
+    }
+    Ok(())
+}
+
 /// The error a connection gets before it is closed for an oversized frame.
 fn too_large_frame(out: &mut [u8]) -> usize {
     let message = ServerMessage {
@@ -176,7 +229,9 @@ async fn serve(
     decoder: &mut FrameDecoder<&mut [u8]>,
     out: &mut &'static mut [u8],
 ) -> End {
-    let hello = next_frame(socket, decoder, Some(HELLO_WITHIN), |payload| {
+    // The hello, kept (it is small) while a peer proves the cluster secret.
+    let mut hello = [0u8; HELLO_BYTES];
+    let first = next_frame(socket, decoder, Some(HELLO_WITHIN), |payload| {
         let peer = match decode::<ClientMessage<'_>>(payload) {
             Ok(ClientMessage {
                 request: Request::Hello(hello),
@@ -191,15 +246,24 @@ async fn serve(
             // A peer on the client port, or a node claiming this one's id.
             return None;
         }
-        let (len, accepted) = context.with(|shell| shell.hello(payload, out));
-        Some((len, accepted, peer))
+        let len = payload.len().min(HELLO_BYTES);
+        hello[..len].copy_from_slice(&payload[..len]);
+        Some((len, peer))
     })
     .await;
-    let (len, accepted, peer) = match hello {
-        Ok(Some(hello)) => hello,
+    let (hello_len, peer) = match first {
+        Ok(Some(first)) => first,
         Ok(None) => return End::Refused,
         Err(end) => return end,
     };
+    if let (Some(secret), Some(dialer)) = (&context.cluster_secret, peer) {
+        // Before the node hears of it: a node that cannot prove the secret never gets a
+        // HelloAck, a vote, or a frame taken (docs/protocol.md, "Peer authentication").
+        if let Err(end) = challenge(context, socket, decoder, secret, dialer, out).await {
+            return end;
+        }
+    }
+    let (len, accepted) = context.with(|shell| shell.hello(&hello[..hello_len], out));
     if socket.write_all(&out[..len]).await.is_err() || socket.flush().await.is_err() {
         return End::Closed;
     }

@@ -7,8 +7,10 @@ use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
 use embassy_time::{with_timeout, Duration, Timer};
 use embedded_io_async::Write;
+use memdi_core::peer_auth::{self, Link, NONCE_BYTES};
 use memdi_core::wire::{
-    encode_peer_hello, read_peer_answer, FrameDecoder, NodeId, PeerAnswer, FRAME_HEADER_BYTES,
+    encode_frame, encode_peer_hello, read_peer_answer, FrameDecoder, NodeId, PeerAnswer,
+    FRAME_HEADER_BYTES,
 };
 use static_cell::ConstStaticCell;
 
@@ -101,43 +103,79 @@ async fn handshake(
     peer: NodeId,
     answer: &mut [u8; ANSWER_BYTES + FRAME_HEADER_BYTES],
 ) -> Result<u32, &'static str> {
-    let mut hello = [0u8; 64];
+    let mut frame = [0u8; 160];
     let len = encode_peer_hello(
         context.cluster_id,
         context.me,
         MAX_FRAME_BYTES as u32,
-        &mut hello,
+        &mut frame,
     )
     .map_err(|_| "hello does not fit")?;
     let exchange = async {
         socket
-            .write_all(&hello[..len])
+            .write_all(&frame[..len])
             .await
             .map_err(|_| "closed")?;
         socket.flush().await.map_err(|_| "closed")?;
         let mut decoder = FrameDecoder::new(&mut answer[..]).map_err(|_| "buffer")?;
-        loop {
-            match decoder.next_frame() {
-                Err(_) => return Err("answer too large"),
-                Ok(Some(payload)) => {
-                    return match read_peer_answer(payload, peer) {
-                        PeerAnswer::Accepted { max_frame_bytes } => Ok(max_frame_bytes),
-                        PeerAnswer::WrongNode { .. } => Err("another node answers there"),
-                        PeerAnswer::Refused(_) => Err("refused (cluster id or secret)"),
-                        PeerAnswer::Unexpected => Err("unexpected answer (a cluster secret?)"),
-                    }
-                }
-                Ok(None) => {}
-            }
-            match socket.read(decoder.unfilled()).await {
-                Ok(0) | Err(_) => return Err("closed during the handshake"),
-                Ok(count) => decoder.commit(count),
-            }
+        if let Some(secret) = &context.cluster_secret {
+            // The acceptor challenges before it answers the hello (the core's `peer_auth`).
+            let link = Link {
+                cluster_id: context.cluster_id,
+                dialer: context.me,
+                acceptor: peer,
+            };
+            let mut ours = [0u8; NONCE_BYTES];
+            (context.random)(&mut ours);
+            let proof = next_small(socket, &mut decoder, |payload| {
+                peer_auth::answer_challenge(secret, link, payload, ours)
+            })
+            .await?
+            .map_err(|_| "it asks for no cluster secret, or refused ours")?;
+            let len = encode_frame(&proof, &mut frame).map_err(|_| "proof does not fit")?;
+            socket
+                .write_all(&frame[..len])
+                .await
+                .map_err(|_| "closed")?;
+            socket.flush().await.map_err(|_| "closed")?;
+            next_small(socket, &mut decoder, |payload| {
+                peer_auth::check_confirm(secret, link, &ours, payload)
+            })
+            .await?
+            .map_err(|_| "it does not share the cluster secret")?;
         }
+        next_small(socket, &mut decoder, |payload| {
+            match read_peer_answer(payload, peer) {
+                PeerAnswer::Accepted { max_frame_bytes } => Ok(max_frame_bytes),
+                PeerAnswer::WrongNode { .. } => Err("another node answers there"),
+                PeerAnswer::Refused(_) => Err("refused (cluster id or secret)"),
+                PeerAnswer::Unexpected => Err("unexpected answer (a cluster secret?)"),
+            }
+        })
+        .await?
     };
     with_timeout(HANDSHAKE_WITHIN, exchange)
         .await
         .unwrap_or(Err("handshake timed out"))
+}
+
+/// Reads the next frame of the handshake and gives it to `take`.
+async fn next_small<R>(
+    socket: &mut TcpSocket<'_>,
+    decoder: &mut FrameDecoder<&mut [u8]>,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Result<R, &'static str> {
+    loop {
+        match decoder.next_frame() {
+            Err(_) => return Err("answer too large"),
+            Ok(Some(payload)) => return Ok(take(payload)),
+            Ok(None) => {}
+        }
+        match socket.read(decoder.unfilled()).await {
+            Ok(0) | Err(_) => return Err("closed during the handshake"),
+            Ok(count) => decoder.commit(count),
+        }
+    }
 }
 
 /// Moves the link's queue into the socket until the connection breaks or the link is given

@@ -24,9 +24,7 @@
 //! # What a board lacks
 //!
 //! No disk: a node keeps nothing across a reset and comes back empty, catching up from the
-//! leader by snapshot. No cluster secret yet (`--cluster-secret` on the servers keeps a
-//! board out); a client password ([`Settings::password`]) it has. Peer addresses must be
-//! IPv4 literals.
+//! leader by snapshot. Peer addresses must be IPv4 literals.
 
 #![no_std]
 #![deny(missing_docs)]
@@ -66,7 +64,8 @@ pub enum StartError {
     Store,
     /// More voters than a cluster may have, or an address longer than 64 bytes.
     Voters,
-    /// A password longer than [`MAX_PASSWORD_BYTES`](capacity::MAX_PASSWORD_BYTES).
+    /// A password or cluster secret longer than
+    /// [`MAX_PASSWORD_BYTES`](capacity::MAX_PASSWORD_BYTES).
     Password,
     /// The executor's task pools are full.
     Spawn,
@@ -164,6 +163,12 @@ pub fn start(
         }
         None => None,
     };
+    let cluster_secret = match settings.cluster_secret {
+        Some(secret) => {
+            Some(heapless::Vec::from_slice(secret.as_bytes()).map_err(|_| StartError::Password)?)
+        }
+        None => None,
+    };
     let context = CONTEXT.init(Context {
         shell: Mutex::new(RefCell::new(shell)),
         wakers: Wakers::new(),
@@ -173,6 +178,8 @@ pub fn start(
         client_port: settings.client_port,
         peer_port: settings.peer_port,
         password,
+        cluster_secret,
+        random: settings.random,
     });
     context.with(|shell| {
         shell.follow_membership(&context.wakers);

@@ -24,4 +24,11 @@ pub struct Settings<'a> {
     /// memdi-server's `--requirepass`: clients (on either port) must send `Auth` with it
     /// before anything but their hello is served. Peers are not asked for it.
     pub password: Option<&'a str>,
+    /// memdi-server's `--cluster-secret`: peers prove it both ways (HMAC challenge and
+    /// response, docs/protocol.md, "Peer authentication") before anything else.
+    pub cluster_secret: Option<&'a str>,
+    /// Fills a buffer with unpredictable bytes (the nonces of the cluster-secret exchange:
+    /// predictable ones would let a node that saw an exchange impersonate a peer). The
+    /// OS's randomness on the host, the ring oscillator on an RP2040.
+    pub random: fn(&mut [u8]),
 }

@@ -43,6 +43,10 @@ pub(crate) struct Context {
     pub peer_port: u16,
     /// The password clients must give, if any (`Settings::password`).
     pub password: Option<heapless::Vec<u8, MAX_PASSWORD_BYTES>>,
+    /// The secret peers prove, if any (`Settings::cluster_secret`).
+    pub cluster_secret: Option<heapless::Vec<u8, MAX_PASSWORD_BYTES>>,
+    /// Fills nonces for the cluster-secret exchange (`Settings::random`).
+    pub random: fn(&mut [u8]),
 }
 
 impl Context {

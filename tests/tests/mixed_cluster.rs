@@ -43,8 +43,9 @@ struct Namespace {
 }
 
 impl Namespace {
-    fn create() -> Self {
-        let name = format!("memdi-mixed-{}", std::process::id());
+    /// A namespace named after this process and `test` (tests run in parallel).
+    fn create(test: &str) -> Self {
+        let name = format!("memdi-{test}-{}", std::process::id());
         let namespace = Namespace { name };
         namespace.ip(&["netns", "add", &namespace.name]);
         namespace.run_in(&["ip", "link", "set", "lo", "up"]);
@@ -426,7 +427,7 @@ fn an_embedded_node_is_a_full_member_of_a_cluster_of_servers() {
         .prefix("memdi-mixed-")
         .tempdir()
         .expect("temporary directory");
-    let namespace = Namespace::create();
+    let namespace = Namespace::create("mixed");
     let cluster = format!("1={SERVER_IP}:7380,2={SERVER_IP}:7382,{EMBEDDED_ID}={EMBEDDED_IP}:7380");
     let mut servers = [
         Node::server(1, dir.path(), &cluster),
@@ -555,4 +556,67 @@ fn an_embedded_node_is_a_full_member_of_a_cluster_of_servers() {
     for node in [&servers[0], &servers[1], &embedded] {
         wait_for_keys(&namespace, node, &written);
     }
+}
+
+/// With `--cluster-secret` on every node, the embedded node proves it and is proven to
+/// (the core's HMAC exchange, driven by the embedded shell as by memdi-server): it votes in
+/// the cluster; restarted with another secret, the servers refuse it and it takes no part.
+#[test]
+fn an_embedded_node_proves_the_cluster_secret_and_one_without_it_is_kept_out() {
+    if !can_run() {
+        return;
+    }
+    process::server_binary();
+    process::cli_binary();
+    process::embedded_binary();
+    let dir = tempfile::Builder::new()
+        .prefix("memdi-secret-")
+        .tempdir()
+        .expect("temporary directory");
+    let namespace = Namespace::create("secret");
+    let cluster = format!("1={SERVER_IP}:7380,2={SERVER_IP}:7382,{EMBEDDED_ID}={EMBEDDED_IP}:7380");
+    let secret = ["--cluster-secret".to_string(), "mixed-secret".to_string()];
+    let mut servers = [
+        Node::server(1, dir.path(), &cluster),
+        Node::server(2, dir.path(), &cluster),
+    ];
+    let mut embedded = Node::embedded(dir.path(), &cluster);
+    for node in servers.iter_mut().chain([&mut embedded]) {
+        node.args.extend(secret.iter().cloned());
+        node.start(&namespace);
+    }
+    let leader = agreed_leader(&namespace, &[&servers[0], &servers[1], &embedded]);
+    quorum_set_eventually(&namespace, &embedded, "proven", "yes");
+    // With a server down, a quorum needs the embedded node's vote and acknowledgement.
+    let (dead, alive) = if leader == 1 { (0, 1) } else { (1, 0) };
+    servers[dead].kill();
+    agreed_leader_other_than(&namespace, &[&servers[alive], &embedded], Some(leader));
+    quorum_set_eventually(&namespace, &embedded, "with-one-server", "yes");
+    assert_eq!(
+        get(&namespace, &servers[alive], "with-one-server", false).as_deref(),
+        Some("yes")
+    );
+
+    // Another secret: the surviving server refuses it, so no quorum forms.
+    embedded.kill();
+    let position = embedded
+        .args
+        .iter()
+        .position(|arg| arg == "mixed-secret")
+        .unwrap();
+    embedded.args[position] = "another-secret".into();
+    embedded.start(&namespace);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !quorum_set(&namespace, &servers[alive], "without-a-quorum", "no"),
+        "a quorum formed with a node that has another cluster secret\n{}",
+        logs(&[&servers[alive], &embedded])
+    );
+    assert!(
+        servers[alive]
+            .log()
+            .contains(&format!("refused node {EMBEDDED_ID}")),
+        "the server did not say it refused the embedded node\n{}",
+        servers[alive].log()
+    );
 }

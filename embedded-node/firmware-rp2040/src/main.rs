@@ -123,6 +123,13 @@ async fn main(spawner: Spawner) {
         rng_seed: seed,
         default_ack: board::DEFAULT_ACK,
         password: board::PASSWORD,
+        cluster_secret: board::CLUSTER_SECRET,
+        random: fill_random,
     };
     unwrap!(memdi_embedded::start(spawner, stack, settings));
+}
+
+/// The ring oscillator's random bits: the nonces of the cluster-secret exchange.
+fn fill_random(bytes: &mut [u8]) {
+    RoscRng.fill_bytes(bytes);
 }

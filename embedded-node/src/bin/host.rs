@@ -54,6 +54,10 @@ struct Flags {
     /// MEMDI_REQUIREPASS when not given, which keeps it out of `ps`.
     #[arg(long)]
     requirepass: Option<String>,
+    /// The secret every member of the cluster proves to the others (memdi-server's
+    /// `--cluster-secret`); read from MEMDI_CLUSTER_SECRET when not given.
+    #[arg(long)]
+    cluster_secret: Option<String>,
 }
 
 #[embassy_executor::task]
@@ -119,6 +123,11 @@ fn run(spawner: Spawner, flags: Flags) -> Result<(), String> {
             .requirepass
             .or_else(|| std::env::var("MEMDI_REQUIREPASS").ok())
             .map(|password| &*Box::leak(password.into_boxed_str())),
+        cluster_secret: flags
+            .cluster_secret
+            .or_else(|| std::env::var("MEMDI_CLUSTER_SECRET").ok())
+            .map(|secret| &*Box::leak(secret.into_boxed_str())),
+        random: fill_random,
     };
     memdi_embedded::start(spawner, stack, settings).map_err(|e| format!("cannot start: {e:?}"))
 }
@@ -157,9 +166,17 @@ fn parse_voters(
 /// Eight bytes from the OS, for election jitter and the store's hash seed.
 fn random_seed() -> u64 {
     let mut bytes = [0u8; 8];
-    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = random.read_exact(&mut bytes);
-    }
+    fill_random(&mut bytes);
     u64::from_le_bytes(bytes) ^ u64::from(std::process::id())
+}
+
+/// Bytes from the OS's randomness (the cluster-secret nonces); the node cannot run safely
+/// without them, so it stops if there are none.
+fn fill_random(bytes: &mut [u8]) {
+    use std::io::Read;
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut random| random.read_exact(bytes));
+    if let Err(error) = read {
+        eprintln!("memdi-embedded-host: no randomness from /dev/urandom: {error}");
+        std::process::exit(1);
+    }
 }

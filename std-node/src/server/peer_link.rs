@@ -319,14 +319,9 @@ impl Dialer {
                 peer_secret::answer(&mut stream, &mut decoder, secret, link).await?;
             }
             loop {
-                let count = stream
-                    .read(decoder.unfilled())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if count == 0 {
-                    return Err("closed during the handshake".to_string());
-                }
-                decoder.commit(count);
+                // What is buffered first: the acceptor may have sent its HelloAck in the
+                // same segment as the cluster secret's confirmation (a board does), and
+                // reading first would wait for bytes that already came.
                 if let Some(payload) = decoder.next_frame().map_err(|e| e.to_string())? {
                     if peer_secret::is_challenge(payload) {
                         return Err(
@@ -347,6 +342,14 @@ impl Dialer {
                         PeerAnswer::Unexpected => Err("unexpected handshake answer".to_string()),
                     };
                 }
+                let count = stream
+                    .read(decoder.unfilled())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if count == 0 {
+                    return Err("closed during the handshake".to_string());
+                }
+                decoder.commit(count);
             }
         })
         .await
