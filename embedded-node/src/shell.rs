@@ -225,9 +225,10 @@ impl Shell {
         out: &mut &'static mut [u8],
         wakers: &Wakers,
     ) -> ClientStep {
-        let action = self
-            .node
-            .handle_client_frame(now_ms(), payload, self.scratch);
+        // One frame at most: what the client (and `out`) takes. A larger answer becomes the
+        // core's `FrameTooLarge` error.
+        let frame = &mut self.scratch[..FRAME_BUFFER_BYTES];
+        let action = self.node.handle_client_frame(now_ms(), payload, frame);
         let step = match action {
             ClientAction::Reply { len, close } => {
                 out[..len].copy_from_slice(&self.scratch[..len]);
@@ -280,9 +281,10 @@ impl Shell {
 
     /// A frame from peer `from` on its incoming connection.
     pub fn peer_frame(&mut self, from: NodeId, payload: &[u8], wakers: &Wakers) {
-        let action = self
-            .node
-            .handle_peer_frame(now_ms(), from, payload, self.scratch);
+        // One frame at most, as for a client: answers held here and relayed to clients fit
+        // their buffers.
+        let frame = &mut self.scratch[..FRAME_BUFFER_BYTES];
+        let action = self.node.handle_peer_frame(now_ms(), from, payload, frame);
         match action {
             PeerAction::None => {}
             PeerAction::Send { to, len } => {

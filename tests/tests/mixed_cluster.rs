@@ -12,7 +12,8 @@
 //! 1. The embedded node, started after the servers took more writes than their logs hold,
 //!    is brought up to date by a snapshot.
 //! 2. A write through the embedded node is readable on both servers, and the reverse; its
-//!    client password (`--requirepass`) is asked for and checked; an
+//!    client password (`--requirepass`) is asked for and checked; an answer larger than
+//!    its frames is refused with an error; an
 //!    oversized frame gets an error frame and random bytes a closed connection, and the node
 //!    goes on serving.
 //! 3. After `kill -9` of the server leader, the embedded node and the other server elect a
@@ -202,7 +203,7 @@ fn cli_within(namespace: &Namespace, args: &[&str], limit: Duration) -> (i32, St
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("running memdi");
     let Some(status) = process::wait_bounded(&mut child, limit) else {
@@ -211,11 +212,18 @@ fn cli_within(namespace: &Namespace, args: &[&str], limit: Duration) -> (i32, St
         return (-1, String::new());
     };
     let mut out = String::new();
+    use std::io::Read;
     if let Some(mut stdout) = child.stdout.take() {
-        use std::io::Read;
         let _ = stdout.read_to_string(&mut out);
     }
-    (status.code().unwrap_or(-1), out.trim().to_string())
+    let code = status.code().unwrap_or(-1);
+    if code != 0 {
+        // What went wrong, for the assertions (a successful call's stdout stays clean).
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = stderr.read_to_string(&mut out);
+        }
+    }
+    (code, out.trim().to_string())
 }
 
 /// Runs `memdi ARGS --addr NODE [--password ...]` in the namespace, bounded to 10 s.
@@ -509,6 +517,27 @@ fn an_embedded_node_is_a_full_member_of_a_cluster_of_servers() {
             "a get with password {password:?} was not refused: {out}"
         );
     }
+
+    // An answer larger than the embedded node's 1 KiB frames is refused with an error, and
+    // the node goes on serving: 20 values of 60 bytes asked for at once.
+    let long_value = "v".repeat(60);
+    let long_keys: Vec<String> = (0..20).map(|i| format!("long-{i}")).collect();
+    for key in &long_keys {
+        quorum_set_eventually(&namespace, &servers[0], key, &long_value);
+        written.insert(key.clone(), long_value.clone());
+    }
+    wait_for_keys(&namespace, &embedded, &written);
+    let mut mget: Vec<&str> = vec!["mget"];
+    mget.extend(long_keys.iter().map(String::as_str));
+    let (code, out) = node_cli(&namespace, &embedded, &mget);
+    assert_eq!(
+        code, 3,
+        "an MGET past the frame size was not refused: {out}"
+    );
+    assert!(
+        out.contains("larger than a frame"),
+        "an MGET past the frame size was not answered FrameTooLarge (a link broke?): {out}"
+    );
 
     // Bad input to the embedded node: an oversized frame is answered with an error frame,
     // random bytes end their connection, and the node goes on serving.

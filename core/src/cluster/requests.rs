@@ -440,6 +440,14 @@ where
         let _ = self.peer_frame_limits.push((peer, max_frame_bytes));
     }
 
+    /// The largest frame payload `peer` announced it takes (unbounded if it did not).
+    pub(crate) fn frame_limit_bytes(&self, peer: NodeId) -> usize {
+        self.peer_frame_limits
+            .iter()
+            .find(|(id, _)| *id == peer)
+            .map_or(usize::MAX, |&(_, limit)| limit as usize)
+    }
+
     /// The most entry (or snapshot chunk) bytes one message to `peer` may carry: this node's
     /// `max_append_bytes`, or less if the peer takes only small frames.
     pub(crate) fn message_budget_bytes(&self, peer: NodeId) -> usize {
@@ -513,7 +521,14 @@ where
                 },
                 out,
             ),
-            ReplyTo::Peer { forward_id, .. } => {
+            ReplyTo::Peer { node, forward_id } => {
+                // Within the frame the follower takes (a board's is small): a larger answer
+                // becomes the error below rather than a frame that would break its link.
+                let limit = self
+                    .frame_limit_bytes(node)
+                    .saturating_add(crate::wire::FRAME_HEADER_BYTES);
+                let out_len = out.len();
+                let out = &mut out[..out_len.min(limit.saturating_mul(2))];
                 let (front, back) = out.split_at_mut(out.len() / 2);
                 match encode(response, back) {
                     Ok(bytes) => encode_frame(
