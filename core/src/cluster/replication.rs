@@ -414,6 +414,17 @@ where
                 peer.held_index = Some(last_index.0.min(leader_last));
                 peer.needs_snapshot = true;
                 peer.inflight = 0;
+                // A stale follower keeps a valid log and still says whether the entry before
+                // those sent matched; when it did not (no match known), try again after its
+                // last entry, so that what it holds is learned: `may_wipe` counts it for the
+                // others, and it may count toward commitment. Without this a new leader
+                // kept sending after its own last entry, and with one follower stale and
+                // the other behind the log neither could ever be given a snapshot
+                // (simulator seed 303276).
+                if match_index.0 == 0 && peer.next_index > last_index.0 + 1 {
+                    peer.next_index = (last_index.0 + 1).max(peer.match_index + 1);
+                    peer.heartbeat_due = true;
+                }
             }
             AppendOutcome::Accepted { match_index } => {
                 let held = peer.held_index.unwrap_or(0).max(match_index.0);
