@@ -9,7 +9,7 @@
 //! they come; a peer expects no answer on this connection (this node answers on its own
 //! link to that peer).
 
-use embassy_net::tcp::TcpSocket;
+use embassy_net::tcp::{State, TcpSocket};
 use embassy_time::{with_timeout, Duration, Instant, Timer};
 use embedded_io_async::Write;
 use memdi_core::wire::{
@@ -129,8 +129,13 @@ pub(crate) async fn run(
         }
         socket.close();
         let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
-        socket.abort();
-        let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
+        // Closed both ways already (the usual end: the client left first), the slot is free
+        // at once; otherwise reset it, waiting only briefly for the reset to go out, so a
+        // client that just left does not keep its slot from the next one.
+        if socket.state() != State::Closed {
+            socket.abort();
+            let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+        }
     }
 }
 

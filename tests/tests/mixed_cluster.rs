@@ -226,14 +226,23 @@ fn cli_within(namespace: &Namespace, args: &[&str], limit: Duration) -> (i32, St
     (code, out.trim().to_string())
 }
 
-/// Runs `memdi ARGS --addr NODE [--password ...]` in the namespace, bounded to 10 s.
+/// Runs `memdi ARGS --addr NODE [--password ...]` in the namespace, bounded to 10 s. A
+/// refused connection is tried again for up to 3 s: the embedded node serves two clients at
+/// once, and a slot frees up moments after its client left.
 fn node_cli(namespace: &Namespace, node: &Node, args: &[&str]) -> (i32, String) {
     let mut args = args.to_vec();
     args.extend(["--addr", &node.client_addr]);
     if let Some(password) = &node.password {
         args.extend(["--password", password]);
     }
-    cli(namespace, &args)
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (code, out) = cli(namespace, &args);
+        if !(code == 4 && out.contains("Connection refused")) || Instant::now() > deadline {
+            return (code, out);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn quorum_set(namespace: &Namespace, node: &Node, key: &str, value: &str) -> bool {
