@@ -6,7 +6,7 @@
 
 use std::io::Read;
 
-use memdi_core::peer_auth::{acceptor_mac, dialer_mac, mac_matches, Link, PeerAuth, NONCE_BYTES};
+use memdi_core::peer_auth::{self, AnswerError, Link, PeerAuth, NONCE_BYTES};
 use memdi_core::wire::{
     decode, encode_frame, ErrorCode, FrameDecoder, Response, ServerMessage, FRAME_HEADER_BYTES,
 };
@@ -76,13 +76,7 @@ pub async fn challenge<B: AsRef<[u8]> + AsMut<[u8]>>(
     let ours = nonce()?;
     send(stream, &PeerAuth::Challenge { nonce: ours }).await?;
     let payload = next_frame(stream, decoder).await?;
-    let proven = match decode::<PeerAuth>(&payload) {
-        Ok(PeerAuth::Proof { mac, nonce }) => {
-            mac_matches(&dialer_mac(secret.expose(), link, &ours), &mac).then_some(nonce)
-        }
-        _ => None,
-    };
-    let Some(theirs) = proven else {
+    let Some(confirm) = peer_auth::check_proof(secret.expose(), link, &ours, &payload) else {
         let refusal = error_frame(
             0,
             ErrorCode::Unauthorized,
@@ -91,8 +85,7 @@ pub async fn challenge<B: AsRef<[u8]> + AsMut<[u8]>>(
         let _ = stream.write_all(&refusal).await;
         return Err("it did not prove the cluster secret (it has another one, or none)".into());
     };
-    let mac = acceptor_mac(secret.expose(), link, &theirs);
-    send(stream, &PeerAuth::Confirm { mac }).await
+    send(stream, &confirm).await
 }
 
 /// Dialer: answers the acceptor's challenge on `link` and checks the acceptor's own proof.
@@ -103,29 +96,21 @@ pub async fn answer<B: AsRef<[u8]> + AsMut<[u8]>>(
     link: Link,
 ) -> Result<(), String> {
     let payload = next_frame(stream, decoder).await?;
-    let challenge = match decode::<PeerAuth>(&payload) {
-        Ok(PeerAuth::Challenge { nonce }) => nonce,
-        _ => {
-            return Err(refusal(&payload).unwrap_or_else(|| {
-                "it asked for no cluster secret: it has none (give every node the same --cluster-secret)"
-                    .into()
-            }))
-        }
-    };
     let ours = nonce()?;
-    let mac = dialer_mac(secret.expose(), link, &challenge);
-    send(stream, &PeerAuth::Proof { mac, nonce: ours }).await?;
+    let Ok(proof) = peer_auth::answer_challenge(secret.expose(), link, &payload, ours) else {
+        return Err(refusal(&payload).unwrap_or_else(|| {
+            "it asked for no cluster secret: it has none (give every node the same --cluster-secret)"
+                .into()
+        }));
+    };
+    send(stream, &proof).await?;
     let payload = next_frame(stream, decoder).await?;
-    match decode::<PeerAuth>(&payload) {
-        Ok(PeerAuth::Confirm { mac })
-            if mac_matches(&acceptor_mac(secret.expose(), link, &ours), &mac) =>
-        {
-            Ok(())
-        }
-        Ok(PeerAuth::Confirm { .. }) => {
+    match peer_auth::check_confirm(secret.expose(), link, &ours, &payload) {
+        Ok(()) => Ok(()),
+        Err(AnswerError::WrongConfirm) => {
             Err("its proof of the cluster secret is wrong: it does not share ours".into())
         }
-        _ => Err(refusal(&payload).unwrap_or_else(|| "unexpected answer to our proof".into())),
+        Err(_) => Err(refusal(&payload).unwrap_or_else(|| "unexpected answer to our proof".into())),
     }
 }
 
