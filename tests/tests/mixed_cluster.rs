@@ -431,26 +431,36 @@ fn can_run() -> bool {
     able
 }
 
-#[test]
-fn an_embedded_node_is_a_full_member_of_a_cluster_of_servers() {
+/// The set-up both tests share, nothing started: a temporary directory, the namespace
+/// (named after `test`), two servers and the embedded node as the three voters. `None` if
+/// this machine cannot run it (see `can_run`). The binaries are built first, before the
+/// clock of any wait starts.
+fn three_voters(test: &str) -> Option<(tempfile::TempDir, Namespace, [Node; 2], Node)> {
     if !can_run() {
-        return;
+        return None;
     }
-    // Built before the clock of any wait starts.
     process::server_binary();
     process::cli_binary();
     process::embedded_binary();
     let dir = tempfile::Builder::new()
-        .prefix("memdi-mixed-")
+        .prefix(&format!("memdi-{test}-"))
         .tempdir()
         .expect("temporary directory");
-    let namespace = Namespace::create("mixed");
+    let namespace = Namespace::create(test);
     let cluster = format!("1={SERVER_IP}:7380,2={SERVER_IP}:7382,{EMBEDDED_ID}={EMBEDDED_IP}:7380");
-    let mut servers = [
+    let servers = [
         Node::server(1, dir.path(), &cluster),
         Node::server(2, dir.path(), &cluster),
     ];
-    let mut embedded = Node::embedded(dir.path(), &cluster);
+    let embedded = Node::embedded(dir.path(), &cluster);
+    Some((dir, namespace, servers, embedded))
+}
+
+#[test]
+fn an_embedded_node_is_a_full_member_of_a_cluster_of_servers() {
+    let Some((_dir, namespace, mut servers, mut embedded)) = three_voters("mixed") else {
+        return;
+    };
     let mut written: BTreeMap<String, String> = BTreeMap::new();
 
     // 1. The servers start alone (two of three voters: a majority), take writes and
@@ -601,24 +611,10 @@ fn an_embedded_node_is_a_full_member_of_a_cluster_of_servers() {
 /// the cluster; restarted with another secret, the servers refuse it and it takes no part.
 #[test]
 fn an_embedded_node_proves_the_cluster_secret_and_one_without_it_is_kept_out() {
-    if !can_run() {
+    let Some((_dir, namespace, mut servers, mut embedded)) = three_voters("secret") else {
         return;
-    }
-    process::server_binary();
-    process::cli_binary();
-    process::embedded_binary();
-    let dir = tempfile::Builder::new()
-        .prefix("memdi-secret-")
-        .tempdir()
-        .expect("temporary directory");
-    let namespace = Namespace::create("secret");
-    let cluster = format!("1={SERVER_IP}:7380,2={SERVER_IP}:7382,{EMBEDDED_ID}={EMBEDDED_IP}:7380");
+    };
     let secret = ["--cluster-secret".to_string(), "mixed-secret".to_string()];
-    let mut servers = [
-        Node::server(1, dir.path(), &cluster),
-        Node::server(2, dir.path(), &cluster),
-    ];
-    let mut embedded = Node::embedded(dir.path(), &cluster);
     for node in servers.iter_mut().chain([&mut embedded]) {
         node.args.extend(secret.iter().cloned());
         node.start(&namespace);
