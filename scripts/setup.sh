@@ -3,6 +3,7 @@
 #
 # - Debian's rustc-web, cargo-web, rust-web-src, binutils-arm-none-eabi (thumbv6m check),
 # - cargo-fuzz (fuzzing, with the rustup nightly toolchain),
+# - iptables (the fault test cuts links between network namespaces with DROP rules),
 # - Debian's redis-server and redis-tools, and redis-py from PyPI (the RESP tests drive
 #   memdi with redis-cli, redis-benchmark and redis-py; bench/compare-redis.sh runs
 #   redis-server),
@@ -21,6 +22,11 @@ if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/
     ! command -v redis-server >/dev/null 2>&1; then
     log "setup: installing redis-server and redis-tools (apt-get)"
     apt_install redis-server redis-tools || ok=0
+fi
+
+if ! command -v iptables-restore >/dev/null 2>&1; then
+    log "setup: installing iptables (apt-get), for the fault test's partitions"
+    apt_install iptables || ok=0
 fi
 
 if ! python3 -c 'import redis' >/dev/null 2>&1; then
