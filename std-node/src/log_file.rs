@@ -77,7 +77,7 @@ pub fn recover(path: &Path) -> Result<Recovered, RecoverError> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Recovered::default()),
         Err(error) => return Err(io_error(error)),
     };
-    let (records, whole_bytes) = parse(path, &bytes)?;
+    let (records, whole_bytes) = parse_records(path, &bytes)?;
     let mut recovered = Recovered {
         records,
         truncated: None,
@@ -100,8 +100,10 @@ pub fn recover(path: &Path) -> Result<Recovered, RecoverError> {
     Ok(recovered)
 }
 
-/// The whole records at the front of `bytes` and where they end.
-fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Vec<u8>>, usize), RecoverError> {
+/// The payloads of the whole records at the front of `bytes` (a log file's contents) and
+/// where they end; what follows them is a torn tail. `path` only names the file in errors.
+/// Public for the fuzz target (core/fuzz/fuzz_targets/log_records.rs).
+pub fn parse_records(path: &Path, bytes: &[u8]) -> Result<(Vec<Vec<u8>>, usize), RecoverError> {
     let mut records = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= RECORD_HEADER_BYTES {
