@@ -12,6 +12,8 @@
 
 #[path = "cluster/crash_loop.rs"]
 mod crash_loop;
+#[path = "cluster/disk_full.rs"]
+mod disk_full;
 #[path = "cluster/observability.rs"]
 mod observability;
 #[path = "cluster/persistence.rs"]
