@@ -948,8 +948,24 @@ impl NodeTask {
     }
 
     /// The disk can no longer keep what the core asks: stop the node.
+    /// The log cannot be written: nothing more can be acknowledged, so the node stops. Every
+    /// client connection is told why before it closes (an error with request id 0, which the
+    /// client library gives to each request still waiting on the connection: their outcome
+    /// is unknown, as the answers held for the disk are never sent). RESP connections ignore
+    /// the frame and just close.
     fn fail_disk(&mut self, error: String) {
         tracing::error!("{error}; this node stops");
+        let farewell = error_frame(
+            0,
+            ErrorCode::Internal,
+            &format!(
+                "this node cannot write its log and stops ({error}); the outcome of requests in flight is unknown"
+            ),
+        );
+        for link in self.clients.values() {
+            let _ = link.replies.try_send(Outbound::Frames(farewell.clone()));
+            let _ = link.replies.try_send(Outbound::Close);
+        }
         self.disk.mark_failed();
         if self.disk_failed.is_none() {
             self.disk_failed = Some(error);

@@ -3,8 +3,9 @@
 //! disk_full`); needs root (it mounts the tmpfs, and unmounts it at the end).
 //!
 //! What memdi-server promises when its log cannot be written (std-node's disk writer): it
-//! acknowledges nothing it has not written, says which file failed and why, and stops; the
-//! other members go on without it. This test holds it to that: with `--fsync always
+//! acknowledges nothing it has not written, says which file failed and why (in its log, and
+//! to each native client, whose waiting requests get an `Internal` error with an unknown
+//! outcome), and stops; the other members go on without it. This test holds it to that: with `--fsync always
 //! --durability disk`, every write acknowledged before the disk filled is there after the
 //! disk is grown and the node restarted. (Redis, with `appendfsync always`, also exits on an
 //! AOF write error; refusing writes with an error while serving reads, as Redis's `MISCONF`
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use memdi_core::wire::ErrorCode;
 use memdi_node::client::{Client, ClientOptions, SetOptions};
 
 use super::process::Server;
@@ -106,6 +108,11 @@ async fn a_full_disk_stops_the_node_and_loses_no_acknowledged_write() {
         }
     }
     let refusal = refusal.expect("1000 writes of 8 KiB fitted in 1 MiB");
+    assert!(
+        refusal.code() == Some(ErrorCode::Internal)
+            && refusal.to_string().contains("No space left on device"),
+        "the client was not told why: {refusal}"
+    );
     assert!(
         acknowledged.len() > 10,
         "only {} writes before the disk was full",
