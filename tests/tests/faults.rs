@@ -115,10 +115,13 @@ fn fault_run(count: usize) {
     );
     eprintln!("fault run: {count} nodes, {secs} s of faults, seed {seed}\nreplay: {replay}");
     process::server_binary();
+    // Kept if the run fails in any way (a panic included), removed at the end of a pass.
     let dir = tempfile::Builder::new()
         .prefix(&format!("memdi-faults-{count}n-{seed}-"))
         .tempdir()
-        .expect("creating a temporary directory");
+        .expect("creating a temporary directory")
+        .keep();
+    eprintln!("fault run: node logs in {}", dir.display());
 
     let network = Network::create(count);
     network.apply(&Cuts::default());
@@ -132,7 +135,7 @@ fn fault_run(count: usize) {
         .expect("building a tokio runtime");
     let spec = nodes::cluster_spec(count);
     let mut slots: Vec<Slot> = (0..count)
-        .map(|index| Slot::new(&network, index, index as u64 + 1, &spec, dir.path()))
+        .map(|index| Slot::new(&network, index, index as u64 + 1, &spec, dir.as_path()))
         .collect();
     for slot in &mut slots {
         slot.start();
@@ -175,6 +178,16 @@ fn fault_run(count: usize) {
     });
 
     let mut failures: Vec<String> = Vec::new();
+    for slot in &mut slots {
+        if let Some(status) = slot.exited() {
+            failures.push(format!(
+                "node {} (slot {}) exited by itself ({status}); its log: {}",
+                slot.node_id,
+                slot.index,
+                slot.log_path().display()
+            ));
+        }
+    }
     let final_values = final_reads(&runtime, &shared, &mut failures);
     let lost = leader_writes_lost(&runtime, &shared, &mut failures);
     if failures.is_empty() {
@@ -226,26 +239,26 @@ fn fault_run(count: usize) {
     );
 
     std::fs::write(
-        dir.path().join("history.txt"),
+        dir.as_path().join("history.txt"),
         report::history_text(&history),
     )
     .expect("writing the history");
-    std::fs::write(dir.path().join("timeline.txt"), &timeline).expect("writing the timeline");
+    std::fs::write(dir.as_path().join("timeline.txt"), &timeline).expect("writing the timeline");
     std::fs::write(
-        dir.path().join("faults.txt"),
+        dir.as_path().join("faults.txt"),
         report::faults_text(&events, &recovery),
     )
     .expect("writing the faults");
     drop(slots);
     drop(network);
     if !failures.is_empty() {
-        let kept = dir.keep();
         panic!(
             "fault run failed (seed {seed}):\n{}\n\nhistory, fault timeline and node logs kept in {}\nreplay: {replay}",
             failures.join("\n"),
-            kept.display()
+            dir.display()
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Waits (bounded) until a `quorum` write succeeds through slot 0: the cluster has a leader.
@@ -398,7 +411,9 @@ fn leader_writes_lost(
     losses
 }
 
-/// Waits (up to 30 s) until every node's own store holds each key's final value and version.
+/// Waits (up to 30 s) until every node's own store holds each key's value and version as a
+/// linearizable read gives it (usually the final read's; a write whose outcome was unknown
+/// may still land after it, and the stores must then agree on that).
 fn converge(
     runtime: &tokio::runtime::Runtime,
     count: usize,
@@ -413,20 +428,9 @@ fn converge(
             while !pending.is_empty() {
                 let mut still = Vec::new();
                 for key in pending {
-                    let request = Request::Get {
-                        key,
-                        read: ReadConsistency::Stale,
-                    };
-                    let held = match clients.get(slot).await {
-                        Ok(client) => match perform(client, &request).await {
-                            Answer::Reply(Reply::Value(value)) => {
-                                Some(value.map(|value| (value.value, value.version)))
-                            }
-                            _ => None,
-                        },
-                        Err(_) => None,
-                    };
-                    if held.as_ref() != Some(&finals[key]) {
+                    let now = read(&mut clients, (slot + 1) % count, key, true).await;
+                    let held = read(&mut clients, slot, key, false).await;
+                    if now.is_none() || held != now {
                         still.push(key);
                     }
                 }
@@ -445,4 +449,24 @@ fn converge(
             }
         }
     });
+}
+
+/// A read of `key` through `slot` (linearizable or from its own store): the value and version,
+/// or `None` if it did not answer.
+async fn read(
+    clients: &mut Clients,
+    slot: usize,
+    key: &[u8],
+    linearizable: bool,
+) -> Option<Option<(Vec<u8>, u64)>> {
+    let read = if linearizable {
+        ReadConsistency::Linearizable
+    } else {
+        ReadConsistency::Stale
+    };
+    let client = clients.get(slot).await.ok()?;
+    match perform(client, &Request::Get { key, read }).await {
+        Answer::Reply(Reply::Value(value)) => Some(value.map(|value| (value.value, value.version))),
+        _ => None,
+    }
 }

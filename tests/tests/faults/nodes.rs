@@ -109,6 +109,11 @@ impl Slot {
         self.paused = false;
     }
 
+    /// The exit status, if the process ended by itself (it should run until the test ends).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// SIGSTOP: the process keeps its sockets but answers nothing, like a long GC pause.
     pub fn pause(&mut self) {
         if self.child.is_some() && !self.paused {
