@@ -338,6 +338,7 @@ fn golden_requests() {
         Request::Auth { password: b"pw" },
         "16 02 70 77"
     );
+    golden!(g, Request<'_>, Request::Info, "17");
     g.finish();
 }
 
@@ -451,6 +452,12 @@ fn golden_responses() {
         "0d ac 02 01 00"
     );
     golden!(g, Response<'_>, Response::Authenticated, "0e");
+    golden!(
+        g,
+        Response<'_>,
+        Response::Info("role:leader"),
+        "0f 0b 72 6f 6c 65 3a 6c 65 61 64 65 72"
+    );
     g.finish();
 }
 

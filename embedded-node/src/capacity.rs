@@ -56,6 +56,11 @@ pub const UNDO_BYTES: usize = 2 * 1024;
 pub const MAX_FRAME_BYTES: usize = 1024;
 /// A frame with its 4-byte length header.
 pub const FRAME_BUFFER_BYTES: usize = MAX_FRAME_BYTES + memdi_core::wire::FRAME_HEADER_BYTES;
+
+/// Bytes of the `Info` answer's text (built on the stack): its labels take about 190, and
+/// each of its 8 numbers at most 20 digits; it fits a frame with room to spare.
+pub const INFO_TEXT_BYTES: usize = 384;
+const _: () = assert!(INFO_TEXT_BYTES + 64 < MAX_FRAME_BYTES);
 /// Most entry bytes in one `Append` this node sends as leader.
 pub const MAX_APPEND_BYTES: usize = MAX_FRAME_BYTES - memdi_core::wire::PEER_ENVELOPE_BYTES;
 /// The buffer every `handle_*` and `poll_*` call writes into: a frame, and the same again

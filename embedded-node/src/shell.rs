@@ -271,12 +271,49 @@ impl Shell {
                 self.slots[slot].waiting = Waiting::Idle;
                 ClientStep::Send { len, close: false }
             }
+            ClientAction::Info { request_id } => {
+                let text = self.info_text();
+                let message = ServerMessage {
+                    request_id,
+                    response: Response::Info(&text),
+                };
+                let len = encode_frame(&message, out).unwrap_or(0);
+                self.slots[slot].waiting = Waiting::Idle;
+                ClientStep::Send { len, close: false }
+            }
         };
         if matches!(step, ClientStep::Wait | ClientStep::Keep) {
             self.slots[slot].lent = Some(core::mem::take(out));
         }
         self.drain(wakers);
         step
+    }
+
+    /// The `Info` answer: what the core knows, in the layout memdi-server uses (a board has
+    /// no process, files or uptime worth reporting, and its frames are small).
+    fn info_text(&self) -> heapless::String<INFO_TEXT_BYTES> {
+        use core::fmt::Write;
+        let node = &self.node;
+        let role = match node.role() {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            _ => "candidate",
+        };
+        let mut text = heapless::String::new();
+        // The fields fit INFO_TEXT_BYTES whatever their values (20 digits at most each).
+        let _ = write!(
+            text,
+            "# Server\r\nnode_id:{}\r\nnode_kind:embedded\r\n\r\n# Keyspace\r\nkeys:{}\r\nused_memory:{}\r\n\r\n# Replication\r\nrole:{role}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\napplied_index:{}\r\nlog_last_index:{}\r\n",
+            node.id().0,
+            node.store().len(),
+            node.store().used_bytes(),
+            node.term(),
+            node.leader_id().map_or(0, |id| id.0),
+            node.commit_index(),
+            node.applied_index(),
+            node.log().last_index(),
+        );
+        text
     }
 
     /// A frame from peer `from` on its incoming connection.

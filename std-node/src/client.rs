@@ -118,6 +118,8 @@ pub enum Reply {
     MembershipChanged(u64, Box<Membership>),
     /// `Authenticated` (an `Auth` sent again on a connection that gave the password).
     Authenticated,
+    /// `Info`: the node's statistics text.
+    Info(String),
 }
 
 /// A node's answer to `CLUSTER STATUS`, owned (the wire's `ClusterStatus` borrows).
@@ -422,6 +424,7 @@ fn to_reply(response: Response<'_>) -> Result<Reply, ClientError> {
     Ok(match response {
         Response::HelloAck(_) => Reply::HelloAck,
         Response::Authenticated => Reply::Authenticated,
+        Response::Info(text) => Reply::Info(text.to_owned()),
         Response::Pong => Reply::Pong,
         Response::Value(value) => Reply::Value(value.map(|v| Value {
             value: v.value.to_vec(),
@@ -751,6 +754,14 @@ impl Client {
         };
         match self.request(&request).await? {
             Reply::MembershipChanged(index, membership) => Ok((index, membership)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The node's statistics, as INFO-style text (`# Section`, then `key:value` lines).
+    pub async fn info(&self) -> Result<String, ClientError> {
+        match self.request(&Request::Info).await? {
+            Reply::Info(text) => Ok(text),
             other => Err(unexpected(other)),
         }
     }

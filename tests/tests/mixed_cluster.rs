@@ -524,6 +524,18 @@ fn an_embedded_node_is_a_full_member_of_a_cluster_of_servers() {
     );
     wait_for_keys(&namespace, &embedded, &written);
 
+    // The native `Info` request, answered by the board's shell: its id, role and leader.
+    let (code, info) = node_cli(&namespace, &embedded, &["info"]);
+    assert_eq!(code, 0, "memdi info on the embedded node failed: {info}");
+    for line in [
+        format!("node_id:{EMBEDDED_ID}"),
+        "node_kind:embedded".into(),
+        "role:follower".into(),
+        format!("leader_id:{leader}"),
+    ] {
+        assert!(info.lines().any(|l| l == line), "no {line:?} in:\n{info}");
+    }
+
     // The embedded node's password: refused without it and with a wrong one.
     for password in [None, Some("wrong")] {
         let mut args = vec!["get", "from-server", "--addr", &embedded.client_addr];

@@ -74,6 +74,13 @@ pub enum ClientAction {
         /// The request's id, for the answer.
         request_id: u32,
     },
+    /// The client asked for the node's statistics (`Request::Info`): answer `request_id`
+    /// with `Response::Info`. The shell knows what the core does not (memory, connections,
+    /// files, uptime), so it writes the text.
+    Info {
+        /// The request's id, for the answer.
+        request_id: u32,
+    },
 }
 
 /// What executing a request came to.
@@ -245,6 +252,11 @@ where
                 let status = self.cluster_status(now_ms, &mut scratch);
                 let len = self.reply(reply_to, &Response::ClusterStatus(status), out);
                 return ClientAction::Reply { len, close: false };
+            }
+            Request::Info => {
+                return ClientAction::Info {
+                    request_id: message.request_id,
+                };
             }
             Request::Save if self.config.persistent => {
                 return ClientAction::Save {

@@ -220,6 +220,11 @@ pub enum Request<'a> {
         #[serde(borrow)]
         password: &'a [u8],
     },
+    /// The node's statistics as text, in Redis's INFO layout (`# Section` headers and
+    /// `key:value` lines): role, term, leader, keys, memory, log, snapshots, replication lag
+    /// per follower, counters. Answered by `Info`, from the node asked (never forwarded). The
+    /// text is for people and scripts; its lines may grow between versions.
+    Info,
 }
 
 /// A node's answer to one [`Request`].
@@ -276,6 +281,8 @@ pub enum Response<'a> {
     },
     /// Answer to `Auth`: the password is right and every request is served from now on.
     Authenticated,
+    /// Answer to `Info`: the statistics text.
+    Info(#[serde(borrow)] &'a str),
 }
 
 /// A stored value as returned by a read, borrowed from the response frame.

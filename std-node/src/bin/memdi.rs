@@ -139,6 +139,9 @@ enum Command {
     },
     /// Print the number of keys.
     Dbsize,
+    /// Print the node's statistics (INFO-style: role, term, leader, keys, memory, log,
+    /// snapshots, lag per follower, counters).
+    Info,
     /// Make the node write a snapshot now (it also starts a new log); returns once the file
     /// is renamed and fsynced.
     Save,
@@ -324,6 +327,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Dbsize => println!("{}", client.dbsize().await?),
+        Command::Info => print!("{}", client.info().await?.replace("\r\n", "\n")),
         Command::Save => {
             let report = client.save().await?;
             println!(

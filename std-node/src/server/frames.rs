@@ -31,6 +31,18 @@ pub fn authenticated_frame(request_id: u32) -> Vec<u8> {
     out
 }
 
+/// The answer to `Info`.
+pub fn info_frame(request_id: u32, text: &str) -> Vec<u8> {
+    let message = ServerMessage {
+        request_id,
+        response: Response::Info(text),
+    };
+    let mut out = vec![0; FRAME_HEADER_BYTES + 16 + text.len()];
+    let len = encode_frame(&message, &mut out).expect("an Info frame fits its buffer");
+    out.truncate(len);
+    out
+}
+
 /// An error reply frame for request `request_id` (0 when the request was never read).
 pub fn error_frame(request_id: u32, code: ErrorCode, detail: &str) -> Vec<u8> {
     let message = ServerMessage {

@@ -10,6 +10,7 @@ mod client_conn;
 mod disk_link;
 pub mod disk_writer;
 mod frames;
+mod info;
 mod join;
 pub mod metrics;
 mod node_task;
@@ -328,17 +329,17 @@ impl Prepared {
             ));
             tracing::info!("serving Redis clients (RESP2) on {resp_addr}");
         }
+        let facts = Arc::new(metrics::MetricsFacts {
+            node_id: config.node_id,
+            started: std::time::Instant::now(),
+            max_keys: config.store_limits.max_keys,
+            max_total_bytes: config.store_limits.max_total_bytes,
+        });
         if let (Some(listener), Some(addr)) = (metrics_listener, config.metrics_addr) {
-            let facts = metrics::MetricsFacts {
-                node_id: config.node_id,
-                started: std::time::Instant::now(),
-                max_keys: config.store_limits.max_keys,
-                max_total_bytes: config.store_limits.max_total_bytes,
-            };
             tasks.spawn(metrics::accept_loop(
                 listener,
                 inputs.clone(),
-                Arc::new(facts),
+                facts.clone(),
                 shutdown.clone(),
                 tasks.clone(),
             ));
@@ -366,6 +367,7 @@ impl Prepared {
             clients: HashMap::new(),
             client_out: HashMap::new(),
             held: HashMap::new(),
+            facts,
             checkpoint_in_flight: None,
             disk_failed: None,
             store_replaced_checkpoint: None,

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 pub use super::disk_link::DiskLink;
 use super::disk_link::{CheckpointError, Dest};
 use super::disk_writer::DiskReport;
-use super::frames::{error_frame, saved_frame};
+use super::frames::{error_frame, info_frame, saved_frame};
 use super::{CoreNode, ServerError};
 use crate::clock::Clock;
 use crate::resp::NodeStatus;
@@ -289,6 +289,8 @@ pub struct NodeTask {
     /// Replies for each client gathered in this turn, sent as one message at its end.
     pub(super) client_out: HashMap<ConnId, Vec<u8>>,
     pub(super) held: HashMap<Ticket, Held>,
+    /// What `Info` and `/metrics` report besides the node's state.
+    pub(super) facts: Arc<super::metrics::MetricsFacts>,
     /// The checkpoint being written, if any (one at a time).
     pub(super) checkpoint_in_flight: Option<u64>,
     /// Set when the disk writer failed: the node stops.
@@ -1009,6 +1011,10 @@ impl NodeTask {
                 );
             }
             ClientAction::Save { request_id } => self.save(conn, request_id),
+            ClientAction::Info { request_id } => {
+                let text = super::info::info_text(&self.facts, &self.status(), self.clients.len());
+                self.send_client(conn, info_frame(request_id, &text));
+            }
         }
     }
 

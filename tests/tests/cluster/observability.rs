@@ -144,3 +144,81 @@ async fn json_logs_are_one_object_per_line() {
         "{messages:?}"
     );
 }
+
+/// The `key:value` fields of an INFO text (section headers and blank lines skipped).
+fn info_fields(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("not key:value: {line:?}"));
+            (key.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+/// The native `Info` request: the leader reports itself, its term, every follower with its
+/// lag, the keys it holds and counters that move with requests; a follower names the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_info_reports_roles_lag_keys_and_moving_counters() {
+    let dir = temp_dir();
+    let mut nodes = super::process::cluster_of(dir.path(), 3, |_| Vec::new());
+    for node in &mut nodes {
+        node.start();
+    }
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(node.client().await);
+    }
+    // Bounded: an election takes well under the 20 s allowed.
+    let (leader, before) = super::eventually(Duration::from_secs(20), "a leader", || async {
+        for (index, client) in clients.iter().enumerate() {
+            let fields = info_fields(&client.info().await.ok()?);
+            if fields["role"] == "leader" {
+                return Some((index, fields));
+            }
+        }
+        None
+    })
+    .await;
+    let quorum = SetOptions {
+        ack: Some(memdi_core::wire::AckLevel::Quorum),
+        ..SetOptions::default()
+    };
+    for i in 0..10 {
+        let key = format!("k{i}");
+        clients[leader]
+            .set(key.as_bytes(), b"v", quorum)
+            .await
+            .unwrap();
+    }
+    let after = info_fields(&clients[leader].info().await.unwrap());
+    let number = |fields: &std::collections::HashMap<String, String>, key: &str| -> u64 {
+        fields[key]
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}: {:?}", fields[key]))
+    };
+    assert_eq!(number(&after, "keys"), 10, "{after:?}");
+    assert_eq!(number(&after, "node_id"), nodes[leader].node_id);
+    assert_eq!(number(&after, "followers"), 2, "{after:?}");
+    for node in nodes
+        .iter()
+        .filter(|node| node.node_id != nodes[leader].node_id)
+    {
+        let line = &after[&format!("follower_{}", node.node_id)];
+        assert!(line.starts_with("match_index="), "{line}");
+    }
+    assert!(
+        number(&after, "client_requests") >= number(&before, "client_requests") + 10,
+        "{before:?} -> {after:?}"
+    );
+    assert!(number(&after, "commit_index") >= number(&before, "commit_index") + 10);
+    assert!(number(&after, "used_memory") > number(&before, "used_memory"));
+    let follower = (leader + 1) % 3;
+    let seen = info_fields(&clients[follower].info().await.unwrap());
+    assert_eq!(seen["role"], "follower", "{seen:?}");
+    assert_eq!(number(&seen, "leader_id"), nodes[leader].node_id);
+    assert_eq!(number(&seen, "term"), number(&after, "term"));
+}

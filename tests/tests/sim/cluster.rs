@@ -337,8 +337,8 @@ impl Cluster {
                     },
                 );
             }
-            ClientAction::Save { .. } => {
-                unreachable!("the simulated clients never send SAVE")
+            ClientAction::Save { .. } | ClientAction::Info { .. } => {
+                unreachable!("the simulated clients never send SAVE or INFO")
             }
         }
     }
