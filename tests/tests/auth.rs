@@ -162,6 +162,14 @@ async fn native_clients_must_give_the_password() {
         server_code(stranger.ping().await),
         Some(ErrorCode::AuthRequired)
     );
+    assert_eq!(
+        server_code(stranger.info().await),
+        Some(ErrorCode::AuthRequired)
+    );
+    // INFO, to a client that gave the password, never shows it.
+    let info = client.info().await.expect("INFO after the password");
+    assert!(info.contains("role:leader"), "{info}");
+    assert!(!info.contains(PASSWORD), "INFO shows the password:\n{info}");
     // A wrong password: refused at connection.
     let wrong = Client::connect_with(&server.client_addr(), options(Some(WRONG))).await;
     assert_eq!(server_code(wrong), Some(ErrorCode::WrongPassword));
