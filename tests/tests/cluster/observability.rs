@@ -222,3 +222,75 @@ async fn native_info_reports_roles_lag_keys_and_moving_counters() {
     assert_eq!(number(&seen, "leader_id"), nodes[leader].node_id);
     assert_eq!(number(&seen, "term"), number(&after, "term"));
 }
+
+/// Neither `/metrics` nor INFO (native or RESP) nor the log ever shows the client password
+/// or the cluster secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_or_secret_in_metrics_info_or_logs() {
+    const PASSWORD: &str = "pa55-in-metrics?";
+    const SECRET: &str = "s3cret-in-metrics?";
+    let dir = temp_dir();
+    let port = free_port();
+    let resp_port = free_port();
+    let metrics_address = format!("127.0.0.1:{port}");
+    let resp_address = format!("127.0.0.1:{resp_port}");
+    let mut server = Server::new(
+        1,
+        dir.path().join("n1"),
+        &[
+            "--metrics-addr",
+            &metrics_address,
+            "--resp-addr",
+            &resp_address,
+            "--requirepass",
+            PASSWORD,
+            "--cluster-secret",
+            SECRET,
+        ],
+    );
+    server.rust_log = "debug".into();
+    server.start();
+    let options = memdi_node::client::ClientOptions {
+        password: Some(memdi_node::secret::Password::new(PASSWORD)),
+        ..memdi_node::client::ClientOptions::default()
+    };
+    let client = super::eventually(Duration::from_secs(15), "the node", || async {
+        memdi_node::client::Client::connect_with(&server.client_addr(), options.clone())
+            .await
+            .ok()
+    })
+    .await;
+    client.set(b"k", b"v", SetOptions::default()).await.unwrap();
+    let info = client.info().await.unwrap();
+    let (_, metrics) = tokio::task::spawn_blocking(move || {
+        http(port, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+    })
+    .await
+    .unwrap();
+    let resp_info = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", resp_port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let request = format!("AUTH {PASSWORD}\r\nINFO\r\nQUIT\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(resp_info.contains("role:master"), "{resp_info}");
+    assert!(server.stop().success(), "{}", server.log());
+    let log = server.log();
+    for (what, text) in [
+        ("native INFO", &info),
+        ("/metrics", &metrics),
+        ("RESP INFO", &resp_info),
+        ("the log", &log),
+    ] {
+        for secret in [PASSWORD, SECRET] {
+            assert!(!text.contains(secret), "{what} shows {secret:?}:\n{text}");
+        }
+    }
+}
