@@ -132,6 +132,16 @@ pub struct ServerArgs {
     /// that restarts keeps its membership from its data directory.
     #[arg(long, value_name = "HOST:PORT")]
     pub join: Option<String>,
+    /// This node lost its data directory (a failed disk, a replaced machine) and must not
+    /// vote until it has caught up: it asks a majority of the voters for their terms, votes
+    /// only in later terms, and follows the leader until it holds everything committed
+    /// (docs/protocol.md 4.10). Give it with --cluster naming at least three voters and an
+    /// empty --data-dir; a marker file in the directory keeps the node recovering across
+    /// restarts until it has recovered and saved a snapshot. Not in the TOML file: it is
+    /// for one start.
+    #[arg(long)]
+    #[serde(skip)]
+    pub recover: bool,
     /// Directory for the snapshot and the append-only log [default: ./memdi-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -235,6 +245,8 @@ pub struct ServerConfig {
     pub client_output_limit_bytes: usize,
     /// A member's peer address to ask for this node to be added (`--join`).
     pub join: Option<String>,
+    /// `--recover`: this node lost its data and recovers before it votes.
+    pub recover: bool,
     /// Where Redis clients connect (RESP2), if anywhere.
     pub resp_addr: Option<SocketAddr>,
     /// Where Prometheus scrapes `/metrics`, if anywhere.
@@ -300,6 +312,7 @@ impl ServerArgs {
             metrics_addr: self.metrics_addr.or(other.metrics_addr),
             cluster: self.cluster.or(other.cluster),
             join: self.join.or(other.join),
+            recover: self.recover || other.recover,
             data_dir: self.data_dir.or(other.data_dir),
             ack: self.ack.or(other.ack),
             durability: self.durability.or(other.durability),
@@ -404,6 +417,12 @@ impl ServerArgs {
                 format!("it must include this node (--node-id {})", node_id.0),
             ));
         }
+        if self.recover && (self.join.is_some() || voters.len() < 3) {
+            return Err(invalid(
+                "--recover",
+                "it needs --cluster naming at least three voters: a recovering node must hear from a majority of the others before it votes again (with two voters the other could never be elected without it). A node that joined with --join and lost its data must be removed (memdi cluster leave ID) and added again with an empty data directory",
+            ));
+        }
         if voters.len() > memdi_core::cluster::MAX_MEMBERS {
             return Err(invalid(
                 "--cluster",
@@ -441,6 +460,7 @@ impl ServerArgs {
             idle_timeout_ms: self.idle_timeout_secs.unwrap_or(300).saturating_mul(1000),
             client_output_limit_bytes,
             join: self.join,
+            recover: self.recover,
             resp_addr: self.resp_addr,
             metrics_addr: self.metrics_addr,
             log_format: self.log_format.unwrap_or_default(),

@@ -20,6 +20,8 @@ mod observability;
 mod persistence;
 #[allow(dead_code)] // shared with the RESP and auth tests, which use other parts of it
 mod process;
+#[path = "cluster/recover.rs"]
+mod recover;
 #[path = "cluster/secrets.rs"]
 mod secrets;
 

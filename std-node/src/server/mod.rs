@@ -20,6 +20,7 @@ mod peer_secret;
 mod peer_set;
 #[cfg(test)]
 mod persist_tests;
+pub mod recovery_marker;
 mod resp_conn;
 pub mod restore;
 
@@ -75,6 +76,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// `--recover` (or its marker) could not be honoured.
+    #[error(transparent)]
+    Recover(#[from] recovery_marker::RecoverError),
     /// The disk writer failed: what the node acknowledged after it may not be on disk.
     #[error("{0}")]
     Disk(String),
@@ -137,6 +141,9 @@ pub struct Prepared {
     log_bytes: u64,
     clock: Clock,
     sizes: Sizes,
+    /// Started recovering (`--recover`, or its marker): the node task removes the marker
+    /// once the node has recovered and saved a snapshot.
+    recovering: bool,
 }
 
 impl Prepared {
@@ -179,8 +186,32 @@ impl Prepared {
         node_config.max_append_bytes = sizes.max_append_bytes;
         node_config.max_frame_bytes = sizes.max_frame_bytes;
         let clock = Clock::start();
-        let mut restored =
-            restore::restore(&config.data_dir, store, log, node_config, clock.now_ms())?;
+        let recovering = recovery_marker::prepare(&config.data_dir, config.recover)?;
+        let mut restored = if recovering {
+            if config.voters.len() < 3 {
+                return Err(ServerError::Recover(
+                    recovery_marker::RecoverError::TooFewVoters {
+                        path: recovery_marker::marker_path(&config.data_dir),
+                    },
+                ));
+            }
+            tracing::warn!(
+                "recovering after a loss of state ({} is in the data directory): this node votes again once a majority of the voters has told it their terms and it holds what the leader committed",
+                recovery_marker::MARKER_FILE
+            );
+            restore::Restored {
+                node: Box::new(CoreNode::restarted_without_state(
+                    node_config,
+                    store,
+                    log,
+                    clock.now_ms(),
+                )),
+                log_base_index: 0,
+                log_bytes: 0,
+            }
+        } else {
+            restore::restore(&config.data_dir, store, log, node_config, clock.now_ms())?
+        };
         restored.node.set_undo_memory(vec![0; UNDO_BYTES]);
         if config.join.is_some()
             && join::JoinPlan::for_node(config.node_id, restored.node.membership())
@@ -195,6 +226,7 @@ impl Prepared {
             log_bytes: restored.log_bytes,
             clock,
             sizes,
+            recovering,
         })
     }
 
@@ -209,6 +241,7 @@ impl Prepared {
             log_bytes,
             clock,
             sizes,
+            recovering,
         } = self;
         let writer = disk_writer::DiskWriter::open(&config.data_dir, log_base_index, config.fsync)
             .map_err(|source| ServerError::OpenLog {
@@ -368,6 +401,7 @@ impl Prepared {
             client_out: HashMap::new(),
             held: HashMap::new(),
             facts,
+            recovery: recovering.then(|| node_task::MarkerRemoval::waiting(&config.data_dir)),
             checkpoint_in_flight: None,
             disk_failed: None,
             store_replaced_checkpoint: None,

@@ -291,6 +291,8 @@ pub struct NodeTask {
     pub(super) held: HashMap<Ticket, Held>,
     /// What `Info` and `/metrics` report besides the node's state.
     pub(super) facts: Arc<super::metrics::MetricsFacts>,
+    /// While the recovery marker is in the data directory: when it may go.
+    pub(super) recovery: Option<MarkerRemoval>,
     /// The checkpoint being written, if any (one at a time).
     pub(super) checkpoint_in_flight: Option<u64>,
     /// Set when the disk writer failed: the node stops.
@@ -325,6 +327,38 @@ fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The recovery marker (`super::recovery_marker`) goes once the node has recovered and a
+/// snapshot taken after that is on disk.
+#[derive(Debug)]
+pub struct MarkerRemoval {
+    data_dir: std::path::PathBuf,
+    stage: RemovalStage,
+    /// A checkpoint refused for now is not asked for again before this.
+    next_try: std::time::Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemovalStage {
+    /// The node is still recovering.
+    Recovering,
+    /// It has recovered; a checkpoint is to be taken (retried while the store does not
+    /// match the log yet, or another checkpoint is in flight).
+    CheckpointWanted,
+    /// Checkpoint job `seq` is being written.
+    Saving(u64),
+}
+
+impl MarkerRemoval {
+    /// For a node that starts recovering with its data in `data_dir`.
+    pub fn waiting(data_dir: &std::path::Path) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            stage: RemovalStage::Recovering,
+            next_try: std::time::Instant::now(),
+        }
+    }
 }
 
 /// A `Save` request waiting for its checkpoint to be on disk.
@@ -402,6 +436,7 @@ impl NodeTask {
                 }
             }
             self.run_due_timers();
+            self.take_recovery_checkpoint();
             self.end_turn();
             turn.finish();
         }
@@ -474,6 +509,7 @@ impl NodeTask {
                 }
                 tracing::info!("snapshot saved ({snapshot_bytes} bytes); a new log started");
                 self.counters.snapshots_saved += 1;
+                self.recovery_snapshot_saved(seq);
                 self.last_save_unix_secs
                     .store(unix_secs(), Ordering::Relaxed);
                 self.answer_saves(seq, Ok(snapshot_bytes as u64));
@@ -491,10 +527,57 @@ impl NodeTask {
                 tracing::error!(
                     "snapshot not written ({error}); its records went to the current log"
                 );
+                if let Some(removal) = &mut self.recovery {
+                    if removal.stage == RemovalStage::Saving(seq) {
+                        removal.stage = RemovalStage::CheckpointWanted;
+                    }
+                }
                 self.answer_saves(seq, Err(&error));
             }
             Some(DiskReport::Failed { error }) => self.fail_disk(error),
             None => self.fail_disk("the disk writer stopped".into()),
+        }
+    }
+
+    /// Once the node has recovered: takes the checkpoint whose save lets the recovery
+    /// marker go (when no other checkpoint is in flight and the store matches the log).
+    fn take_recovery_checkpoint(&mut self) {
+        let now = std::time::Instant::now();
+        let wanted = self.recovery.as_ref().is_some_and(|removal| {
+            removal.stage == RemovalStage::CheckpointWanted && removal.next_try <= now
+        });
+        if !wanted || self.checkpoint_in_flight.is_some() {
+            return;
+        }
+        let taken = self.checkpoint("after recovery");
+        if let Some(removal) = &mut self.recovery {
+            match taken {
+                Ok((seq, _)) => removal.stage = RemovalStage::Saving(seq),
+                Err(_) => removal.next_try = now + Duration::from_secs(1),
+            }
+        }
+    }
+
+    /// Checkpoint `seq` is on disk: if it is the one taken after recovery, the marker goes.
+    fn recovery_snapshot_saved(&mut self, seq: u64) {
+        let Some(removal) = &self.recovery else {
+            return;
+        };
+        if removal.stage != RemovalStage::Saving(seq) {
+            return;
+        }
+        match super::recovery_marker::remove(&removal.data_dir) {
+            Ok(()) => {
+                tracing::info!(
+                    "recovery complete and saved: {} removed",
+                    super::recovery_marker::MARKER_FILE
+                );
+                self.recovery = None;
+            }
+            Err(error) => self.fail_disk(format!(
+                "cannot remove {} after recovery: {error}",
+                super::recovery_marker::MARKER_FILE
+            )),
         }
     }
 
@@ -1132,7 +1215,10 @@ impl NodeTask {
                 tracing::info!("sending a snapshot through entry {index} to node {}", to.0)
             }
             NodeEvent::Recovered { term } => {
-                tracing::info!("recovered from a restart without state: votes again from term {term}")
+                tracing::info!("recovered from a restart without state: votes again from term {term}");
+                if let Some(removal) = &mut self.recovery {
+                    removal.stage = RemovalStage::CheckpointWanted;
+                }
             }
             NodeEvent::MembershipChanged {
                 index,
