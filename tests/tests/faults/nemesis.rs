@@ -5,7 +5,9 @@
 //! a ring (5 nodes), random packet loss, `kill -9` and restart, SIGSTOP/SIGCONT, and a
 //! membership change (a node removed and replaced by a new one); and combinations of two.
 //! At most one node is killed at a time: a `quorum` write is in memory on a majority, so it
-//! survives any minority of crashes, and the test holds memdi to exactly that promise.
+//! survives any minority of crashes, and the test holds memdi to exactly that promise. A node
+//! that loses its data directory comes back with `--recover`, and no other node loses its
+//! data until it has recovered.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,6 +38,9 @@ pub enum Kind {
     Kill,
     /// The leader (or a random node) stopped with SIGSTOP, continued at the heal.
     Pause,
+    /// The leader (or a random node) killed and its data directory deleted; restarted at
+    /// the heal with `--recover` (it votes again only once caught up).
+    LoseData,
     /// A non-leader removed from the membership, and a new node with a new id and an empty
     /// data directory added in its place (`--join`).
     Replace,
@@ -152,6 +157,7 @@ impl<'a> Nemesis<'a> {
             Kind::Loss,
             Kind::Kill,
             Kind::Pause,
+            Kind::LoseData,
         ];
         if self.slots.len() >= 5 {
             simple.push(Kind::Ring);
@@ -169,7 +175,10 @@ impl<'a> Nemesis<'a> {
                 *kind != first
                     && !matches!(
                         (first, *kind),
-                        (Kind::Kill, Kind::Kill | Kind::Pause) | (Kind::Pause, Kind::Kill)
+                        (
+                            Kind::Kill | Kind::LoseData,
+                            Kind::Kill | Kind::Pause | Kind::LoseData
+                        ) | (Kind::Pause, Kind::Kill | Kind::LoseData)
                     )
             })
             .collect();
@@ -252,6 +261,28 @@ impl<'a> Nemesis<'a> {
                 self.slots[slot].kill();
                 active.killed.push(slot);
                 format!("slot {slot} (node {}) killed", self.slots[slot].node_id)
+            }
+            Kind::LoseData => {
+                // One loss of data at a time: a second node losing its data before the first
+                // has recovered would take entries committed by the two of them (a majority
+                // of three) with it, which no protocol survives.
+                if self.slots.iter().any(Slot::is_recovering) {
+                    return self.begin(Kind::Kill, active)
+                        + " (instead of a loss of data: a node is still recovering)";
+                }
+                let cannot: Vec<usize> = (0..count)
+                    .filter(|slot| taken.contains(slot) || !self.slots[*slot].can_recover())
+                    .collect();
+                if cannot.len() == count {
+                    return "no node can lose its data (every one joined with --join)".into();
+                }
+                let slot = self.target(&cannot);
+                self.slots[slot].lose_data();
+                active.killed.push(slot);
+                format!(
+                    "slot {slot} (node {}) killed and its data directory deleted",
+                    self.slots[slot].node_id
+                )
             }
             Kind::Pause => {
                 let slot = self.target(&taken);

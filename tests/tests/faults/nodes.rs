@@ -29,6 +29,8 @@ pub struct Slot {
     dir: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// The next start is given `--recover` (the data directory was lost).
+    recover_next_start: bool,
 }
 
 impl Slot {
@@ -48,6 +50,7 @@ impl Slot {
             dir: dir.to_path_buf(),
             child: None,
             paused: false,
+            recover_next_start: false,
         };
         std::fs::create_dir_all(slot.data_dir()).expect("creating a data directory");
         slot
@@ -87,6 +90,7 @@ impl Slot {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.membership_args)
+            .args(self.recover_next_start.then_some("--recover"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -95,6 +99,28 @@ impl Slot {
             .expect("starting memdi-server");
         self.child = Some(child);
         self.paused = false;
+        self.recover_next_start = false;
+    }
+
+    /// Whether the node can lose its data and recover (`--recover` needs the `--cluster`
+    /// voters; a replacement joined with `--join`).
+    pub fn can_recover(&self) -> bool {
+        self.membership_args[0] == "--cluster"
+    }
+
+    /// Whether the node is still recovering from a loss of its data (its marker is there).
+    pub fn is_recovering(&self) -> bool {
+        memdi_node::server::recovery_marker::marker_path(&self.data_dir()).exists()
+            || self.recover_next_start
+    }
+
+    /// SIGKILL, and the data directory is lost: the next start recovers (`--recover`).
+    pub fn lose_data(&mut self) {
+        self.kill();
+        let dir = self.data_dir();
+        std::fs::remove_dir_all(&dir).expect("removing a data directory");
+        std::fs::create_dir_all(&dir).expect("creating a data directory");
+        self.recover_next_start = true;
     }
 
     /// SIGKILL (`ip netns exec` execs the server, so the child is the server itself).
