@@ -1032,7 +1032,6 @@ impl NodeTask {
         }
     }
 
-    /// The disk can no longer keep what the core asks: stop the node.
     /// The log cannot be written: nothing more can be acknowledged, so the node stops. Every
     /// client connection is told why before it closes (an error with request id 0, which the
     /// client library gives to each request still waiting on the connection: their outcome
