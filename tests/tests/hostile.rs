@@ -394,6 +394,66 @@ fn slowloris(native: &str, resp: &str) {
         }
     }
     println!("hostile: slowloris: the last hanging connection was closed after {longest:?}");
+
+    // Trickling: a request that never ends, a byte every 300 ms (well inside the idle
+    // timeout): closed once it has not arrived whole within the idle timeout of its first
+    // byte, on both ports.
+    let tricklers: [(&str, &[u8]); 2] = [
+        ("native", &200u32.to_le_bytes()),
+        ("RESP", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n"),
+    ];
+    for (name, start) in tricklers {
+        // Connected now: a connection left waiting would meet the plain idle timeout.
+        let mut stream = if name == "native" {
+            let mut stream = connect(native);
+            greet(&mut stream);
+            stream
+        } else {
+            connect(resp)
+        };
+        let since = Instant::now();
+        send(&mut stream, start);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("a read timeout");
+        let mut buffer = [0u8; 4096];
+        let mut head = Vec::new();
+        let mut closed = false;
+        // Bounded: 50 bytes over 15 s at most.
+        for _ in 0..50 {
+            if stream.write_all(b"x").is_err() {
+                closed = true;
+                break;
+            }
+            match stream.read(&mut buffer) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(count) => head.extend_from_slice(&buffer[..count]),
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        assert!(closed, "{name}: a trickled request was never closed");
+        let after = since.elapsed();
+        assert!(
+            after < Duration::from_secs(8),
+            "{name}: a trickled request held its connection for {after:?}"
+        );
+        if name == "native" {
+            assert_eq!(
+                error_codes(&head).last(),
+                Some(&ErrorCode::Timeout),
+                "{name}"
+            );
+        }
+        println!("hostile: slowloris: a {name} request trickled a byte every 300 ms was closed after {after:?}");
+    }
 }
 
 /// Opens connections on each port until four are refused: the native ones with a `Busy`

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use memdi_core::auth::UNAUTHENTICATED_MAX_FRAME_BYTES;
 use memdi_core::wire::ErrorCode;
@@ -163,17 +163,30 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
             return;
         }
     }
+    // When the bytes of a frame not yet whole began to arrive: a frame must arrive whole
+    // within the idle timeout of its first byte, so that a client trickling a byte at a
+    // time (slowloris) cannot hold its place for ever.
+    let mut partial_since: Option<Instant> = None;
     'connection: loop {
+        let wait = idle.map(|idle| match partial_since {
+            Some(since) => idle.saturating_sub(since.elapsed()),
+            None => idle,
+        });
         let read = tokio::select! {
             _ = settings.shutdown.cancelled() => break,
             _ = close.cancelled() => break,
-            read = read_some(&mut reader, decoder.unfilled(), idle) => read,
+            read = read_some(&mut reader, decoder.unfilled(), wait) => read,
         };
         match read {
             ReadOutcome::Bytes(count) => decoder.commit(count),
             ReadOutcome::Eof => break,
             ReadOutcome::Idle => {
-                let frame = error_frame(0, ErrorCode::Timeout, "idle timeout: connection closed");
+                let detail = if partial_since.is_some() {
+                    "idle timeout: a request did not arrive whole within the idle timeout of its first byte; connection closed"
+                } else {
+                    "idle timeout: connection closed"
+                };
+                let frame = error_frame(0, ErrorCode::Timeout, detail);
                 let _ = replies.try_send(Outbound::Frames(frame));
                 let _ = replies.try_send(Outbound::Close);
                 // The writer cancels `close` once it has written them; one stuck behind
@@ -189,10 +202,13 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
         }
         let mut frames = FrameBatch::default();
         let mut failed = None;
+        let mut completed_a_frame = false;
         loop {
             let mut just_authenticated = false;
             loop {
-                match decoder.next_frame() {
+                let next = decoder.next_frame();
+                completed_a_frame |= matches!(next, Ok(Some(_)));
+                match next {
                     Ok(Some(payload)) if !greeted => {
                         greeted = true;
                         let input = Input::ClientHello {
@@ -251,6 +267,12 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
             }
             decoder = password_gate::widened(&decoder, settings.max_frame_bytes);
         }
+        // A frame completed in this read: what is left began in it.
+        partial_since = match (decoder.buffered_bytes(), partial_since) {
+            (0, _) => None,
+            (_, Some(since)) if !completed_a_frame => Some(since),
+            _ => Some(Instant::now()),
+        };
         if !frames.is_empty() {
             let input = Input::ClientFrames { conn, frames };
             if settings.inputs.send(input).await.is_err() {

@@ -253,6 +253,9 @@ impl Connection {
         let max_frame_bytes = settings.max_frame_bytes as usize;
         let idle = idle_timeout(&settings.facts);
         let mut last_read = tokio::time::Instant::now();
+        // When the first byte of a command still incomplete arrived: a command must arrive
+        // whole within the idle timeout of its first byte (no slowloris by trickling).
+        let mut partial_since: Option<tokio::time::Instant> = None;
         loop {
             // Replies ready at the front of the queue move to the output, in order.
             while pending.front().is_some_and(|slot| slot.reply.is_some()) {
@@ -290,10 +293,20 @@ impl Connection {
                     Ok(_) => last_read = tokio::time::Instant::now(),
                 },
                 // Idle with nothing owed to it (a command waiting for a quorum is not idle).
-                _ = tokio::time::sleep_until(last_read + idle.unwrap_or_default()),
+                _ = tokio::time::sleep_until(
+                        partial_since.unwrap_or(last_read) + idle.unwrap_or_default()
+                    ),
                     if idle.is_some() && pending.is_empty() =>
                 {
-                    tracing::debug!("RESP client {}: idle timeout; closing", client.addr);
+                    tracing::debug!(
+                        "RESP client {}: idle timeout{}; closing",
+                        client.addr,
+                        if partial_since.is_some() {
+                            " (a command did not arrive whole within it)"
+                        } else {
+                            ""
+                        }
+                    );
                     break;
                 }
                 reply = replies.recv() => {
@@ -363,6 +376,7 @@ impl Connection {
             }
             // New bytes: take every complete command.
             let mut consumed = 0;
+            let mut incomplete = false;
             let mut payloads = FrameBatch::default();
             while !closing && pending.len() < MAX_PENDING && ids.len() < MAX_PENDING {
                 // A stranger's requests are kept small (`resp::auth`); AUTH lifts the
@@ -374,7 +388,10 @@ impl Connection {
                 };
                 let parsed = match parse(&input[consumed..], &limits) {
                     Ok(Some(parsed)) => parsed,
-                    Ok(None) => break,
+                    Ok(None) => {
+                        incomplete = consumed < input.len();
+                        break;
+                    }
                     Err(error) => {
                         let text = protocol_error_text(&error, client.authenticated);
                         // Whatever was queued is answered first, then the connection closes.
@@ -468,6 +485,12 @@ impl Connection {
                 pending.push_back(slot);
             }
             input.drain(..consumed);
+            partial_since = match (incomplete, partial_since) {
+                (false, _) => None,
+                // Still the same command: it began before this read.
+                (true, Some(since)) if consumed == 0 => Some(since),
+                (true, _) => Some(tokio::time::Instant::now()),
+            };
             if !send_all(settings, conn, payloads).await {
                 break;
             }
