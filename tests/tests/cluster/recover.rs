@@ -26,7 +26,8 @@ fn this_run(node: &Server) -> String {
     log.rsplit("starting node").next().unwrap_or("").to_string()
 }
 
-/// Waits (up to 30 s) until `node` has recovered and its marker is gone.
+/// Waits (up to 30 s) until `node`, which started recovering in its current run, has
+/// recovered and its marker is gone.
 async fn recovered(node: &Server) {
     eventually(
         Duration::from_secs(30),
@@ -39,6 +40,11 @@ async fn recovered(node: &Server) {
         },
     )
     .await;
+    assert!(
+        this_run(node).contains("recovering after a loss of state"),
+        "{}",
+        node.log()
+    );
 }
 
 /// Waits (up to 30 s) until `node`'s own store holds `keys` keys `k0..`, each with its value.
@@ -107,11 +113,6 @@ async fn a_node_that_lost_its_disk_recovers_with_recover() {
     nodes[2].extra_args.push("--recover".into());
     nodes[2].start();
     recovered(&nodes[2]).await;
-    assert!(
-        this_run(&nodes[2]).contains("recovering after a loss of state"),
-        "{}",
-        nodes[2].log()
-    );
     holds_keys(&nodes[2], 50).await;
 
     // Recovered and saved: a restart, with or without the flag, is a normal one, and
@@ -148,11 +149,6 @@ async fn a_node_that_lost_its_disk_recovers_with_recover() {
     nodes[2].extra_args.pop();
     nodes[2].start();
     recovered(&nodes[2]).await;
-    assert!(
-        this_run(&nodes[2]).contains("recovering after a loss of state"),
-        "{}",
-        nodes[2].log()
-    );
     holds_keys(&nodes[2], 60).await;
     for node in &mut nodes {
         assert!(node.stop().success(), "{}", node.log());
