@@ -16,6 +16,8 @@
 //!   the answer; knowing none, it holds them until a leader is elected or the request
 //!   timeout passes.
 
+use core::fmt::Write as _;
+
 use super::command::{ApplyError, Command, Pairs};
 use super::membership::MembershipError;
 use super::node::{Node, PeerAction, Role};
@@ -163,6 +165,10 @@ fn expiry_after_write(expiry: Expiry, current: Option<u64>, cluster_now: u64) ->
 /// check short on the node's one thread.
 pub const MAX_MULTI_SET_KEYS: usize = 4096;
 
+/// Bytes of a refused handshake's explanation ("handshake refused: another cluster: ..."
+/// with two 20-digit ids at most).
+const HANDSHAKE_DETAIL_BYTES: usize = 128;
+
 /// A write's result: the answer, and the log entry to wait for (none if nothing changed).
 /// The answer may borrow the scratch buffer the write was given (GETDEL's old value).
 struct WriteOutcome<'s> {
@@ -194,12 +200,10 @@ where
                 request: Request::Hello(hello),
             }) => (
                 request_id,
-                hello
-                    .check(self.config.cluster_id)
-                    .map_err(|e| e.error_code()),
+                hello.check(self.config.cluster_id).map_err(Some),
             ),
-            Ok(message) => (message.request_id, Err(ErrorCode::Malformed)),
-            Err(_) => (0, Err(ErrorCode::Malformed)),
+            Ok(message) => (message.request_id, Err(None)),
+            Err(_) => (0, Err(None)),
         };
         let reply_to = ReplyTo::Client { request_id };
         match checked {
@@ -219,10 +223,22 @@ where
                 };
                 (self.reply(reply_to, &Response::HelloAck(ack), out), true)
             }
-            Err(code) => (
-                self.error_frame(reply_to, code, "handshake refused", out),
-                false,
-            ),
+            Err(refusal) => {
+                // The reason, for the log lines on both sides (the numbers fit easily).
+                let mut detail = heapless::String::<HANDSHAKE_DETAIL_BYTES>::new();
+                let code = match refusal {
+                    Some(error) => {
+                        let _ = write!(detail, "handshake refused: {error}");
+                        error.error_code()
+                    }
+                    None => {
+                        let _ =
+                            detail.push_str("handshake refused: the first frame must be a Hello");
+                        ErrorCode::Malformed
+                    }
+                };
+                (self.error_frame(reply_to, code, &detail, out), false)
+            }
         }
     }
 

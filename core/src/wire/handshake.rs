@@ -127,9 +127,11 @@ impl fmt::Display for HandshakeError {
             Self::VersionMismatch { ours, theirs } => {
                 write!(f, "protocol version mismatch: ours {ours}, theirs {theirs}")
             }
-            Self::ClusterMismatch { ours, theirs } => {
-                write!(f, "cluster mismatch: ours {}, theirs {}", ours.0, theirs.0)
-            }
+            Self::ClusterMismatch { ours, theirs } => write!(
+                f,
+                "another cluster: this node is in cluster {}, the hello names cluster {}",
+                ours.0, theirs.0
+            ),
         }
     }
 }

@@ -176,13 +176,24 @@ async fn serve(
                             from = Some(id);
                         }
                         None => {
+                            let reason = refusal_reason(&frame);
+                            tracing::warn!("refused a peer connecting from {addr}: {reason}");
                             let _ = stream.shutdown().await;
-                            return Err("handshake refused".into());
+                            return Err(reason);
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// What the node task's answer to a refused peer hello says (its error's code and detail).
+fn refusal_reason(frame: &[u8]) -> String {
+    let payload = frame.get(FRAME_HEADER_BYTES..).unwrap_or_default();
+    match read_peer_answer(payload, NodeId(0)) {
+        PeerAnswer::Refused(error) => format!("{:?}: {}", error.code, error.detail),
+        _ => "handshake refused".into(),
     }
 }
 

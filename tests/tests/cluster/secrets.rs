@@ -94,3 +94,65 @@ async fn a_node_with_another_secret_or_none_cannot_vote_or_receive() {
         }
     }
 }
+
+/// A node started with another `--cluster-id` is refused at the handshake: no leader is
+/// elected (two voters need both), as each node's cluster status shows, and both sides log
+/// why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_id_cannot_vote_or_receive() {
+    let dir = temp_dir();
+    let mut nodes = cluster_of(dir.path(), 2, |id| {
+        vec![
+            "--cluster-id".into(),
+            (if id == 1 { "7" } else { "8" }).into(),
+        ]
+    });
+    for node in &mut nodes {
+        node.start();
+    }
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(node.client().await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (node, client) in nodes.iter().zip(&clients) {
+        let status = client.cluster_status().await.expect("cluster status");
+        assert_ne!(
+            status.role,
+            memdi_core::wire::StatusRole::Leader,
+            "node {} leads without the other's vote",
+            node.node_id
+        );
+        assert_eq!(status.leader_id, None, "node {}: {status:?}", node.node_id);
+        for member in &status.members {
+            assert_ne!(
+                member.link,
+                memdi_core::wire::LinkState::Connected,
+                "node {} is connected to node {} of another cluster",
+                node.node_id,
+                member.id.0
+            );
+        }
+    }
+    let write =
+        tokio::time::timeout(Duration::from_secs(3), clients[0].set(b"k", b"v", QUORUM)).await;
+    assert!(
+        !matches!(write, Ok(Ok(Some(_)))),
+        "a quorum write succeeded: {write:?}"
+    );
+    for node in &mut nodes {
+        node.kill();
+        let log = node.log();
+        // Each side says it refused the other, and each that the other refused it.
+        for line in [
+            "refused a peer connecting from",
+            "handshake refused: another cluster",
+        ] {
+            assert!(
+                log.contains(line),
+                "node {} does not say {line:?}:\n{log}",
+                node.node_id
+            );
+        }
+    }
+}
