@@ -16,12 +16,16 @@
 //!   (tests/src/linearizability.rs: Wing-Gong-Lowe, outcome-unknown operations handled as
 //!   Knossos does), including one final read of every key: so no `quorum`-acknowledged
 //!   write was lost.
-//! - **Convergence**: every node's own store (a stale read) ends with each key's final value.
+//! - **Convergence**: every node's own store (a stale read) ends with each key's value as a
+//!   linearizable read gives it; and no node exited by itself.
 //! - **`leader`-acknowledged writes lost** are counted and printed, not asserted: that ack
 //!   level promises nothing across a failover (as Jepsen reports Redis's).
 //!
 //! A failing run keeps its directory (history, fault timeline, node logs) and prints it with
-//! the command that replays the schedule.
+//! the command that replays the schedule. A replay draws the same faults at the same times;
+//! which node a fault hits when it targets "the leader" (half the time) and how the clients'
+//! operations interleave depend on the run, so a replay reproduces the conditions, not the
+//! exact history.
 
 #[allow(dead_code)] // shared with the other multi-process tests, which use other parts of it
 mod process;

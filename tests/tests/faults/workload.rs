@@ -28,7 +28,7 @@ use super::nodes;
 use crate::rng::SimRng;
 
 /// Longest wait for one answer; beyond it the outcome is unknown. The nodes' own request
-/// timeout is 2 s, so this is reached only when the node itself is paused or cut off.
+/// timeout is 2 s, so this is reached only when the node asked is itself paused (SIGSTOP).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a quorum worker's keys live before the workers move to new ones.
 pub const GENERATION_MS: u64 = 10_000;
