@@ -61,6 +61,16 @@ async fn a_node_with_another_secret_or_none_cannot_vote_or_receive() {
                 node.log()
             );
         }
+        // As the cluster status says: no leader, and no link to the other node.
+        let status = client.cluster_status().await.expect("cluster status");
+        assert_eq!(status.leader_id, None, "{secrets:?}: {status:?}");
+        assert!(
+            status
+                .members
+                .iter()
+                .all(|member| member.link != memdi_core::wire::LinkState::Connected),
+            "{secrets:?}: node 1 is linked to node 2: {status:?}"
+        );
         // Failed or still waiting after 5 s: either way not acknowledged.
         let write =
             tokio::time::timeout(Duration::from_secs(5), client.set(b"k", b"v", QUORUM)).await;
