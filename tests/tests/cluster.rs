@@ -183,6 +183,39 @@ async fn one_node_serves_every_operation() {
     assert!(server.stop().success());
 }
 
+/// A connection whose request waits for the cluster is not idle: with an idle timeout (1 s)
+/// shorter than the request timeout (2 s), a write that cannot be acknowledged gets its own
+/// answer, not the idle timeout's farewell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_waiting_for_an_answer_is_not_idle() {
+    let dir = temp_dir();
+    // One of two voters: no leader can be elected, so the write waits its full timeout.
+    let mut nodes = process::cluster_of(dir.path(), 2, |_| {
+        vec!["--idle-timeout-secs".into(), "1".into()]
+    });
+    nodes[0].start();
+    let options = memdi_node::client::ClientOptions {
+        max_attempts: 1,
+        ..memdi_node::client::ClientOptions::default()
+    };
+    let client = eventually(Duration::from_secs(15), "the node", || async {
+        Client::connect_with(&nodes[0].client_addr(), options.clone())
+            .await
+            .ok()
+    })
+    .await;
+    let started = Instant::now();
+    let answer = client.set(b"k", b"v", QUORUM).await;
+    let error = answer.expect_err("a write with no leader succeeded");
+    assert_eq!(error.code(), Some(ErrorCode::NoLeader), "{error}");
+    assert!(
+        !error.to_string().contains("idle timeout"),
+        "the idle timeout closed a connection waiting for an answer: {error}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500), "{error}");
+    assert!(nodes[0].stop().success(), "{}", nodes[0].log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_every_key() {
     let dir = temp_dir();

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::frames::error_frame;
+use super::frames::{error_frame, split_frames};
 use super::node_task::{frames_taken, ClientLink, ConnId, FrameBatch, Input, Outbound};
 use super::password_gate::{self, Screened};
 use crate::config::Password;
@@ -134,11 +134,16 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
     let (replies, outbound) = mpsc::channel(REPLY_QUEUE);
     let close = CancellationToken::new();
     let link = ClientLink::new(replies.clone(), close.clone());
+    // Frames read whose answers are not yet written: a connection waiting for an answer (a
+    // quorum write in a partition) is not idle. Every frame gets one answer, within the
+    // core's request timeout.
+    let answers_owed = Arc::new(AtomicUsize::new(0));
     settings.tasks.spawn(write_loop(
         writer,
         outbound,
         close.clone(),
         link.unwritten_bytes.clone(),
+        answers_owed.clone(),
     ));
     let mut authenticated = settings.password.is_none();
     // A stranger gets a small buffer: the full one is allocated only once it has
@@ -180,6 +185,11 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
         match read {
             ReadOutcome::Bytes(count) => decoder.commit(count),
             ReadOutcome::Eof => break,
+            ReadOutcome::Idle
+                if partial_since.is_none() && answers_owed.load(Ordering::Relaxed) > 0 =>
+            {
+                continue 'connection;
+            }
             ReadOutcome::Idle => {
                 let detail = if partial_since.is_some() {
                     "idle timeout: a request did not arrive whole within the idle timeout of its first byte; connection closed"
@@ -207,7 +217,10 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
             let mut just_authenticated = false;
             loop {
                 let next = decoder.next_frame();
-                completed_a_frame |= matches!(next, Ok(Some(_)));
+                if matches!(next, Ok(Some(_))) {
+                    completed_a_frame = true;
+                    answers_owed.fetch_add(1, Ordering::Relaxed);
+                }
                 match next {
                     Ok(Some(payload)) if !greeted => {
                         greeted = true;
@@ -340,11 +353,12 @@ pub async fn write_loop(
     mut outbound: mpsc::Receiver<Outbound>,
     close: CancellationToken,
     unwritten_bytes: Arc<AtomicUsize>,
+    answers_owed: Arc<AtomicUsize>,
 ) {
     let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
     let dropped = tokio::select! {
         _ = close.cancelled() => true,
-        () = write_frames(&mut writer, &mut outbound, &unwritten_bytes) => false,
+        () = write_frames(&mut writer, &mut outbound, &unwritten_bytes, &answers_owed) => false,
     };
     if !dropped {
         let _ = tokio::time::timeout(FAREWELL_WAIT, async {
@@ -361,6 +375,7 @@ async fn write_frames(
     writer: &mut tokio::io::BufWriter<OwnedWriteHalf>,
     outbound: &mut mpsc::Receiver<Outbound>,
     unwritten_bytes: &AtomicUsize,
+    answers_owed: &AtomicUsize,
 ) {
     while let Some(first) = outbound.recv().await {
         let mut next = Some(first);
@@ -371,6 +386,13 @@ async fn write_frames(
                         return;
                     }
                     frames_taken(unwritten_bytes, frames.len());
+                    // Connection-level frames (request id 0) are counted too: the
+                    // connection closes after them.
+                    let answered = split_frames(&frames).count();
+                    let _ =
+                        answers_owed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |owed| {
+                            Some(owed.saturating_sub(answered))
+                        });
                 }
                 Outbound::Close => return,
             }
