@@ -216,6 +216,64 @@ async fn a_connection_waiting_for_an_answer_is_not_idle() {
     assert!(nodes[0].stop().success(), "{}", nodes[0].log());
 }
 
+/// ...but one whose answers wait unwritten because it does not read them is idle: a client
+/// that asks for 20 MiB (under the 64 MiB output limit) and never reads is closed by the
+/// idle timeout, as the node's count of connected clients shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_does_not_read_its_answers_is_idle() {
+    let dir = temp_dir();
+    let mut node = Server::new(1, dir.path().join("n1"), &["--idle-timeout-secs", "1"]);
+    node.start();
+    let client = node.client().await;
+    let big = vec![b'v'; 512 * 1024];
+    client
+        .set(b"big", &big, SetOptions::default())
+        .await
+        .unwrap();
+    let connected = |info: String| -> Option<u64> {
+        info.lines()
+            .find_map(|line| line.strip_prefix("connected_clients:"))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let before = connected(client.info().await.unwrap()).expect("connected_clients");
+    let addr = node.client_addr();
+    let stream = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut stream = raw::connect(&addr);
+        raw::send_hello(&mut stream);
+        let mut gets = Vec::new();
+        for id in 0..40u32 {
+            let mut frame = [0; 64];
+            let get = memdi_core::wire::ClientMessage {
+                request_id: id + 2,
+                request: memdi_core::wire::Request::Get {
+                    key: b"big",
+                    read: ReadConsistency::Stale,
+                },
+            };
+            let len = memdi_core::wire::encode_frame(&get, &mut frame).unwrap();
+            gets.extend_from_slice(&frame[..len]);
+        }
+        stream.write_all(&gets).unwrap();
+        stream // kept open, never read
+    })
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the non-reader's close",
+        || async {
+            let now = connected(client.info().await.ok()?)?;
+            (now == before).then_some(())
+        },
+    )
+    .await;
+    drop(stream);
+    assert!(node.stop().success(), "{}", node.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_every_key() {
     let dir = temp_dir();

@@ -134,10 +134,12 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
     let (replies, outbound) = mpsc::channel(REPLY_QUEUE);
     let close = CancellationToken::new();
     let link = ClientLink::new(replies.clone(), close.clone());
-    // Frames read whose answers are not yet written: a connection waiting for an answer (a
-    // quorum write in a partition) is not idle. Every frame gets one answer, within the
-    // core's request timeout.
+    // Frames read whose answers are not yet written: a connection waiting for the core to
+    // answer (a quorum write in a partition) is not idle. Every frame gets one answer,
+    // within the core's request timeout. One whose answers wait unwritten is not waiting
+    // for the core but for itself to read: the idle timeout applies.
     let answers_owed = Arc::new(AtomicUsize::new(0));
+    let unwritten_bytes = link.unwritten_bytes.clone();
     settings.tasks.spawn(write_loop(
         writer,
         outbound,
@@ -159,6 +161,7 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
     let mut greeted = false;
     if let Some(payload) = hello {
         greeted = true;
+        answers_owed.fetch_add(1, Ordering::Relaxed);
         let input = Input::ClientHello {
             conn,
             payload,
@@ -186,7 +189,9 @@ async fn serve(stream: TcpStream, conn: ConnId, settings: ClientSettings, hello:
             ReadOutcome::Bytes(count) => decoder.commit(count),
             ReadOutcome::Eof => break,
             ReadOutcome::Idle
-                if partial_since.is_none() && answers_owed.load(Ordering::Relaxed) > 0 =>
+                if partial_since.is_none()
+                    && answers_owed.load(Ordering::Relaxed) > 0
+                    && unwritten_bytes.load(Ordering::Relaxed) == 0 =>
             {
                 continue 'connection;
             }
