@@ -11,7 +11,7 @@ use memdi_core::wire::{AckLevel, ReadConsistency, SetCondition};
 use memdi_node::client::SetOptions;
 use memdi_node::server::recovery_marker::marker_path;
 
-use super::process::{cluster_of, Server};
+use super::process::{cluster_of, current_run, Server};
 use super::{eventually, temp_dir};
 
 const QUORUM: SetOptions = SetOptions {
@@ -22,8 +22,7 @@ const QUORUM: SetOptions = SetOptions {
 
 /// The log of the node's current run.
 fn this_run(node: &Server) -> String {
-    let log = node.log();
-    log.rsplit("starting node").next().unwrap_or("").to_string()
+    current_run(&node.log()).to_string()
 }
 
 /// Waits (up to 30 s) until `node`, which started recovering in its current run, has

@@ -19,6 +19,7 @@ use tokio::runtime::Handle;
 
 use super::net::{Cuts, Network};
 use super::nodes::{self, Slot};
+use crate::process::{self, last_role_in};
 use crate::rng::SimRng;
 
 /// One fault of the schedule.
@@ -189,7 +190,7 @@ impl<'a> Nemesis<'a> {
     fn leader_slot(&self) -> Option<usize> {
         let mut best: Option<(u64, usize)> = None;
         for slot in self.slots.iter().filter(|slot| slot.is_running()) {
-            if let Some((role, term)) = last_role(&slot.log()) {
+            if let Some((role, term)) = last_role_in(process::current_run(&slot.log())) {
                 if role == "Leader" && best.is_none_or(|(best_term, _)| term > best_term) {
                     best = Some((term, slot.index));
                 }
@@ -400,16 +401,6 @@ impl<'a> Nemesis<'a> {
                 .flatten()
         })
     }
-}
-
-/// The role and term of the last `role: ROLE in term N` line of `log`.
-pub fn last_role(log: &str) -> Option<(String, u64)> {
-    let line = log.lines().rev().find(|line| line.contains("role: "))?;
-    let rest = line.split("role: ").nth(1)?;
-    let mut words = rest.split_whitespace();
-    let role = words.next()?.to_string();
-    let term = words.last()?.trim_matches('"').parse().ok()?;
-    Some((role, term))
 }
 
 fn shuffle(rng: &mut SimRng, items: &mut [usize]) {

@@ -243,14 +243,7 @@ impl Server {
     /// The role and term of the last `role:` line of the current run's log, if any.
     /// (Read from the log, so that it works whether or not the node answers requests.)
     pub fn last_role(&self) -> Option<(String, u64)> {
-        let log = self.log();
-        let run = log.rsplit("starting node").next()?;
-        let line = run.lines().rev().find(|line| line.contains("role: "))?;
-        let rest = line.split("role: ").nth(1)?;
-        let mut words = rest.split_whitespace();
-        let role = words.next()?.to_string();
-        let term = words.last()?.parse().ok()?;
-        Some((role, term))
+        last_role_in(current_run(&self.log()))
     }
 
     /// A client of this node, retrying the connection for up to 15 s while it starts.
@@ -280,6 +273,22 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The part of a server's log written by its current run (each run starts with a
+/// `starting node` line).
+pub fn current_run(log: &str) -> &str {
+    log.rsplit("starting node").next().unwrap_or("")
+}
+
+/// The role and term of the last `role: ROLE in term N` line of `log`.
+pub fn last_role_in(log: &str) -> Option<(String, u64)> {
+    let line = log.lines().rev().find(|line| line.contains("role: "))?;
+    let rest = line.split("role: ").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let role = words.next()?.to_string();
+    let term = words.last()?.trim_matches('"').parse().ok()?;
+    Some((role, term))
 }
 
 /// Waits (bounded) for `child` to exit by itself.
