@@ -434,6 +434,26 @@ fn golden_recovery() {
     g.finish();
 }
 
+/// Appended after `RecoveryReply` (index 12): a node that cannot lead hands its log to a
+/// candidate (docs/protocol.md 4.1). A new line, no existing literal touched.
+#[test]
+fn golden_log_offer() {
+    let mut g = Golden::default();
+    // One entry of term 7: a Noop (item of 8 + 1 bytes, tag 0a, as in `Append`); 10 bytes.
+    let mut entries_buffer = [0u8; 32];
+    let one_entry = entries(&mut entries_buffer, &[(7, Command::Noop)]);
+    golden!(
+        g,
+        PeerMessage<'_>,
+        PeerMessage::LogOffer {
+            prev: position(6, 1000),
+            entries: one_entry,
+        },
+        "0c 06 e8 07 0a 0a 07 00 00 00 00 00 00 00 00"
+    );
+    g.finish();
+}
+
 #[test]
 fn golden_commands() {
     let mut g = Golden::default();
@@ -501,7 +521,7 @@ fn unknown_variants_are_rejected() {
     // gets an error, not a misread message. `Malformed` (unknown variant), not `Truncated`:
     // when a variant is appended, this test fails until the index here is moved past it.
     assert_eq!(
-        decode::<PeerMessage<'_>>(&from_hex("0c")),
+        decode::<PeerMessage<'_>>(&from_hex("0d")),
         Err(DecodeError::Malformed)
     );
     assert_eq!(

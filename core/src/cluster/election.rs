@@ -28,7 +28,7 @@ where
     }
 
     /// Whether a leader was heard from recently enough that no election is warranted.
-    fn leader_is_fresh(&self, now_ms: u64) -> bool {
+    pub(crate) fn leader_is_fresh(&self, now_ms: u64) -> bool {
         self.role == Role::Leader
             || self
                 .last_leader_contact_ms
@@ -51,19 +51,10 @@ where
 
     pub(crate) fn start_pre_vote(&mut self, now_ms: u64) {
         self.reset_election_deadline(now_ms);
-        // A node whose store is stale could not serve as leader: it waits for a snapshot.
-        // So could not one whose store is ahead of its log (just after a snapshot, until the
-        // entries it reflects arrive): it would lead with effects of entries it lacks,
-        // which, since it could win without them, are not committed.
-        let store_ahead_of_log =
-            self.applied_index > self.log.last_index() || self.applied_term.is_some();
-        // Nor may a node recovering from a restart without its state (see `recovery`).
-        if !self.may_stand()
-            || self.store_stale
-            || self.incoming.is_some()
-            || store_ahead_of_log
-            || self.recovery.is_some()
-        {
+        // A node whose store is stale could not serve as leader: it waits for a snapshot
+        // (and hands its log to a candidate that can lead, see `handover`). Nor may a node
+        // recovering from a restart without its state (see `recovery`).
+        if !self.could_lead() {
             return;
         }
         self.set_leader(None);
@@ -135,6 +126,9 @@ where
                 granted,
             },
         );
+        if !granted {
+            self.offer_log_if_refused_for_it(now_ms, from, last_log);
+        }
     }
 
     pub(crate) fn handle_pre_vote_reply(
@@ -192,6 +186,9 @@ where
                 granted,
             },
         );
+        if !granted {
+            self.offer_log_if_refused_for_it(now_ms, from, last_log);
+        }
     }
 
     pub(crate) fn handle_vote_reply(

@@ -10,6 +10,7 @@ mod clock;
 mod command;
 mod config;
 mod election;
+mod handover;
 mod log;
 mod membership;
 mod node;

@@ -231,6 +231,10 @@ pub(crate) enum Outgoing {
     RecoveryReply {
         nonce: u64,
     },
+    /// The entries after `prev_index`, for a candidate refused for its log (see `handover`).
+    LogOffer {
+        prev_index: u64,
+    },
 }
 
 /// What a node knows of another member, for `cluster status` and diagnostics.
@@ -354,6 +358,9 @@ pub struct Node<M, L, const TICKETS: usize> {
     pub(crate) undo: Option<super::undo::UndoJournal<L>>,
     /// Set while this node recovers from a restart without its state (see `recovery`).
     pub(crate) recovery: Option<super::recovery::Recovery>,
+    /// Leader: when it saw its own removal committed; it leads on until a voter can take
+    /// over (see `step_down_if_removed`).
+    pub(crate) removed_since_ms: Option<u64>,
 }
 
 impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
@@ -410,6 +417,7 @@ where
             voter: false,
             undo: None,
             recovery: None,
+            removed_since_ms: None,
         };
         node.adopt_membership(now_ms);
         node.reset_election_deadline(now_ms);
@@ -613,6 +621,7 @@ where
             if now_ms >= self.heartbeat_deadline_ms {
                 self.start_round(now_ms);
                 self.sweep_expired_keys(now_ms);
+                self.step_down_if_removed(now_ms);
             }
             if now_ms >= self.election_deadline_ms {
                 self.check_quorum(now_ms);
@@ -733,6 +742,7 @@ where
                 last_log,
                 members,
             } => self.handle_recovery_reply(from, nonce, term.0, last_log, members),
+            PeerMessage::LogOffer { prev, entries } => self.handle_log_offer(now_ms, prev, entries),
         }
         PeerAction::None
     }
@@ -757,7 +767,7 @@ where
     /// `out` must hold a frame of `max_append_bytes` plus the same again as scratch.
     pub fn poll_peer_transmit(&mut self, now_ms: u64, out: &mut [u8]) -> Option<(NodeId, usize)> {
         while let Some((to, message)) = self.outbox.pop_front() {
-            if let Some(len) = self.encode_outgoing(message, out) {
+            if let Some(len) = self.encode_outgoing(to, message, out) {
                 return Some((to, len));
             }
         }
@@ -774,9 +784,12 @@ where
         None
     }
 
-    fn encode_outgoing(&self, message: Outgoing, out: &mut [u8]) -> Option<usize> {
+    fn encode_outgoing(&self, to: NodeId, message: Outgoing, out: &mut [u8]) -> Option<usize> {
         let last_log = self.last_log();
         let frame = match message {
+            Outgoing::LogOffer { prev_index } => {
+                return self.encode_log_offer(to, prev_index, out);
+            }
             Outgoing::PreVote { term } => PeerMessage::PreVote {
                 term: Term(term),
                 last_log,

@@ -38,6 +38,10 @@ pub(crate) enum ChangeError {
     Propose(ProposeError),
 }
 
+/// How many of its longest election timeouts a removed leader leads on, at most, while no
+/// voter of the new membership could take over (see `step_down_if_removed`).
+const REMOVED_LEADER_LINGER_TIMEOUTS: u64 = 10;
+
 impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
 where
     M: AsRef<[u8]> + AsMut<[u8]>,
@@ -338,9 +342,33 @@ where
         let _ = self.propose_membership(now_ms, &next);
     }
 
-    /// Leader: once a membership without this node is committed, it steps down.
+    /// Leader: once a membership without this node is committed, it steps down, but not
+    /// before a voter of that membership could take over: one heard from recently whose
+    /// store waits for no snapshot and whose log holds all of this node's. Stepping down at
+    /// once left voters whose stores were all stale (an undo journal that gave up, docs/
+    /// protocol.md 4.7), which only a leader could heal and none could become (simulator
+    /// seeds 508968 and 566528); meanwhile this node heals them, as any leader does. It
+    /// does not count itself for commitment or elections (it is no voter), and it leads on
+    /// for at most `REMOVED_LEADER_LINGER_TIMEOUTS` election timeouts, or less if
+    /// CheckQuorum finds it cut off.
     pub(crate) fn step_down_if_removed(&mut self, now_ms: u64) {
-        if self.role == Role::Leader && !self.voter && self.membership_index <= self.commit_index {
+        if self.role != Role::Leader || self.voter || self.membership_index > self.commit_index {
+            self.removed_since_ms = None;
+            return;
+        }
+        let since = *self.removed_since_ms.get_or_insert(now_ms);
+        let last_index = self.log.last_index();
+        let recent_ms = self.config.election_timeout_min_ms;
+        let successor_ready = self.peers.iter().any(|peer| {
+            peer.voter
+                && !peer.needs_snapshot
+                && peer.snapshot.is_none()
+                && peer.match_index >= last_index
+                && now_ms.saturating_sub(peer.last_heard_ms) < recent_ms
+        });
+        let linger_ms = REMOVED_LEADER_LINGER_TIMEOUTS * self.config.election_timeout_max_ms;
+        if successor_ready || now_ms.saturating_sub(since) >= linger_ms {
+            self.removed_since_ms = None;
             self.step_down(now_ms, self.term, None);
         }
     }
@@ -464,6 +492,47 @@ mod tests {
         assert_eq!(net.nodes[1].role(), Role::Leader);
         assert_eq!(net.nodes[1].membership().len(), 1);
         assert!(ask(&mut net, 2, set(b"after")).is_some());
+    }
+
+    /// Simulator seeds 508968 and 566528, made small: a leader removes itself while both
+    /// other voters' stores are stale (as when an undo journal gives up). Had it stepped
+    /// down once the removal committed, neither could ever lead and no leader was left to
+    /// send them a snapshot; it leads on until one of them is healed, then steps down.
+    #[test]
+    fn a_removed_leader_leads_on_until_a_voter_can_take_over() {
+        let voters = [NodeId(1), NodeId(2), NodeId(3)];
+        let mut net = Net::new((1..=3).map(|id| node(id, &voters)).collect());
+        net.run(1_000);
+        let leader = net.leader().expect("a leader within a second");
+        assert!(ask(&mut net, leader, set(b"before")).is_some());
+        net.run(100);
+        for id in (1..=3).filter(|&id| id != leader) {
+            let at = net.at(id);
+            net.nodes[at].store_stale = true;
+        }
+
+        assert!(net
+            .request(
+                leader,
+                Request::RemoveMember {
+                    node_id: NodeId(leader)
+                }
+            )
+            .is_none());
+        net.run(3_000);
+        assert_eq!(net.answers.len(), 1, "the removal was acknowledged");
+        let at_old = net.at(leader);
+        assert_ne!(
+            net.nodes[at_old].role(),
+            Role::Leader,
+            "it stepped down in the end"
+        );
+        let new = net.leader().expect("a voter took over");
+        assert_ne!(new, leader);
+        let at_new = net.at(new);
+        assert!(!net.nodes[at_new].store_stale);
+        assert!(net.nodes[at_new].store().get(b"before", 0).is_some());
+        assert!(ask(&mut net, new, set(b"after")).is_some());
     }
 
     /// Feeds node `to` a peer message from `from`.

@@ -189,23 +189,11 @@ where
         let (front, back) = out.split_at_mut(out.len() / 2);
         let limit = budget_bytes.min(back.len());
         let mut writer = PackedWriter::new(&mut back[..limit]);
-        let mut last_sent = prev_index;
-        if with_entries {
-            let mut index = next_index;
-            while let Some((term, bytes)) = self.log.entry(index) {
-                if writer
-                    .push_with(ENTRY_TERM_BYTES + bytes.len(), |item| {
-                        item[..ENTRY_TERM_BYTES].copy_from_slice(&term.to_le_bytes());
-                        item[ENTRY_TERM_BYTES..].copy_from_slice(bytes);
-                    })
-                    .is_err()
-                {
-                    break;
-                }
-                last_sent = index;
-                index += 1;
-            }
-        }
+        let last_sent = if with_entries {
+            self.pack_entries(next_index, &mut writer)
+        } else {
+            prev_index
+        };
         let entries = writer.finish();
         let message = PeerMessage::Append {
             term: Term(self.term),
@@ -220,6 +208,25 @@ where
         };
         let len = encode_frame(&message, front).ok()?;
         Some((len, last_sent))
+    }
+
+    /// Packs log entries from `next_index` on into `writer`, as many as fit; returns the
+    /// index of the last one packed (`next_index - 1` if none).
+    pub(crate) fn pack_entries(&self, next_index: u64, writer: &mut PackedWriter<'_>) -> u64 {
+        let mut last_packed = next_index - 1;
+        while let Some((term, bytes)) = self.log.entry(last_packed + 1) {
+            if writer
+                .push_with(ENTRY_TERM_BYTES + bytes.len(), |item| {
+                    item[..ENTRY_TERM_BYTES].copy_from_slice(&term.to_le_bytes());
+                    item[ENTRY_TERM_BYTES..].copy_from_slice(bytes);
+                })
+                .is_err()
+            {
+                break;
+            }
+            last_packed += 1;
+        }
+        last_packed
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -310,7 +317,7 @@ where
     }
 
     /// Checks `prev` and appends the entries that are new, truncating a conflicting tail.
-    fn accept_entries(
+    pub(crate) fn accept_entries(
         &mut self,
         now_ms: u64,
         prev: LogPosition,
@@ -461,6 +468,7 @@ where
         self.advance_commit(now_ms);
         self.release_confirmed_reads();
         self.promote_caught_up_learner(now_ms);
+        self.step_down_if_removed(now_ms);
     }
 
     /// Leader: commits what a majority holds, if of the current term, and releases the

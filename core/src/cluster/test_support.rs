@@ -3,9 +3,12 @@
 use std::vec;
 use std::vec::Vec;
 
-use super::{ClientAction, Log, LogLimits, Node, NodeEvent, Role, Ticket, TicketEvent};
+use super::{ClientAction, Log, LogLimits, Node, NodeConfig, NodeEvent, Role, Ticket, TicketEvent};
 use crate::store::{Store, StoreLimits};
-use crate::wire::{encode, ClientMessage, NodeId, Request, FRAME_HEADER_BYTES};
+use crate::wire::{
+    encode, ClientMessage, ClusterId, Expiry, NodeId, Request, SetCondition, WriteOptions,
+    FRAME_HEADER_BYTES,
+};
 
 /// A node on heap buffers with room for 8 waiting requests.
 pub type TestNode = Node<Vec<u8>, Vec<u8>, 8>;
@@ -175,5 +178,56 @@ impl Net {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+}
+
+/// A 3-node cluster of nodes with undo journals of `undo_bytes` (none if 0), whose
+/// leader took `requests` while cut off, then was deposed and reconnected. Returns the
+/// network and the deposed leader's id.
+pub fn depose_a_leader_after(undo_bytes: usize, requests: &[Request<'static>]) -> (Net, u64) {
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    let nodes = (1..=3)
+        .map(|id| {
+            let config = NodeConfig::new(NodeId(id), ClusterId(7), &voters);
+            let log = log(log_limits(2048));
+            let mut node = Node::new(config, store(id), log, 0);
+            if undo_bytes > 0 {
+                node.set_undo_memory(vec![0; undo_bytes]);
+            }
+            node
+        })
+        .collect();
+    let mut net = Net::new(nodes);
+    net.run(1_000);
+    let old = net.leader().expect("a leader within a second");
+    assert!(net.request(old, set(b"a", b"committed")).is_some());
+    net.run(100);
+
+    net.isolate(old);
+    for request in requests {
+        net.request(old, *request);
+    }
+    net.run(2_000);
+    let new = net.leader().filter(|&id| id != old).expect("a new leader");
+    assert!(net.request(new, set(b"c", b"kept")).is_some());
+    net.run(100);
+
+    net.heal();
+    net.run(500);
+    (net, old)
+}
+
+/// Two writes, answered at once (`leader` acknowledgement), never replicated.
+pub fn lost_writes() -> [Request<'static>; 2] {
+    [set(b"a", b"lost"), set(b"b", b"lost")]
+}
+
+pub fn set(key: &'static [u8], value: &'static [u8]) -> Request<'static> {
+    Request::Set {
+        key,
+        value,
+        condition: SetCondition::Always,
+        expiry: Expiry::None,
+        write: WriteOptions::default(),
     }
 }

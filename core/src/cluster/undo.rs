@@ -252,10 +252,10 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::cluster::test_support::{self, Net};
-    use crate::cluster::{Node, NodeConfig, NodeEvent};
+    use crate::cluster::test_support::{self, depose_a_leader_after, lost_writes};
+    use crate::cluster::NodeEvent;
     use crate::store::{SetExpiry, SetOptions};
-    use crate::wire::{ClusterId, Expiry, NodeId, Request, SetCondition, WriteOptions};
+    use crate::wire::{NodeId, Request};
 
     fn put(store: &mut Store<Vec<u8>>, key: &[u8], value: &[u8], expiry: Option<u64>) {
         let options = SetOptions {
@@ -276,57 +276,6 @@ mod tests {
         let saved = journal.save(index, store.last_version(), key, store.get(key, 0));
         put(store, key, value, None);
         saved
-    }
-
-    /// A 3-node cluster of nodes with undo journals of `undo_bytes` (none if 0), whose
-    /// leader took `requests` while cut off, then was deposed and reconnected. Returns the
-    /// network and the deposed leader's id.
-    fn depose_a_leader_after(undo_bytes: usize, requests: &[Request<'static>]) -> (Net, u64) {
-        let voters = [NodeId(1), NodeId(2), NodeId(3)];
-        let nodes = (1..=3)
-            .map(|id| {
-                let config = NodeConfig::new(NodeId(id), ClusterId(7), &voters);
-                let log = test_support::log(test_support::log_limits(2048));
-                let mut node = Node::new(config, test_support::store(id), log, 0);
-                if undo_bytes > 0 {
-                    node.set_undo_memory(vec![0; undo_bytes]);
-                }
-                node
-            })
-            .collect();
-        let mut net = Net::new(nodes);
-        net.run(1_000);
-        let old = net.leader().expect("a leader within a second");
-        assert!(net.request(old, set(b"a", b"committed")).is_some());
-        net.run(100);
-
-        net.isolate(old);
-        for request in requests {
-            net.request(old, *request);
-        }
-        net.run(2_000);
-        let new = net.leader().filter(|&id| id != old).expect("a new leader");
-        assert!(net.request(new, set(b"c", b"kept")).is_some());
-        net.run(100);
-
-        net.heal();
-        net.run(500);
-        (net, old)
-    }
-
-    /// Two writes, answered at once (`leader` acknowledgement), never replicated.
-    fn lost_writes() -> [Request<'static>; 2] {
-        [set(b"a", b"lost"), set(b"b", b"lost")]
-    }
-
-    fn set(key: &'static [u8], value: &'static [u8]) -> Request<'static> {
-        Request::Set {
-            key,
-            value,
-            condition: SetCondition::Always,
-            expiry: Expiry::None,
-            write: WriteOptions::default(),
-        }
     }
 
     /// The liveness gap of docs/protocol.md 4.10: without the journal, a deposed leader's

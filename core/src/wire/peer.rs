@@ -145,6 +145,20 @@ pub enum PeerMessage<'a> {
         #[serde(borrow)]
         members: &'a [u8],
     },
+    /// From a voter that refused a candidate because the candidate's log is behind its own
+    /// while it cannot lead itself (its store is stale, or it is not a voter in its own
+    /// membership): the entries of its log that follow the candidate's last one, so that
+    /// the candidate's log becomes as complete and the candidate can win (docs/protocol.md
+    /// 4.7, "a node that cannot lead hands its log over"). Not an `Append`: no leader sent
+    /// it, it advances nobody's commit index and it is taken only where `prev` is the
+    /// receiver's last entry, so it never replaces anything.
+    LogOffer {
+        /// The receiver's last entry as its request said; the entries follow it.
+        prev: LogPosition,
+        /// The entries, packed as in `Append`.
+        #[serde(borrow)]
+        entries: Packed<'a>,
+    },
 }
 
 /// Whether a follower took an `Append`.
@@ -206,8 +220,12 @@ mod tests {
             members: &[],
             data: &[],
         };
+        let offer = PeerMessage::LogOffer {
+            prev: longest,
+            entries: PackedWriter::new(&mut []).finish(),
+        };
         let mut out = [0u8; 512];
-        for message in [append, snapshot] {
+        for message in [append, snapshot, offer] {
             let len = encode(&message, &mut out).unwrap().len();
             // Each byte slice's length prefix grows by up to 4 more bytes when it is full.
             assert!(len + 8 <= PEER_ENVELOPE_BYTES, "{message:?} is {len} bytes");
