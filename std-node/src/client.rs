@@ -23,6 +23,7 @@ use memdi_core::wire::{
     SaveReport, Sender, ServerMessage, SetCondition, StatusRole, WriteOptions, FRAME_HEADER_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -208,87 +209,113 @@ struct Connection {
     addr: String,
 }
 
+/// Connects to `addr` and completes the handshake (and authentication, with a password),
+/// without this library's reader and writer tasks: for callers that drive the frames
+/// themselves, as `memdi bench` does so that it measures the server rather than this
+/// library's per-request channels.
+pub async fn connect_raw(
+    addr: &str,
+    options: &ClientOptions,
+) -> Result<(TcpStream, HelloAck), ClientError> {
+    let (reader, writer, ack) =
+        handshake(addr, options.connect_timeout, options.password.as_ref()).await?;
+    let stream = reader
+        .reunite(writer)
+        .map_err(|_| ClientError::Protocol("the halves of one stream did not match".into()))?;
+    Ok((stream, ack))
+}
+
+/// Connects and completes the handshake: the stream's halves and the node's answer.
+async fn handshake(
+    addr: &str,
+    timeout: Duration,
+    password: Option<&Password>,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, HelloAck), ClientError> {
+    let failed = |reason: String| ClientError::Connection {
+        addr: addr.to_owned(),
+        reason,
+    };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| failed("connect timed out".into()))?
+        .map_err(|error| failed(error.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let hello = encode(&ClientMessage {
+        request_id: 0,
+        request: Request::Hello(Hello::new(ClusterId(0), Sender::Client, MAX_FRAME_BYTES)),
+    })?;
+    writer
+        .write_all(&hello)
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    let mut decoder = FrameDecoder::new(vec![0; 64 * 1024 + FRAME_HEADER_BYTES])
+        .expect("frame buffer above the header size");
+    let ack = tokio::time::timeout(timeout, async {
+        let mut ack = None;
+        loop {
+            if let Some(payload) = decoder.next_frame().map_err(|e| failed(e.to_string()))? {
+                match decode::<ServerMessage<'_>>(payload) {
+                    Ok(ServerMessage {
+                        response: Response::HelloAck(hello_ack),
+                        ..
+                    }) if ack.is_none() => {
+                        let Some(password) = password else {
+                            return Ok(hello_ack);
+                        };
+                        // Only once the hello is answered: a member's peer port (a
+                        // join) takes nothing before its handshake is answered.
+                        let auth = encode(&ClientMessage {
+                            request_id: 0,
+                            request: Request::Auth {
+                                password: password.expose(),
+                            },
+                        })?;
+                        writer
+                            .write_all(&auth)
+                            .await
+                            .map_err(|error| failed(error.to_string()))?;
+                        ack = Some(hello_ack);
+                    }
+                    Ok(ServerMessage {
+                        response: Response::Authenticated,
+                        ..
+                    }) if ack.is_some() => return Ok(ack.expect("checked")),
+                    Ok(ServerMessage {
+                        response: Response::Error(error),
+                        ..
+                    }) => {
+                        return Err(ClientError::Server {
+                            code: error.code,
+                            detail: error.detail.to_owned(),
+                        })
+                    }
+                    _ => return Err(ClientError::Protocol("no HelloAck".into())),
+                }
+                continue;
+            }
+            let count = reader
+                .read(decoder.unfilled())
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            if count == 0 {
+                return Err(failed("closed during the handshake".into()));
+            }
+            decoder.commit(count);
+        }
+    })
+    .await
+    .map_err(|_| failed("handshake timed out".into()))??;
+    Ok((reader, writer, ack))
+}
+
 impl Connection {
     async fn open(
         addr: &str,
         timeout: Duration,
         password: Option<&Password>,
     ) -> Result<(Self, HelloAck), ClientError> {
-        let failed = |reason: String| ClientError::Connection {
-            addr: addr.to_owned(),
-            reason,
-        };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| failed("connect timed out".into()))?
-            .map_err(|error| failed(error.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
-        let hello = encode(&ClientMessage {
-            request_id: 0,
-            request: Request::Hello(Hello::new(ClusterId(0), Sender::Client, MAX_FRAME_BYTES)),
-        })?;
-        writer
-            .write_all(&hello)
-            .await
-            .map_err(|error| failed(error.to_string()))?;
-        let mut decoder = FrameDecoder::new(vec![0; 64 * 1024 + FRAME_HEADER_BYTES])
-            .expect("frame buffer above the header size");
-        let ack = tokio::time::timeout(timeout, async {
-            let mut ack = None;
-            loop {
-                if let Some(payload) = decoder.next_frame().map_err(|e| failed(e.to_string()))? {
-                    match decode::<ServerMessage<'_>>(payload) {
-                        Ok(ServerMessage {
-                            response: Response::HelloAck(hello_ack),
-                            ..
-                        }) if ack.is_none() => {
-                            let Some(password) = password else {
-                                return Ok(hello_ack);
-                            };
-                            // Only once the hello is answered: a member's peer port (a
-                            // join) takes nothing before its handshake is answered.
-                            let auth = encode(&ClientMessage {
-                                request_id: 0,
-                                request: Request::Auth {
-                                    password: password.expose(),
-                                },
-                            })?;
-                            writer
-                                .write_all(&auth)
-                                .await
-                                .map_err(|error| failed(error.to_string()))?;
-                            ack = Some(hello_ack);
-                        }
-                        Ok(ServerMessage {
-                            response: Response::Authenticated,
-                            ..
-                        }) if ack.is_some() => return Ok(ack.expect("checked")),
-                        Ok(ServerMessage {
-                            response: Response::Error(error),
-                            ..
-                        }) => {
-                            return Err(ClientError::Server {
-                                code: error.code,
-                                detail: error.detail.to_owned(),
-                            })
-                        }
-                        _ => return Err(ClientError::Protocol("no HelloAck".into())),
-                    }
-                    continue;
-                }
-                let count = reader
-                    .read(decoder.unfilled())
-                    .await
-                    .map_err(|e| failed(e.to_string()))?;
-                if count == 0 {
-                    return Err(failed("closed during the handshake".into()));
-                }
-                decoder.commit(count);
-            }
-        })
-        .await
-        .map_err(|_| failed("handshake timed out".into()))??;
+        let (reader, writer, ack) = handshake(addr, timeout, password).await?;
         let (frames, outgoing) = mpsc::channel(4096);
         let waiters: Waiters = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
@@ -356,7 +383,7 @@ fn encode(message: &ClientMessage<'_>) -> Result<Vec<u8>, ClientError> {
 }
 
 async fn write_loop(
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    writer: OwnedWriteHalf,
     mut frames: mpsc::Receiver<Vec<u8>>,
     alive: Arc<AtomicBool>,
 ) {
@@ -374,7 +401,7 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut reader: OwnedReadHalf,
     waiters: Waiters,
     alive: Arc<AtomicBool>,
     addr: String,

@@ -273,6 +273,41 @@ async fn the_cli_takes_the_password_from_a_flag_or_the_environment() {
     assert_eq!(code, 0, "{stderr}");
     let (code, stdout, stderr) = memdi(Some(PASSWORD), &["--addr", &addr, "get", "k"]);
     assert_eq!((code, stdout.as_str()), (0, "v"), "{stderr}");
+
+    // `memdi bench` drives its own connections (`client::connect_raw`): refused without
+    // the password, and with it every request is answered and every key written.
+    let bench = [
+        "--addr",
+        &addr,
+        "bench",
+        "--clients",
+        "3",
+        "--requests",
+        "3000",
+        "--pipeline",
+        "8",
+        "--keyspace",
+        "64",
+        "--csv",
+    ];
+    let (code, _, stderr) = memdi(None, &bench);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("AuthRequired"), "{stderr}");
+    let (code, stdout, stderr) = memdi(Some(PASSWORD), &bench);
+    assert_eq!(code, 0, "{stderr}");
+    let fields: Vec<&str> = stdout.split(',').collect();
+    assert_eq!(fields.len(), 12, "{stdout}");
+    assert_eq!(
+        &fields[..6],
+        ["set", "leader", "3", "8", "3000", "0"],
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = memdi(Some(PASSWORD), &["--addr", &addr, "dbsize"]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "65"),
+        "64 bench keys and k: {stderr}"
+    );
     assert!(server.stop().success());
     let log = server.log();
     for secret in [PASSWORD, WRONG] {

@@ -1,9 +1,8 @@
 //! `memdi`: the command-line client of memdi-server, and a benchmark.
 
+mod bench;
+
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use memdi_core::wire::{AckLevel, ReadConsistency, SetCondition};
@@ -152,7 +151,8 @@ enum Command {
     },
     /// Check the node answers.
     Ping,
-    /// Measure throughput and latency, like redis-benchmark.
+    /// Measure throughput and latency, like redis-benchmark. Exits 3 if any request ended
+    /// in an error (after printing the figures), so that a script notices.
     Bench {
         /// Concurrent connections.
         #[arg(long, default_value_t = 50)]
@@ -179,9 +179,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "set")]
         op: BenchOp,
         /// Print one CSV line instead of the text report: op, ack, clients, pipeline,
-        /// requests, errors, requests/s, then p50, p99, p99.9 and max latency in microseconds.
+        /// requests, errors, requests/s, then p50, p99, p99.9 and max latency in
+        /// microseconds, then retries (answers `NoLeader` or `Busy`, sent again).
         #[arg(long)]
         csv: bool,
+        /// Threads driving the connections (redis-benchmark's --threads); one per core by
+        /// default. (One thread halved the figures of two clients one request at a time:
+        /// each answer then waits for the other connection's turn.)
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
@@ -206,7 +212,22 @@ impl From<ClientError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match cli.command {
+        Command::Bench {
+            threads: Some(threads),
+            ..
+        } if threads <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Command::Bench {
+            threads: Some(threads),
+            ..
+        } => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .expect("starting the tokio runtime");
@@ -370,8 +391,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `memdi bench`: `clients` connections, each with `pipeline` requests in flight, until
-/// `requests` have been answered; prints throughput and latency percentiles.
+/// `memdi bench`: runs the plan (see `bench`) and prints its figures.
 async fn bench(addr: &str, password: Option<Password>, command: Command) -> Result<(), Failure> {
     let Command::Bench {
         clients,
@@ -383,115 +403,77 @@ async fn bench(addr: &str, password: Option<Password>, command: Command) -> Resu
         ack,
         op,
         csv,
+        threads: _,
     } = command
     else {
         unreachable!("called with bench")
     };
-    let issued = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let value = Arc::new(vec![b'x'; value_size]);
-    let mut connections = Vec::new();
-    for _ in 0..clients.max(1) {
-        let options = ClientOptions {
-            pool_size: 1,
-            read: ReadConsistency::Linearizable,
-            password: password.clone(),
-            ..ClientOptions::default()
-        };
-        connections.push(Client::connect_with(addr, options).await?);
-    }
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for client in &connections {
-        for _ in 0..pipeline.max(1) {
-            let client = client.clone();
-            let (issued, errors, value) = (issued.clone(), errors.clone(), value.clone());
-            workers.spawn(async move {
-                let mut latencies_us = Vec::new();
-                loop {
-                    let n = issued.fetch_add(1, Ordering::Relaxed);
-                    if n >= requests {
-                        return latencies_us;
-                    }
-                    let key = bench_key(n % keyspace.max(1), key_size);
-                    let sent = Instant::now();
-                    let result = match op {
-                        BenchOp::Set => client
-                            .set(
-                                &key,
-                                &value,
-                                SetOptions {
-                                    ack: Some(ack.into()),
-                                    ..SetOptions::default()
-                                },
-                            )
-                            .await
-                            .map(drop),
-                        BenchOp::Get => client.get(&key).await.map(drop),
-                    };
-                    if let Err(error) = result {
-                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                            eprintln!("memdi bench: first error: {error}");
-                        }
-                    }
-                    latencies_us
-                        .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-                }
-            });
-        }
-    }
-    let mut latencies_us = Vec::new();
-    while let Some(done) = workers.join_next().await {
-        latencies_us.extend(done.expect("bench worker panicked"));
-    }
-    let elapsed = started.elapsed();
-    latencies_us.sort_unstable();
-    let percentile = |p: f64| -> Duration {
-        if latencies_us.is_empty() {
-            return Duration::ZERO;
-        }
-        let at = ((latencies_us.len() as f64 * p).ceil() as usize).clamp(1, latencies_us.len());
-        Duration::from_micros(u64::from(latencies_us[at - 1]))
+    let plan = bench::Plan {
+        addr: addr.to_owned(),
+        password,
+        clients,
+        requests,
+        pipeline,
+        value_size,
+        key_size,
+        keyspace,
+        ack: ack.into(),
+        op: match op {
+            BenchOp::Set => bench::Op::Set,
+            BenchOp::Get => bench::Op::Get,
+        },
     };
-    let done = latencies_us.len() as f64;
-    let rate = done / elapsed.as_secs_f64().max(1e-9);
+    let outcome = bench::run(plan).await?;
+    if let Some(error) = &outcome.first_error {
+        eprintln!("memdi bench: first error: {error}");
+    }
+    let rate = outcome.rate();
     if csv {
         println!(
-            "{},{},{clients},{pipeline},{},{},{rate:.0},{},{},{},{}",
+            "{},{},{clients},{pipeline},{},{},{rate:.0},{},{},{},{},{}",
             format!("{op:?}").to_lowercase(),
             format!("{ack:?}").to_lowercase(),
-            latencies_us.len(),
-            errors.load(Ordering::Relaxed),
-            percentile(0.50).as_micros(),
-            percentile(0.99).as_micros(),
-            percentile(0.999).as_micros(),
-            percentile(1.0).as_micros()
+            outcome.latencies_us.len(),
+            outcome.errors,
+            outcome.percentile(0.50).as_micros(),
+            outcome.percentile(0.99).as_micros(),
+            outcome.percentile(0.999).as_micros(),
+            outcome.percentile(1.0).as_micros(),
+            outcome.retries
         );
-        return Ok(());
+        return bench_verdict(&outcome);
     }
     println!(
         "{op:?}: {} requests, {clients} clients, pipeline {pipeline}, {value_size} B values, {key_size} B keys, ack {ack:?}",
-        latencies_us.len()
+        outcome.latencies_us.len()
     );
     println!(
-        "  {rate:.0} requests/s over {:.2} s; {} errors",
-        elapsed.as_secs_f64(),
-        errors.load(Ordering::Relaxed)
+        "  {rate:.0} requests/s over {:.2} s; {} errors; {} retries (no leader, busy)",
+        outcome.elapsed.as_secs_f64(),
+        outcome.errors,
+        outcome.retries
     );
     println!(
         "  latency p50 {:?}  p99 {:?}  p99.9 {:?}  max {:?}",
-        percentile(0.50),
-        percentile(0.99),
-        percentile(0.999),
-        percentile(1.0)
+        outcome.percentile(0.50),
+        outcome.percentile(0.99),
+        outcome.percentile(0.999),
+        outcome.percentile(1.0)
     );
-    Ok(())
+    bench_verdict(&outcome)
 }
 
-/// Key number `n`, zero-padded (or cut) to `size` bytes.
-fn bench_key(n: u64, size: usize) -> Vec<u8> {
-    let digits = format!("key:{n:0width$}", width = size.saturating_sub(4));
-    let mut key = digits.into_bytes();
-    key.truncate(size.max(1));
-    key
+/// A bench whose requests all succeeded exits 0; otherwise 3, as for a server error.
+fn bench_verdict(outcome: &bench::Outcome) -> Result<(), Failure> {
+    if outcome.errors == 0 {
+        return Ok(());
+    }
+    Err(Failure {
+        code: 3,
+        message: format!(
+            "bench: {} of {} requests ended in an error",
+            outcome.errors,
+            outcome.latencies_us.len()
+        ),
+    })
 }
