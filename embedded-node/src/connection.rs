@@ -39,6 +39,9 @@ const HELLO_BYTES: usize = 128;
 /// looks (the dialer retries within 50 ms of a failure).
 const RETRY_FOR: Duration = Duration::from_secs(2);
 const RETRY_EVERY: Duration = Duration::from_millis(20);
+/// How often a request answered `Busy` is submitted again (`ClientStep::Full`): a full log
+/// frees up as soon as a follower takes the next `Append`, in well under a millisecond.
+const FULL_RETRY_EVERY: Duration = Duration::from_micros(500);
 
 /// One connection task's buffers.
 pub(crate) struct Buffers {
@@ -317,8 +320,8 @@ async fn serve_client(
         let taken = next_frame(socket, decoder, Some(CLIENT_IDLE), |payload| {
             // Kept for a resubmission while no leader is known (`ClientStep::Keep`).
             out[..payload.len()].copy_from_slice(payload);
-            let step =
-                context.with(|shell| shell.client_frame(index, payload, out, &context.wakers));
+            let step = context
+                .with(|shell| shell.client_frame(index, payload, out, true, &context.wakers));
             (payload.len(), step)
         });
         let (request_len, mut step) = match taken.await {
@@ -334,6 +337,7 @@ async fn serve_client(
                     break (timeout_frame(out, request_len, detail), false);
                 }
                 ClientStep::Retry => Timer::after(RETRY_EVERY).await,
+                ClientStep::Full => Timer::after(FULL_RETRY_EVERY).await,
                 // Bounded by the node's request timeout: every ticket ends, with an error
                 // if nothing else.
                 ClientStep::Wait | ClientStep::Keep => {
@@ -345,8 +349,10 @@ async fn serve_client(
                     *out = lent;
                 }
                 match (step, shell.slots[index].waiting) {
-                    (ClientStep::Retry, _) | (_, Waiting::Resubmit) => {
-                        resubmit(shell, index, out, request_len, &context.wakers)
+                    (ClientStep::Retry | ClientStep::Full, _) | (_, Waiting::Resubmit) => {
+                        // Past the deadline, a `Busy` is answered as it is.
+                        let hold = Instant::now() < retry_until;
+                        resubmit(shell, index, out, request_len, hold, &context.wakers)
                     }
                     (_, Waiting::Answered { len }) => {
                         shell.slots[index].waiting = Waiting::Idle;
@@ -426,12 +432,13 @@ fn resubmit(
     index: usize,
     out: &mut &'static mut [u8],
     request_len: usize,
+    hold_when_busy: bool,
     wakers: &crate::shell::Wakers,
 ) -> ClientStep {
     // On the stack for the call only: the request and its answer share `out`.
     let mut request = [0u8; FRAME_BUFFER_BYTES];
     request[..request_len].copy_from_slice(&out[..request_len]);
-    shell.client_frame(index, &request[..request_len], out, wakers)
+    shell.client_frame(index, &request[..request_len], out, hold_when_busy, wakers)
 }
 
 const _: () = assert!(FRAME_BUFFER_BYTES > FRAME_HEADER_BYTES);

@@ -164,6 +164,13 @@ pub enum CasOutcome {
     Mismatch(u64),
 }
 
+/// The first pause before sending again a request answered `Busy` (a full log, a
+/// membership change in progress): such a refusal ends quickly.
+pub const BUSY_MIN_BACKOFF: Duration = Duration::from_millis(1);
+/// The longest pause between tries after `Busy`: with the default 40 tries, about the
+/// 600 ms a leader keeps its log for a follower that has stopped progressing.
+pub const BUSY_MAX_BACKOFF: Duration = Duration::from_millis(16);
+
 /// How a [`Client`] behaves.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -171,7 +178,8 @@ pub struct ClientOptions {
     pub pool_size: usize,
     /// Tries per request while the answer is `NoLeader` or `Busy`.
     pub max_attempts: u32,
-    /// First pause between tries; doubles up to `max_backoff`.
+    /// First pause between tries; doubles up to `max_backoff`. After `Busy` the pauses are
+    /// [`BUSY_MIN_BACKOFF`] to [`BUSY_MAX_BACKOFF`] at most.
     pub min_backoff: Duration,
     /// Longest pause between tries.
     pub max_backoff: Duration,
@@ -571,7 +579,7 @@ impl Client {
     /// Sends one request, retrying while the answer says it was not executed.
     pub async fn request(&self, request: &Request<'_>) -> Result<Reply, ClientError> {
         let options = &self.inner.options;
-        let mut backoff = options.min_backoff;
+        let mut backoff = None;
         let mut attempt = 1;
         loop {
             let result = match self.connection().await {
@@ -590,8 +598,26 @@ impl Client {
                 return result;
             }
             attempt += 1;
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(options.max_backoff);
+            // A full log (`Busy`) frees up as soon as followers catch up, in a millisecond
+            // or so; a leader takes an election timeout to appear.
+            let busy = matches!(
+                &result,
+                Err(ClientError::Server {
+                    code: ErrorCode::Busy,
+                    ..
+                })
+            );
+            let (first, longest) = if busy {
+                (
+                    BUSY_MIN_BACKOFF.min(options.min_backoff),
+                    BUSY_MAX_BACKOFF.min(options.max_backoff),
+                )
+            } else {
+                (options.min_backoff, options.max_backoff)
+            };
+            let pause = backoff.unwrap_or(first).min(longest);
+            tokio::time::sleep(pause).await;
+            backoff = Some((pause * 2).min(options.max_backoff));
         }
     }
 

@@ -222,6 +222,7 @@ where
             peer.match_index = 0;
             peer.inflight = 0;
             peer.last_heard_ms = now_ms;
+            peer.progress_ms = now_ms;
             peer.acked_round = 0;
             // Unknown until it reports: no snapshot may wipe it before then.
             peer.held_index = None;

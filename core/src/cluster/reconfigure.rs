@@ -218,6 +218,7 @@ where
                 needs_snapshot: false,
                 snapshot: None,
                 link_down: false,
+                progress_ms: now_ms,
             });
         }
         if self.next_peer >= self.peers.len() {
@@ -268,7 +269,8 @@ where
         };
         // Not `propose`: the membership must be in force before anything else looks at it
         // (committing the entry may promote or step down); there is nothing to apply.
-        self.make_room(&command).map_err(ChangeError::Propose)?;
+        self.make_room(now_ms, &command)
+            .map_err(ChangeError::Propose)?;
         let index = self
             .append_applied(&command)
             .map_err(ChangeError::Propose)?;

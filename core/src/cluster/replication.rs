@@ -39,14 +39,28 @@ where
     L: AsRef<[u8]> + AsMut<[u8]>,
 {
     /// Whether the log has room for `command` now, discarding applied and committed
-    /// entries if need be (a follower that still needs them will get a snapshot).
-    pub(crate) fn make_room(&mut self, command: &Command<'_>) -> Result<(), ProposeError> {
-        self.make_room_for(command.encoded_len())
+    /// entries if need be (see `make_room_for`).
+    pub(crate) fn make_room(
+        &mut self,
+        now_ms: u64,
+        command: &Command<'_>,
+    ) -> Result<(), ProposeError> {
+        self.make_room_for(now_ms, command.encoded_len())
     }
 
     /// Whether the log has room for an entry of `len` bytes, discarding applied and
     /// committed entries if need be.
-    pub(crate) fn make_room_for(&mut self, len: usize) -> Result<(), ProposeError> {
+    ///
+    /// **Flow control.** A leader keeps the entries a follower that is keeping up still
+    /// needs: one heard from and progressing (taking entries or snapshot chunks) within
+    /// the longest election timeout, in the log or receiving a snapshot (whose entries
+    /// after its base it will need next). The write is refused (`LogFull`, answered `Busy`:
+    /// nothing done, retry) until the follower has them. Discarding them instead sent
+    /// such a follower a snapshot, and on a board's 128-entry log the next one while the
+    /// first streamed: a leader of two servers sent 88 snapshots to one in a 30,000-write
+    /// run (docs/benchmarks.md, "The embedded node"). A follower that stops progressing
+    /// for that long stops holding the log, and gets a snapshot when it is back.
+    pub(crate) fn make_room_for(&mut self, now_ms: u64, len: usize) -> Result<(), ProposeError> {
         while !self.log.has_room(len) {
             let mut discardable = self.commit_index.min(self.applied_index);
             if self.config.persistent {
@@ -54,6 +68,9 @@ where
                 if let Some(from) = self.log.unreported_from() {
                     discardable = discardable.min(from - 1);
                 }
+            }
+            if self.role == Role::Leader {
+                discardable = discardable.min(self.kept_for_followers(now_ms));
             }
             if self.log.first_index() > discardable {
                 return Err(if self.log.is_empty() {
@@ -65,6 +82,28 @@ where
             self.discard_first_entry();
         }
         Ok(())
+    }
+
+    /// Leader: the last entry that may be discarded without cutting off a follower that
+    /// keeps up (see `make_room_for`).
+    fn kept_for_followers(&self, now_ms: u64) -> u64 {
+        let window_ms = self.config.election_timeout_max_ms;
+        let first = self.log.first_index();
+        self.peers
+            .iter()
+            .filter(|peer| {
+                now_ms.saturating_sub(peer.last_heard_ms) < window_ms
+                    && now_ms.saturating_sub(peer.progress_ms) < window_ms
+            })
+            .filter_map(|peer| match &peer.snapshot {
+                Some(snapshot) => Some(snapshot.base_index()),
+                None if !peer.needs_snapshot && peer.match_index + 1 >= first => {
+                    Some(peer.match_index)
+                }
+                None => None,
+            })
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Leader: appends a command that has already been applied to the store (or needs no
@@ -102,7 +141,7 @@ where
         now_ms: u64,
         command: Command<'_>,
     ) -> Result<u64, ProposeError> {
-        self.make_room(&command)?;
+        self.make_room(now_ms, &command)?;
         self.journal_next(&command);
         // Noop and Delete cannot fail; a Put is checked by the caller before proposing.
         let _ = command.apply(&mut self.store);
@@ -135,6 +174,12 @@ where
             let at = (self.next_peer + step) % count;
             let wants_snapshot =
                 self.peers[at].needs_snapshot || self.peers[at].next_index < self.log.first_index();
+            if !wants_snapshot && self.peers[at].snapshot.is_some() {
+                // It caught up through the log (a rolled-back deposed leader answering an
+                // earlier `Append`): the snapshot is moot. Kept, it made flow control hold
+                // the log for it for good (simulator seed 16231).
+                self.peers[at].snapshot = None;
+            }
             if wants_snapshot && (self.peers[at].snapshot.is_some() || self.may_wipe(at, now_ms)) {
                 if let Some(sent) = self.next_snapshot_chunk(at, now_ms, out) {
                     self.next_peer = (at + 1) % count;
@@ -375,7 +420,8 @@ where
                 None => {}
             }
             let command = &item[ENTRY_TERM_BYTES..];
-            if self.make_room_for(command.len()).is_err() || self.log.append(term, command).is_err()
+            if self.make_room_for(now_ms, command.len()).is_err()
+                || self.log.append(term, command).is_err()
             {
                 // Log full of entries not yet applied: take what fitted; the leader
                 // resends the rest.
@@ -434,6 +480,11 @@ where
                 }
             }
             AppendOutcome::Accepted { match_index } => {
+                // Progress: it took entries, or it has them all (an idle follower that
+                // answers heartbeats keeps up).
+                if match_index.0 > peer.match_index || match_index.0 >= leader_last {
+                    peer.progress_ms = now_ms;
+                }
                 let held = peer.held_index.unwrap_or(0).max(match_index.0);
                 peer.held_index = Some(held.min(leader_last));
                 peer.match_index = peer.match_index.max(match_index.0);
@@ -581,7 +632,7 @@ where
             }
             _ => return false,
         };
-        if self.make_room_for(len).is_err() {
+        if self.make_room_for(now_ms, len).is_err() {
             return false;
         }
         // The key is copied from the store into the log; then the slot is emptied.
@@ -669,5 +720,88 @@ mod tests {
         );
         let at = net.at(follower);
         assert_eq!(net.nodes[at].store().len() as usize, keys.len());
+    }
+
+    /// Flow control: a leader with a 16-entry log and three voters keeps the entries a
+    /// briefly silent follower lacks (answering `Busy` once the log is full) rather than
+    /// discarding them and sending it a snapshot; a follower silent for longer than the
+    /// longest election timeout stops holding the log, and gets a snapshot when it is back.
+    #[test]
+    fn a_leader_keeps_what_a_live_follower_lacks_and_lets_go_of_a_silent_one() {
+        use crate::cluster::NodeEvent;
+        use crate::wire::{decode, ErrorCode, Response, ServerMessage};
+
+        let voters = [NodeId(1), NodeId(2), NodeId(3)];
+        let nodes = (1..=3)
+            .map(|id| {
+                let config = NodeConfig::new(NodeId(id), ClusterId(7), &voters);
+                Node::new(
+                    config,
+                    test_support::store(id),
+                    test_support::log(log_limits(2048)),
+                    0,
+                )
+            })
+            .collect();
+        let mut net = Net::new(nodes);
+        net.run(1_000);
+        let leader = net.leader().expect("a leader");
+        let follower = (1..=3).find(|&id| id != leader).unwrap();
+        let write = |key: &'static [u8]| Request::Set {
+            key,
+            value: b"v",
+            condition: SetCondition::Always,
+            expiry: Expiry::None,
+            write: WriteOptions::default(),
+        };
+        let keys: [&[u8]; 12] = [
+            b"k0", b"k1", b"k2", b"k3", b"k4", b"k5", b"k6", b"k7", b"k8", b"k9", b"ka", b"kb",
+        ];
+        let busy = |net: &mut Net, key: &'static [u8]| {
+            let answer = net.request(leader, write(key)).expect("answered at once");
+            match decode::<ServerMessage<'_>>(&answer).unwrap().response {
+                Response::Error(error) => {
+                    assert_eq!(error.code, ErrorCode::Busy, "{error:?}");
+                    true
+                }
+                _ => false,
+            }
+        };
+
+        // Silent for 100 ms: twice as many writes as the log holds, a millisecond apart,
+        // so that the other follower's answers commit them.
+        net.isolate(follower);
+        let mut refused = 0;
+        for key in (0..3).flat_map(|_| keys) {
+            refused += usize::from(busy(&mut net, key));
+            net.run(1);
+        }
+        assert!(refused > 0, "the log was never full");
+        net.run(64);
+        net.heal();
+        net.run(200);
+        let snapshots_to = |net: &Net| {
+            net.events
+                .iter()
+                .filter(|(_, event)| {
+                    matches!(event, NodeEvent::SnapshotStarted { to, .. } if *to == NodeId(follower))
+                })
+                .count()
+        };
+        assert_eq!(snapshots_to(&net), 0, "the live follower was cut off");
+        assert!(keys.iter().all(|&key| !busy(&mut net, key)), "room again");
+
+        // Silent for 2 s: it stops holding the log; writes go on; it gets a snapshot.
+        net.isolate(follower);
+        net.run(2_000);
+        for _ in 0..3 {
+            assert!(keys.iter().all(|&key| !busy(&mut net, key)));
+            net.run(10);
+        }
+        net.heal();
+        net.run(500);
+        assert!(snapshots_to(&net) > 0, "the silent follower got a snapshot");
+        let at = net.at(follower);
+        assert!(net.nodes[at].store().get(b"kb", 0).is_some());
     }
 }

@@ -1223,7 +1223,7 @@ where
         answer: impl Fn(u64) -> Response<'s>,
     ) -> WriteOutcome<'s> {
         for attempt in 0..2 {
-            if let Err(error) = self.make_room(&command) {
+            if let Err(error) = self.make_room(now_ms, &command) {
                 return WriteOutcome::immediate(propose_error(error));
             }
             let applied = command.check(&self.store).and_then(|()| {

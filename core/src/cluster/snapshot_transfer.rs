@@ -71,6 +71,13 @@ pub(crate) struct IncomingSnapshot {
     decoder: SnapshotDecoder,
 }
 
+impl OutgoingSnapshot {
+    /// The log index the snapshot brings the follower to: it needs the entries after it.
+    pub(crate) fn base_index(&self) -> u64 {
+        self.base.index.0
+    }
+}
+
 impl<M, L, const TICKETS: usize> Node<M, L, TICKETS>
 where
     M: AsRef<[u8]> + AsMut<[u8]>,
@@ -228,6 +235,7 @@ where
             return;
         }
         if next_offset == snapshot.sent_offset {
+            peer.progress_ms = now_ms;
             snapshot.acked = snapshot.sending.clone();
             snapshot.acked_offset = snapshot.sent_offset;
             snapshot.in_flight = false;

@@ -17,7 +17,9 @@ use memdi_core::wire::{
     ReadConsistency, Request, Response, ServerMessage, SetCondition, WriteOptions,
     FRAME_HEADER_BYTES,
 };
-use memdi_node::client::{connect_raw, ClientError, ClientOptions, Password};
+use memdi_node::client::{
+    connect_raw, ClientError, ClientOptions, Password, BUSY_MAX_BACKOFF, BUSY_MIN_BACKOFF,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -145,7 +147,7 @@ struct Slot {
 }
 
 /// Tries per request while the answer is `NoLeader` or `Busy` (not executed), with the
-/// client library's back-off: the bench measures a cluster through elections and full logs
+/// client library's back-off (1 to 16 ms for `Busy`, 20 to 500 ms for `NoLeader`): the bench measures a cluster through elections and full logs
 /// as an application would see it, and counts the retries.
 const MAX_ATTEMPTS: u32 = 40;
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
@@ -274,9 +276,14 @@ async fn drive(
             if let Response::Error(error) = &message.response {
                 let not_executed = matches!(error.code, ErrorCode::NoLeader | ErrorCode::Busy);
                 if not_executed && current.attempts < MAX_ATTEMPTS {
-                    let backoff = MIN_BACKOFF
+                    let (first, longest) = if error.code == ErrorCode::Busy {
+                        (BUSY_MIN_BACKOFF, BUSY_MAX_BACKOFF)
+                    } else {
+                        (MIN_BACKOFF, MAX_BACKOFF)
+                    };
+                    let backoff = first
                         .saturating_mul(1 << (current.attempts - 1).min(16))
-                        .min(MAX_BACKOFF);
+                        .min(longest);
                     current.retry_at = Some(Instant::now() + backoff);
                     tally.retries += 1;
                     continue;
