@@ -92,7 +92,11 @@ where
         self.peers
             .iter()
             .filter(|peer| {
-                now_ms.saturating_sub(peer.last_heard_ms) < window_ms
+                // Only followers that have answered this leader: before that, their match
+                // index is unknown (0), and holding the log for it kept a new leader's
+                // no-op out of a full log (simulator seed 552534).
+                peer.held_index.is_some()
+                    && now_ms.saturating_sub(peer.last_heard_ms) < window_ms
                     && now_ms.saturating_sub(peer.progress_ms) < window_ms
             })
             .filter_map(|peer| match &peer.snapshot {
@@ -152,6 +156,12 @@ where
 
     /// Leader: starts a heartbeat round; every peer gets an `Append` soon.
     pub(crate) fn start_round(&mut self, now_ms: u64) {
+        if self.log.last_term() != self.term {
+            // The no-op of `become_leader` found the log full (of entries of earlier
+            // terms, none of which this leader can commit without an entry of its own):
+            // try again, or nothing would ever commit.
+            let _ = self.propose(now_ms, Command::Noop);
+        }
         self.round += 1;
         self.heartbeat_deadline_ms = now_ms + self.config.heartbeat_interval_ms;
         for peer in self.peers.iter_mut() {
