@@ -147,8 +147,9 @@ struct Slot {
 }
 
 /// Tries per request while the answer is `NoLeader` or `Busy` (not executed), with the
-/// client library's back-off (1 to 16 ms for `Busy`, 20 to 500 ms for `NoLeader`): the bench measures a cluster through elections and full logs
-/// as an application would see it, and counts the retries.
+/// client library's back-off (1 to 16 ms for `Busy`, 20 to 500 ms for `NoLeader`): the
+/// bench measures a cluster through elections and full logs as an application would see
+/// it, and counts the retries.
 const MAX_ATTEMPTS: u32 = 40;
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
