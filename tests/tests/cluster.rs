@@ -386,7 +386,11 @@ impl Cluster {
                 .enumerate()
                 .filter(|(_, node)| node.is_running())
                 .filter_map(|(i, node)| node.last_role().map(|(role, term)| (i, role, term)))
-                .max_by_key(|(_, _, term)| *term)
+                // A follower's last line may be of the leader's term too (it was a
+                // pre-candidate in it before the leader's first heartbeat reached it): the
+                // leader wins the tie. (`max_by_key` returns the last of equal keys, which
+                // failed a CI run whenever the follower came after the leader.)
+                .max_by_key(|(_, role, term)| (*term, role == "Leader"))
                 .filter(|(_, role, _)| role == "Leader")
                 .map(|(i, _, _)| i)
         })
