@@ -155,8 +155,9 @@ pub(crate) struct Peer {
     /// The shell said the connection to it broke (`handle_peer_lost`) and nothing has come
     /// from it since: requests are not forwarded to it while it leads.
     pub link_down: bool,
-    /// When it last took entries or a snapshot chunk (leader): a follower that progresses
-    /// keeps the log's entries it lacks (see `make_room_for`).
+    /// When it last took entries or a snapshot chunk, or answered holding the whole log
+    /// (leader): a follower that progresses keeps the log's entries it lacks (see
+    /// `make_room_for`).
     pub progress_ms: u64,
 }
 
