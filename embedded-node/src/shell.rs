@@ -572,8 +572,6 @@ fn link_up(links: &[Link], peer: NodeId) -> bool {
         .any(|link| link.up && matches!(link.peer, Some((id, _)) if id == peer))
 }
 
-/// Replaces the request in `out[..request_len]` with a `Timeout` error answering it;
-/// returns the answer's length.
 /// Whether an answer frame is the error `Busy`: nothing was done, and the same request may
 /// be submitted again.
 fn is_busy(frame: &[u8]) -> bool {
@@ -593,6 +591,8 @@ fn is_busy(frame: &[u8]) -> bool {
         })
 }
 
+/// Replaces the request in `out[..request_len]` with a `Timeout` error answering it;
+/// returns the answer's length.
 pub(crate) fn timeout_frame(out: &mut [u8], request_len: usize, detail: &str) -> usize {
     let request_id =
         memdi_core::wire::decode::<memdi_core::wire::ClientMessage<'_>>(&out[..request_len])

@@ -12,6 +12,10 @@
 //! Records are gathered and handed to the writer as one job when the node task calls
 //! [`DiskLink::flush`] (once per batch of inputs). An output given while records are
 //! gathered but not yet handed over waits for the job they will go to, the next one.
+//!
+//! With `--fsync everysec` or `no`, `flush` appends the records to the log itself when the
+//! writer has no job in hand ([`DirectLog`]): the job is then durable to its policy at
+//! once, and the node task releases what waited for it as it would on the writer's report.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::Sender;
@@ -20,7 +24,9 @@ use memdi_core::cluster::{Checkpoint, Persist};
 use memdi_core::wire::NodeId;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::disk_writer::{CheckpointJob, DiskJob, DiskReport, FrozenStore};
+use super::disk_writer::{
+    CheckpointJob, DirectLog, DirectWriteError, DiskJob, DiskReport, FrozenStore,
+};
 use super::CoreNode;
 use crate::log_file::encode_record;
 use crate::log_record::LogRecord;
@@ -55,9 +61,36 @@ pub enum CheckpointError {
     /// The store could not be copied for the writer.
     #[error("cannot copy the store for its snapshot: {0:?}")]
     Copy(memdi_core::store::StoreInitError),
+    /// The records gathered before it could not be handed over.
+    #[error(transparent)]
+    Flush(#[from] FlushError),
+}
+
+/// Why the gathered records could not be handed to the disk: either way the node must stop,
+/// as what it gave after them may never be durable.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
     /// The disk writer has stopped.
     #[error("the disk writer has stopped")]
     WriterStopped,
+    /// Appending them to the log directly failed.
+    #[error(transparent)]
+    Direct(#[from] DirectWriteError),
+}
+
+/// What [`DiskLink::flush`] did with the gathered records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// There were none.
+    Nothing,
+    /// Handed to the writer as a job, which its report will say is durable.
+    Handed,
+    /// Written to the log directly as job `seq`, durable to the policy now: the caller acts
+    /// as on `DiskReport::Durable { seq }`.
+    Written {
+        /// The job.
+        seq: u64,
+    },
 }
 
 /// The node task's link to the disk writer.
@@ -85,14 +118,19 @@ pub struct DiskLink {
     /// The writer failed or stopped: what the core gives now may never reach the disk, so
     /// no output leaves any more (the node is stopping).
     failed: bool,
+    /// The current log, for appending to it directly (`--fsync everysec` and `no`).
+    direct: Option<DirectLog>,
 }
 
 impl DiskLink {
     /// A link over the writer's channels; the current log file holds `log_bytes` already.
+    /// With `direct` ([`super::disk_writer::DiskWriter::direct_log`]), records go to the
+    /// log directly whenever the writer has no job in hand.
     pub fn new(
         jobs: Sender<DiskJob>,
         reports: UnboundedReceiver<DiskReport>,
         log_bytes: u64,
+        direct: Option<DirectLog>,
     ) -> Self {
         Self {
             jobs: Some(jobs),
@@ -106,6 +144,7 @@ impl DiskLink {
             reported_last_index: 0,
             log_bytes,
             failed: false,
+            direct,
         }
     }
 
@@ -163,25 +202,54 @@ impl DiskLink {
         encode_record(&self.payload, &mut self.framed);
     }
 
-    /// Hands the gathered records to the writer as one job.
-    pub fn flush(&mut self) -> Result<(), CheckpointError> {
+    /// Makes the gathered records one job: written to the log directly if this link may
+    /// and the writer has no job in hand (so the file is the one they belong to and they
+    /// land after every earlier job's), else handed to the writer.
+    pub fn flush(&mut self) -> Result<Flushed, FlushError> {
         if self.framed.is_empty() {
-            return Ok(());
+            return Ok(Flushed::Nothing);
+        }
+        if self.pending.is_empty() && !self.failed {
+            if let Some(direct) = &self.direct {
+                if let Some(written) = direct.try_append(&self.framed) {
+                    if let Err(error) = written {
+                        self.failed = true;
+                        return Err(error.into());
+                    }
+                    self.log_bytes += self.framed.len() as u64;
+                    self.framed.clear();
+                    self.issued_seq += 1;
+                    self.pending
+                        .push_back((self.issued_seq, self.reported_last_index));
+                    return Ok(Flushed::Written {
+                        seq: self.issued_seq,
+                    });
+                }
+            }
+        }
+        self.flush_to_writer()
+    }
+
+    /// Hands the gathered records to the writer as one job.
+    pub fn flush_to_writer(&mut self) -> Result<Flushed, FlushError> {
+        if self.framed.is_empty() {
+            return Ok(Flushed::Nothing);
         }
         let seq = self.issued_seq + 1;
         let framed = std::mem::take(&mut self.framed);
         self.log_bytes += framed.len() as u64;
-        self.submit(DiskJob::Append { seq, framed })
+        self.submit(DiskJob::Append { seq, framed })?;
+        Ok(Flushed::Handed)
     }
 
-    fn submit(&mut self, job: DiskJob) -> Result<(), CheckpointError> {
+    fn submit(&mut self, job: DiskJob) -> Result<(), FlushError> {
         let sent = match &self.jobs {
             Some(sender) => sender.send(job).is_ok(),
             None => false,
         };
         if !sent {
             self.failed = true;
-            return Err(CheckpointError::WriterStopped);
+            return Err(FlushError::WriterStopped);
         }
         self.issued_seq += 1;
         self.pending
@@ -193,7 +261,9 @@ impl DiskLink {
     /// so far). Returns its job number, which a `CheckpointSaved` or `CheckpointFailed`
     /// report names, and the last entry its snapshot reflects.
     pub fn checkpoint(&mut self, node: &mut CoreNode) -> Result<(u64, u64), CheckpointError> {
-        self.flush()?;
+        // Through the writer, in order with the checkpoint (what waits for these records
+        // is released with it either way).
+        self.flush_to_writer()?;
         let checkpoint = node.checkpoint().ok_or(CheckpointError::NotNow)?;
         let Checkpoint {
             applied,

@@ -21,11 +21,19 @@
 //! A failed write or fsync of the log stops the thread with [`DiskReport::Failed`]: a log
 //! with a hole in it must not keep growing, and the node stops rather than acknowledge what
 //! it may not have kept.
+//!
+//! With `everysec` and `no`, the node task may also append to the current log itself
+//! ([`DirectLog`]) while the writer has no job in hand: those policies promise only a
+//! write to the OS before an answer, and a `write` of one turn's records costs the node
+//! task less than waking this thread and waiting for its report (a quarter more quorum
+//! writes per second at pipeline 1 on three nodes sharing two cores). The current log is
+//! therefore shared, behind a mutex the node task only ever tries.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -109,17 +117,68 @@ pub enum DiskReport {
     },
 }
 
+/// The log file records are appended to now (a checkpoint replaces it).
+#[derive(Debug)]
+struct CurrentLog {
+    file: File,
+    path: PathBuf,
+    /// Written since the last fsync.
+    dirty: bool,
+}
+
+impl CurrentLog {
+    fn append(&mut self, framed: &[u8]) -> io::Result<()> {
+        if !framed.is_empty() {
+            self.file.write_all(framed)?;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+}
+
+/// The node task's handle on the current log, for appending to it directly (see the
+/// module docs). Only for the `everysec` and `no` policies.
+#[derive(Debug, Clone)]
+pub struct DirectLog {
+    current: Arc<Mutex<CurrentLog>>,
+}
+
+/// The current log could not be appended to directly.
+#[derive(Debug, thiserror::Error)]
+#[error("log {path}: {source}")]
+pub struct DirectWriteError {
+    /// The log file.
+    pub path: PathBuf,
+    /// Why.
+    pub source: io::Error,
+}
+
+impl DirectLog {
+    /// Appends whole framed records to the current log, unless the writer holds it this
+    /// instant (it fsyncs or switches logs): then `None`, and nothing was written. The
+    /// caller must know that the writer has no job in hand, or the records could land
+    /// before that job's or in a log the job's checkpoint replaces.
+    pub fn try_append(&self, framed: &[u8]) -> Option<Result<(), DirectWriteError>> {
+        let mut current = match self.current.try_lock() {
+            Ok(current) => current,
+            // Busy, or the writer panicked holding it: the job path reports that.
+            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return None,
+        };
+        Some(current.append(framed).map_err(|source| DirectWriteError {
+            path: current.path.clone(),
+            source,
+        }))
+    }
+}
+
 /// The disk writer's state.
 #[derive(Debug)]
 pub struct DiskWriter {
     data_dir: PathBuf,
     policy: FsyncPolicy,
-    /// The current log.
-    file: File,
-    path: PathBuf,
+    /// The current log, shared with the node task's [`DirectLog`].
+    current: Arc<Mutex<CurrentLog>>,
     base_index: u64,
-    /// Written since the last fsync.
-    dirty: bool,
     last_sync: Instant,
 }
 
@@ -136,19 +195,36 @@ impl DiskWriter {
         Ok(Self {
             data_dir: data_dir.to_owned(),
             policy,
-            file,
-            path,
+            current: Arc::new(Mutex::new(CurrentLog {
+                file,
+                path,
+                dirty: false,
+            })),
             base_index,
-            dirty: false,
             last_sync: Instant::now(),
         })
+    }
+
+    /// A handle for the node task to append to the current log itself, for the policies
+    /// that promise only a write to the OS (`everysec`, `no`); `None` for `always`, whose
+    /// fsync must stay off the node task.
+    pub fn direct_log(&self) -> Option<DirectLog> {
+        (self.policy != FsyncPolicy::Always).then(|| DirectLog {
+            current: self.current.clone(),
+        })
+    }
+
+    /// The current log. The node task only ever tries the lock, so a panic there cannot
+    /// have left the file half-updated by this thread.
+    fn current(&self) -> MutexGuard<'_, CurrentLog> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs until every sender of `jobs` is dropped (then fsyncs and returns) or the log
     /// fails. Blocking: run it on its own thread.
     pub fn run(mut self, jobs: Receiver<DiskJob>, reports: UnboundedSender<DiskReport>) {
         if let Err(error) = self.serve(&jobs, &reports) {
-            let error = format!("log {}: {error}", self.path.display());
+            let error = format!("log {}: {error}", self.current().path.display());
             tracing::error!("{error}; this node stops");
             let _ = reports.send(DiskReport::Failed { error });
         }
@@ -213,18 +289,18 @@ impl DiskWriter {
 
     /// Appends `buffer` (whole records) to the current log and empties it.
     fn write(&mut self, buffer: &mut Vec<u8>) -> io::Result<()> {
-        if !buffer.is_empty() {
-            self.file.write_all(buffer)?;
-            self.dirty = true;
-            buffer.clear();
-        }
+        self.current().append(buffer)?;
+        buffer.clear();
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.file.sync_data()?;
-            self.dirty = false;
+        {
+            let mut current = self.current();
+            if current.dirty {
+                current.file.sync_data()?;
+                current.dirty = false;
+            }
         }
         self.last_sync = Instant::now();
         Ok(())
@@ -260,9 +336,9 @@ impl DiskWriter {
                 snapshot_bytes,
             }),
             Err(error) => {
-                self.file.write_all(&job.head)?;
-                self.file.write_all(&job.tail)?;
-                self.dirty = true;
+                let mut current = self.current();
+                current.append(&job.head)?;
+                current.append(&job.tail)?;
                 Ok(DiskReport::CheckpointFailed {
                     seq: job.seq,
                     error: error.to_string(),
@@ -289,9 +365,11 @@ impl DiskWriter {
         // The new log is whole and named: the old ones are no longer needed. Reopened for
         // appending (the handle we wrote with is positioned at its end already).
         let file = log_file::open_for_append(&path).map_err(log_error)?;
-        self.path = path;
-        self.file = file;
-        self.dirty = false;
+        *self.current() = CurrentLog {
+            file,
+            path,
+            dirty: false,
+        };
         self.base_index = job.base_index;
         if let Ok(logs) = log_file::find_logs(&self.data_dir) {
             for (base, stale) in logs {

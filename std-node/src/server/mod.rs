@@ -248,6 +248,7 @@ impl Prepared {
                 path: config.data_dir.clone(),
                 source,
             })?;
+        let direct_log = writer.direct_log();
         let (disk_jobs, jobs) = std::sync::mpsc::channel();
         let (reports, disk_reports) = mpsc::unbounded_channel();
         let disk_thread = std::thread::Builder::new()
@@ -393,7 +394,7 @@ impl Prepared {
             clock,
             inputs: receiver,
             peers,
-            disk: node_task::DiskLink::new(disk_jobs, disk_reports, log_bytes),
+            disk: node_task::DiskLink::new(disk_jobs, disk_reports, log_bytes, direct_log),
             snapshot_every_secs: config.snapshot_every_secs,
             shutdown: shutdown.clone(),
             out: vec![0; 2 * (sizes.max_frame_bytes as usize + 64)],

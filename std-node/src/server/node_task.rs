@@ -21,7 +21,9 @@
 //! writer, and every output given after them waits until the writer reports them durable
 //! ([`DiskLink`]); when it does, the core hears `handle_persisted`. The records of a whole
 //! turn go to the writer as one job at its end (outputs given after records not yet handed
-//! over wait for that job): one wake-up of the writer per turn, not one per request. Checkpoints (a snapshot
+//! over wait for that job): one wake-up of the writer per turn, not one per request. With
+//! `--fsync everysec` or `no` and the writer idle, this task appends the turn's records to
+//! the log itself instead and releases what waited for them at once. Checkpoints (a snapshot
 //! and a new log) are taken when the core asks (`StoreReplaced`), every
 //! `--snapshot-every` seconds, and at a clean shutdown.
 
@@ -38,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use super::disk_link::DiskLink;
-use super::disk_link::{CheckpointError, Dest};
+use super::disk_link::{CheckpointError, Dest, Flushed};
 use super::disk_writer::DiskReport;
 use super::frames::{error_frame, info_frame, saved_frame};
 use super::{CoreNode, ServerError};
@@ -379,6 +381,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Most input taken at once before the timer and the shutdown signal are looked at again,
 /// by [`Input::weight`]: 256 inputs, or 4,096 client frames.
 const INPUT_BATCH: usize = 4096;
+/// Rounds of direct log appends at the end of a turn (each one's release may commit more
+/// and give more records); then the writer takes the rest.
+const DIRECT_FLUSH_ROUNDS: usize = 4;
 
 impl NodeTask {
     /// Runs until shutdown, then writes a final checkpoint.
@@ -1021,11 +1026,27 @@ impl NodeTask {
         }
     }
 
-    /// Hands the records gathered to the disk writer as one job.
+    /// Makes the records gathered one job for the disk. If it went to the log directly,
+    /// what waited for it is released at once, which may give more records (a commit) and
+    /// outputs waiting for them: a few rounds go the same way, then the rest goes to the
+    /// writer so that the turn ends.
     fn flush_persist(&mut self) {
-        if let Err(error) = self.disk.flush() {
-            self.fail_disk(error.to_string());
-            return;
+        for round in 1..=DIRECT_FLUSH_ROUNDS {
+            let flushed = if round < DIRECT_FLUSH_ROUNDS {
+                self.disk.flush()
+            } else {
+                self.disk.flush_to_writer()
+            };
+            match flushed {
+                Ok(Flushed::Written { seq }) => {
+                    self.disk_report(Some(DiskReport::Durable { seq }));
+                }
+                Ok(Flushed::Handed | Flushed::Nothing) => break,
+                Err(error) => {
+                    self.fail_disk(error.to_string());
+                    return;
+                }
+            }
         }
         if self.disk.log_bytes() > LOG_REWRITE_BYTES && self.checkpoint_in_flight.is_none() {
             let _ = self.checkpoint("log size");

@@ -13,7 +13,7 @@ use memdi_core::wire::{
     ServerMessage, SetCondition, WriteOptions, FRAME_HEADER_BYTES,
 };
 
-use super::disk_link::DiskLink;
+use super::disk_link::{DiskLink, Flushed};
 use super::disk_writer::{DiskReport, DiskWriter};
 use super::restore::restore;
 use super::CoreNode;
@@ -37,6 +37,11 @@ struct Harness {
 
 impl Harness {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, FsyncPolicy::Always)
+    }
+
+    /// With `everysec` or `no`, the link appends to the log directly when it can.
+    fn start_with(dir: &Path, policy: FsyncPolicy) -> Self {
         let store = Store::new(vec![0; STORE.memory_bytes().unwrap()], STORE, 1).unwrap();
         let limits = LogLimits {
             max_entries: 256,
@@ -46,11 +51,12 @@ impl Harness {
         let mut config = NodeConfig::new(NodeId(1), ClusterId(1), &[NodeId(1)]);
         config.persistent = true;
         let restored = restore(dir, store, log, config, 1_000).unwrap();
-        let writer = DiskWriter::open(dir, restored.log_base_index, FsyncPolicy::Always).unwrap();
+        let writer = DiskWriter::open(dir, restored.log_base_index, policy).unwrap();
+        let direct = writer.direct_log();
         let (jobs, receiver) = mpsc::channel();
         let (reports_sender, reports) = tokio::sync::mpsc::unbounded_channel();
         let writer = std::thread::spawn(move || writer.run(receiver, reports_sender));
-        let mut disk = DiskLink::new(jobs, reports, restored.log_bytes);
+        let mut disk = DiskLink::new(jobs, reports, restored.log_bytes, direct);
         disk.start_at(restored.node.log().last_index());
         Self {
             node: restored.node,
@@ -65,7 +71,12 @@ impl Harness {
         while let Some(persist) = self.node.poll_persist() {
             assert!(!self.disk.record(&self.node, persist), "no snapshot comes");
         }
-        self.disk.flush().unwrap();
+        if let Flushed::Written { seq } = self.disk.flush().unwrap() {
+            // As the node task does on the writer's report.
+            if let (_, Some(index)) = self.disk.durable(seq) {
+                self.node.handle_persisted(index);
+            }
+        }
     }
 
     /// Runs timers until this single voter leads.
@@ -405,7 +416,7 @@ fn outputs_wait_for_records_not_yet_handed_over_body() {
         "waits for the gathered records"
     );
     assert!(run.disk.gate(Dest::Client(7), Some(vec![2])).is_none());
-    run.disk.flush().unwrap();
+    assert_eq!(run.disk.flush().unwrap(), Flushed::Handed);
     assert_eq!(run.disk.pending_jobs(), 1, "one job for both writes");
     let DiskReport::Durable { seq } = run.disk.reports.blocking_recv().unwrap() else {
         panic!("expected a durable report");
@@ -416,5 +427,97 @@ fn outputs_wait_for_records_not_yet_handed_over_body() {
     assert_eq!(index, Some(run.node.log().last_index()));
     run.node.handle_persisted(run.node.log().last_index());
     assert!(!run.disk.holds_outputs());
+    run.stop();
+}
+
+/// The size of the only log file in `dir`.
+fn log_file_bytes(dir: &Path) -> u64 {
+    let logs = log_file::find_logs(dir).unwrap();
+    assert_eq!(logs.len(), 1);
+    std::fs::metadata(&logs[0].1).unwrap().len()
+}
+
+/// With `--fsync no` (and `everysec`) and the writer idle, a turn's records go to the log at
+/// once, durable to the policy, and the outputs after them are released without a report.
+#[test]
+fn records_go_to_the_log_directly_while_the_writer_is_idle() {
+    on_a_large_stack(records_go_to_the_log_directly_while_the_writer_is_idle_body);
+}
+
+fn records_go_to_the_log_directly_while_the_writer_is_idle_body() {
+    use super::disk_link::Dest;
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start_with(dir.path(), FsyncPolicy::No);
+    run.lead();
+    run.settle();
+    let before = log_file_bytes(dir.path());
+    run.set_unpersisted("a", "1");
+    while let Some(persist) = run.node.poll_persist() {
+        assert!(!run.disk.record(&run.node, persist));
+    }
+    assert!(run.disk.gate(Dest::Client(7), Some(vec![1])).is_none());
+    let Flushed::Written { seq } = run.disk.flush().unwrap() else {
+        panic!("the writer is idle: the records go to the log directly");
+    };
+    assert_eq!(log_file_bytes(dir.path()), run.disk.log_bytes());
+    assert!(
+        log_file_bytes(dir.path()) > before,
+        "written before the answer"
+    );
+    let (released, index) = run.disk.durable(seq);
+    let frames: Vec<_> = released.into_iter().map(|gated| gated.frame).collect();
+    assert_eq!(frames, vec![Some(vec![1])]);
+    assert_eq!(index, Some(run.node.log().last_index()));
+    assert!(run.stop().is_empty(), "no job reached the writer");
+
+    let run = Harness::start_with(dir.path(), FsyncPolicy::No);
+    let (_, bytes) = run.node.log().entry(run.node.log().last_index()).unwrap();
+    assert!(
+        !bytes.is_empty(),
+        "the write's entry is restored from the log"
+    );
+    run.stop();
+}
+
+/// While the writer has a job in hand (a checkpoint, which starts a new log), records go
+/// to it as a job too: written directly they could land before the checkpoint's records,
+/// or in the log it replaces.
+#[test]
+fn records_wait_for_a_job_in_the_writers_hands() {
+    on_a_large_stack(records_wait_for_a_job_in_the_writers_hands_body);
+}
+
+fn records_wait_for_a_job_in_the_writers_hands_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start_with(dir.path(), FsyncPolicy::Everysec);
+    run.lead();
+    run.set("k0", "v");
+    run.settle();
+    let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
+    run.set_unpersisted("k1", "v");
+    while let Some(persist) = run.node.poll_persist() {
+        assert!(!run.disk.record(&run.node, persist));
+    }
+    assert_eq!(run.disk.flush().unwrap(), Flushed::Handed);
+    assert_eq!(
+        run.disk.pending_jobs(),
+        2,
+        "the checkpoint, then these records"
+    );
+    let reports = run.stop();
+    assert!(
+        matches!(reports.as_slice(), [DiskReport::CheckpointSaved { seq: saved, .. }] if *saved == seq),
+        "{reports:?}"
+    );
+
+    let mut run = Harness::start_with(dir.path(), FsyncPolicy::Everysec);
+    run.lead();
+    run.settle();
+    assert_eq!(value(&run.node, "k0"), Some(b"v".to_vec()));
+    assert_eq!(
+        value(&run.node, "k1"),
+        Some(b"v".to_vec()),
+        "in the new log"
+    );
     run.stop();
 }
