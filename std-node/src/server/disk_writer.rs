@@ -295,12 +295,26 @@ impl DiskWriter {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        {
+        let unlocked = {
             let mut current = self.current();
-            if current.dirty {
+            if !current.dirty {
+                None
+            } else if self.policy == FsyncPolicy::Always {
+                // Nothing else writes the log: the next job waits for this fsync anyway.
                 current.file.sync_data()?;
                 current.dirty = false;
+                None
+            } else {
+                current.dirty = false;
+                Some(current.file.try_clone()?)
             }
+        };
+        if let Some(file) = unlocked {
+            // Outside the lock, on a second handle of the same file: the node task's direct
+            // appends go on while the disk syncs (a slow fsync held them, and every answer
+            // after them, for its whole length once a second: the p99 of a loaded node).
+            // What they write meanwhile is synced the next time.
+            file.sync_data()?;
         }
         self.last_sync = Instant::now();
         Ok(())

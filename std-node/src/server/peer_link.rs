@@ -93,6 +93,19 @@ pub async fn accept_loop(
     }
 }
 
+/// Sends the ACK for what was just read now rather than after Linux's delayed-ACK timer
+/// (40 ms). This side of a link never writes after the handshake (answers go on the link
+/// this node dials), so no data carries the ACK, and a peer with a small send buffer (a
+/// board's is 1 KiB) cannot send its next frame until it comes: the whole board waited
+/// 40 ms at each short segment (docs/benchmarks.md, the embedded node's pipelined writes).
+/// `TCP_QUICKACK` does not stick, so it is set after every read.
+fn acknowledge_now(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+}
+
 /// One incoming peer connection: the handshake (checked by the node task), then frames.
 async fn serve(
     mut stream: TcpStream,
@@ -113,7 +126,10 @@ async fn serve(
         };
         match read {
             Ok(0) => return Err("closed".into()),
-            Ok(count) => decoder.commit(count),
+            Ok(count) => {
+                decoder.commit(count);
+                acknowledge_now(&stream);
+            }
             Err(error) => return Err(error.to_string()),
         }
         loop {
