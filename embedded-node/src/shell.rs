@@ -240,11 +240,14 @@ impl Shell {
         let frame = &mut self.scratch[..FRAME_BUFFER_BYTES];
         let action = self.node.handle_client_frame(now_ms(), payload, frame);
         let step = match action {
-            ClientAction::Reply { len, close: false }
-                if hold_when_busy && is_busy(&self.scratch[..len]) =>
-            {
+            ClientAction::Busy { .. } if hold_when_busy => {
                 self.slots[slot].waiting = Waiting::Idle;
                 ClientStep::Full
+            }
+            ClientAction::Busy { len } => {
+                out[..len].copy_from_slice(&self.scratch[..len]);
+                self.slots[slot].waiting = Waiting::Idle;
+                ClientStep::Send { len, close: false }
             }
             ClientAction::Reply { len, close } => {
                 out[..len].copy_from_slice(&self.scratch[..len]);
@@ -570,25 +573,6 @@ fn link_up(links: &[Link], peer: NodeId) -> bool {
     links
         .iter()
         .any(|link| link.up && matches!(link.peer, Some((id, _)) if id == peer))
-}
-
-/// Whether an answer frame is the error `Busy`: nothing was done, and the same request may
-/// be submitted again.
-fn is_busy(frame: &[u8]) -> bool {
-    frame
-        .get(memdi_core::wire::FRAME_HEADER_BYTES..)
-        .is_some_and(|payload| {
-            matches!(
-                memdi_core::wire::decode::<ServerMessage<'_>>(payload),
-                Ok(ServerMessage {
-                    response: Response::Error(ErrorReply {
-                        code: ErrorCode::Busy,
-                        ..
-                    }),
-                    ..
-                })
-            )
-        })
 }
 
 /// Replaces the request in `out[..request_len]` with a `Timeout` error answering it;

@@ -76,6 +76,15 @@ pub enum ClientAction {
         /// The request's id, for the answer.
         request_id: u32,
     },
+    /// The node cannot take the request now and did nothing: its log is full of writes the
+    /// followers have not confirmed, too many requests wait, or a membership change is in
+    /// progress. The first `len` bytes of the buffer are an error `Busy` answering it. The
+    /// shell may send that (a client retries after a pause), or keep the request and
+    /// submit it again shortly, which is backpressure without a round trip (the board does).
+    Busy {
+        /// Bytes written.
+        len: usize,
+    },
     /// The client asked for the node's statistics (`Request::Info`): answer `request_id`
     /// with `Response::Info`. The shell knows what the core does not (memory, connections,
     /// files, uptime), so it writes the text.
@@ -88,6 +97,8 @@ pub enum ClientAction {
 /// What executing a request came to.
 enum Exec {
     Reply(usize),
+    /// An answer `Busy`: nothing was done ([`ClientAction::Busy`]).
+    Busy(usize),
     Wait(Ticket, usize),
     NeedsLeader,
 }
@@ -174,6 +185,8 @@ const HANDSHAKE_DETAIL_BYTES: usize = 128;
 struct WriteOutcome<'s> {
     response: Response<'s>,
     index: Option<u64>,
+    /// The log had no room: nothing was done, and the same write may be tried again.
+    busy: bool,
 }
 
 impl<'s> WriteOutcome<'s> {
@@ -181,6 +194,15 @@ impl<'s> WriteOutcome<'s> {
         Self {
             response,
             index: None,
+            busy: false,
+        }
+    }
+
+    /// The entry could not be proposed.
+    fn refused(error: ProposeError) -> Self {
+        Self {
+            busy: error == ProposeError::LogFull,
+            ..Self::immediate(propose_error(error))
         }
     }
 }
@@ -292,6 +314,7 @@ where
         }
         match self.execute(now_ms, &message.request, reply_to, out) {
             Exec::Reply(len) => ClientAction::Reply { len, close: false },
+            Exec::Busy(len) => ClientAction::Busy { len },
             Exec::Wait(ticket, len) => ClientAction::Wait { ticket, len },
             Exec::NeedsLeader => self.forward_or_hold(now_ms, reply_to, payload, out),
         }
@@ -308,7 +331,7 @@ where
         let deadline_ms = now_ms + self.config.request_timeout_ms;
         let busy = |node: &Self, out: &mut [u8]| {
             let len = node.error_frame(reply_to, ErrorCode::Busy, "too many requests waiting", out);
-            ClientAction::Reply { len, close: false }
+            ClientAction::Busy { len }
         };
         // A leader whose link the shell reported broken is not forwarded to: the request
         // would wait for the whole request timeout and end with an unknown outcome, while
@@ -386,7 +409,7 @@ where
             )),
         };
         match exec {
-            Exec::Reply(len) => PeerAction::Send { to: from, len },
+            Exec::Reply(len) | Exec::Busy(len) => PeerAction::Send { to: from, len },
             Exec::Wait(ticket, len) => PeerAction::Wait {
                 ticket,
                 to: from,
@@ -669,6 +692,9 @@ where
         let (front, scratch) = out.split_at_mut(out.len() / 2);
         let outcome = self.write(now_ms, request, scratch);
         let len = self.reply(reply_to, &outcome.response, front);
+        if outcome.busy {
+            return Exec::Busy(len);
+        }
         let outcome_index = outcome.index;
         let quorum =
             write.ack.unwrap_or(self.config.default_ack) == AckLevel::Quorum && self.quorum() > 1;
@@ -746,10 +772,14 @@ where
                 };
                 return Some(self.wait(now_ms, reply_to, wait, len, out));
             }
-            Err(ChangeError::InProgress) => (
-                ErrorCode::Busy,
-                "a membership change is in progress; retry when it has committed",
-            ),
+            Err(ChangeError::InProgress) => {
+                return Some(Exec::Busy(self.error_frame(
+                    reply_to,
+                    ErrorCode::Busy,
+                    "a membership change is in progress; retry when it has committed",
+                    out,
+                )));
+            }
             Err(ChangeError::LastVoter) => {
                 (ErrorCode::Unsupported, "the last voter cannot be removed")
             }
@@ -762,7 +792,11 @@ where
             }
             Err(ChangeError::Propose(error)) => {
                 let len = self.reply(reply_to, &propose_error(error), out);
-                return Some(Exec::Reply(len));
+                return Some(if error == ProposeError::LogFull {
+                    Exec::Busy(len)
+                } else {
+                    Exec::Reply(len)
+                });
             }
         };
         Some(Exec::Reply(self.error_frame(reply_to, code, detail, out)))
@@ -783,14 +817,17 @@ where
         let deadline_ms = now_ms + self.config.request_timeout_ms;
         match self.tickets.open(reply_to, wait, deadline_ms) {
             Some(ticket) => Exec::Wait(ticket, len),
-            None => Exec::Reply(self.error_frame(
+            // The write is in the log: its outcome is unknown, not refused.
+            None if matches!(wait, Wait::Commit { .. }) => Exec::Reply(self.error_frame(
                 reply_to,
-                if matches!(wait, Wait::Commit { .. }) {
-                    ErrorCode::Timeout
-                } else {
-                    ErrorCode::Busy
-                },
+                ErrorCode::Timeout,
                 "too many requests waiting; a write's outcome is unknown",
+                out,
+            )),
+            None => Exec::Busy(self.error_frame(
+                reply_to,
+                ErrorCode::Busy,
+                "too many requests waiting",
                 out,
             )),
         }
@@ -970,8 +1007,9 @@ where
                     Ok(index) => WriteOutcome {
                         response: Response::Count(u64::from(live)),
                         index: Some(index),
+                        busy: false,
                     },
-                    Err(error) => WriteOutcome::immediate(propose_error(error)),
+                    Err(error) => WriteOutcome::refused(error),
                 }
             }
             Request::MultiSet { pairs, .. } => self.multi_set(now_ms, pairs),
@@ -1010,6 +1048,7 @@ where
                 WriteOutcome {
                     response,
                     index: outcome.index,
+                    busy: outcome.busy,
                 }
             }
             Request::Append { key, value, .. } => self.append(now_ms, key, value, scratch),
@@ -1024,8 +1063,9 @@ where
                     Ok(index) => WriteOutcome {
                         response: Response::Count(live as u64),
                         index: Some(index),
+                        busy: false,
                     },
-                    Err(error) => WriteOutcome::immediate(propose_error(error)),
+                    Err(error) => WriteOutcome::refused(error),
                 }
             }
             _ => WriteOutcome::immediate(error_response(ErrorCode::Unsupported, "not a write")),
@@ -1103,6 +1143,7 @@ where
                     error => error,
                 },
                 index: outcome.index,
+                busy: outcome.busy,
             };
         };
         match self.propose(now_ms, Command::Delete { key }) {
@@ -1113,8 +1154,9 @@ where
                     expires_at_ms,
                 })),
                 index: Some(index),
+                busy: false,
             },
-            Err(error) => WriteOutcome::immediate(propose_error(error)),
+            Err(error) => WriteOutcome::refused(error),
         }
     }
 
@@ -1175,8 +1217,9 @@ where
                     Ok(index) => WriteOutcome {
                         response: Response::Count(1),
                         index: Some(index),
+                        busy: false,
                     },
-                    Err(error) => WriteOutcome::immediate(propose_error(error)),
+                    Err(error) => WriteOutcome::refused(error),
                 }
             }
             Expiry::AfterMs(ms) => Some(cluster_now.saturating_add(ms)),
@@ -1224,7 +1267,7 @@ where
     ) -> WriteOutcome<'s> {
         for attempt in 0..2 {
             if let Err(error) = self.make_room(now_ms, &command) {
-                return WriteOutcome::immediate(propose_error(error));
+                return WriteOutcome::refused(error);
             }
             let applied = command.check(&self.store).and_then(|()| {
                 self.journal_next(&command);
@@ -1239,10 +1282,11 @@ where
                             WriteOutcome {
                                 response: answer(version),
                                 index: Some(index),
+                                busy: false,
                             }
                         }
                         // Room was made above, so this cannot happen.
-                        Err(error) => WriteOutcome::immediate(propose_error(error)),
+                        Err(error) => WriteOutcome::refused(error),
                     };
                 }
                 Err(ApplyError::Store(WriteError::Full(reason))) if attempt == 0 => {

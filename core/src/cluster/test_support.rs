@@ -170,7 +170,26 @@ impl Net {
         let i = self.at(id);
         let now = self.now_ms;
         match self.nodes[i].handle_client_frame(now, &payload[..len], &mut out) {
-            ClientAction::Reply { len, .. } => Some(out[FRAME_HEADER_BYTES..len].to_vec()),
+            action @ (ClientAction::Reply { len, .. } | ClientAction::Busy { len }) => {
+                let answer = out[FRAME_HEADER_BYTES..len].to_vec();
+                // The contract a shell relies on to hold a request instead of answering it.
+                let busy_answer = matches!(
+                    crate::wire::decode::<crate::wire::ServerMessage<'_>>(&answer),
+                    Ok(crate::wire::ServerMessage {
+                        response: crate::wire::Response::Error(crate::wire::ErrorReply {
+                            code: crate::wire::ErrorCode::Busy,
+                            ..
+                        }),
+                        ..
+                    })
+                );
+                assert_eq!(
+                    matches!(action, ClientAction::Busy { .. }),
+                    busy_answer,
+                    "ClientAction::Busy exactly when the answer is an error Busy: {action:?}"
+                );
+                Some(answer)
+            }
             ClientAction::Wait { ticket, len } => {
                 self.held
                     .push((i, ticket, out[FRAME_HEADER_BYTES..len].to_vec()));

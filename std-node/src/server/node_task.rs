@@ -1090,6 +1090,8 @@ impl NodeTask {
                     self.close_client(conn);
                 }
             }
+            // The client library and redis clients retry after a pause; memdi bench counts it.
+            ClientAction::Busy { len } => self.send_client_out(conn, len),
             ClientAction::Wait { ticket, len } => {
                 let frame = self.out[..len].to_vec();
                 self.held.insert(

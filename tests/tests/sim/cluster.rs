@@ -309,7 +309,8 @@ impl Cluster {
         let action = node.core.handle_client_frame(now, payload, &mut node.out);
         let id = node.id;
         match action {
-            ClientAction::Reply { len, .. } => {
+            // A busy answer goes back too: the simulated client retries, as the real one.
+            ClientAction::Reply { len, .. } | ClientAction::Busy { len } => {
                 let bytes = node.out[FRAME_HEADER_BYTES..len].to_vec();
                 self.send(id, Endpoint::Client(client), bytes);
             }
