@@ -345,6 +345,7 @@ impl DiskLink {
     }
 
     /// Whether an output given now does not leave at once (it waits, or the writer failed).
+    #[cfg(test)]
     pub fn holds_outputs(&self) -> bool {
         self.failed || self.must_wait()
     }
@@ -371,6 +372,34 @@ impl DiskLink {
         } else {
             Some((to, frame))
         }
+    }
+
+    /// Queues a client's answer (`bytes`) when outputs must wait, after that client's
+    /// answer queued last if nothing came between them: one buffer per run of answers to a
+    /// connection (a pipelined batch's), not one allocation each. Returns whether it was
+    /// taken (queued, or dropped because the writer failed); if not, send it now.
+    pub fn gate_client_bytes(&mut self, conn: u64, bytes: &[u8]) -> bool {
+        if self.failed {
+            return true;
+        }
+        if !self.must_wait() {
+            return false;
+        }
+        let seq = self.wait_for();
+        let to = Dest::Client(conn);
+        match self.gated.back_mut() {
+            Some(Gated {
+                seq: last_seq,
+                to: last_to,
+                frame: Some(frame),
+            }) if *last_seq == seq && *last_to == to => frame.extend_from_slice(bytes),
+            _ => self.gated.push_back(Gated {
+                seq,
+                to,
+                frame: Some(bytes.to_vec()),
+            }),
+        }
+        true
     }
 
     /// The writer made every job through `seq` durable: returns the outputs that may leave

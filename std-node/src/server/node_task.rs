@@ -27,7 +27,6 @@
 //! and a new log) are taken when the core asks (`StoreReplaced`), every
 //! `--snapshot-every` seconds, and at a clean shutdown.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,7 +42,7 @@ pub use super::disk_link::DiskLink;
 use super::disk_link::{CheckpointError, Dest, Flushed};
 use super::disk_writer::DiskReport;
 use super::frames::{error_frame, info_frame, saved_frame};
-use super::{CoreNode, ServerError};
+use super::{CoreNode, IdMap, ServerError};
 use crate::clock::Clock;
 use crate::resp::NodeStatus;
 
@@ -287,10 +286,10 @@ pub struct NodeTask {
     pub(super) shutdown: CancellationToken,
     /// Scratch for the core's outputs.
     pub(super) out: Vec<u8>,
-    pub(super) clients: HashMap<ConnId, ClientLink>,
+    pub(super) clients: IdMap<ConnId, ClientLink>,
     /// Replies for each client gathered in this turn, sent as one message at its end.
-    pub(super) client_out: HashMap<ConnId, Vec<u8>>,
-    pub(super) held: HashMap<Ticket, Held>,
+    pub(super) client_out: IdMap<ConnId, Vec<u8>>,
+    pub(super) held: IdMap<Ticket, Held>,
     /// What `Info` and `/metrics` report besides the node's state.
     pub(super) facts: Arc<super::metrics::MetricsFacts>,
     /// While the recovery marker is in the data directory: when it may go.
@@ -890,9 +889,8 @@ impl NodeTask {
         if !self.count_answer(conn, len) {
             return;
         }
-        if self.disk.holds_outputs() {
-            let frame = self.out[..len].to_vec();
-            self.send_client(conn, frame);
+        if self.disk.gate_client_bytes(conn, &self.out[..len]) {
+            // Waits for the disk (or is dropped: the disk failed).
         } else if self.clients.contains_key(&conn) {
             self.client_out
                 .entry(conn)

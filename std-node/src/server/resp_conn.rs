@@ -18,7 +18,7 @@
 //!   or one that sent part of a command and stopped (slowloris), held one of the
 //!   `--max-clients` places for ever (found by `tests/tests/hostile.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frames::split_frames;
+use super::IdMap;
 use super::node_task::{frames_taken, ClientLink, ConnId, FrameBatch, Input, Outbound};
 use crate::resp::auth::{protocol_error_text, unauthenticated_limits};
 use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
@@ -133,7 +134,7 @@ struct Slot {
 /// that maps back to the job's slot.
 struct Outgoing<'c> {
     next_request_id: &'c mut u32,
-    ids: &'c mut HashMap<u32, u64>,
+    ids: &'c mut IdMap<u32, u64>,
     seq: u64,
     payloads: &'c mut FrameBatch,
     max_frame_bytes: usize,
@@ -247,7 +248,7 @@ impl Connection {
         let mut written = 0usize;
         let mut pending: VecDeque<Slot> = VecDeque::new();
         let mut first_seq = 0u64;
-        let mut ids: HashMap<u32, u64> = HashMap::new();
+        let mut ids: IdMap<u32, u64> = IdMap::default();
         let mut next_request_id = 0u32;
         let mut closing = false;
         let max_frame_bytes = settings.max_frame_bytes as usize;
