@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frames::split_frames;
-use super::IdMap;
 use super::node_task::{frames_taken, ClientLink, ConnId, FrameBatch, Input, Outbound};
+use super::IdMap;
 use crate::resp::auth::{protocol_error_text, unauthenticated_limits};
 use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
 use crate::resp::encode::reply_bytes;
