@@ -66,11 +66,16 @@ impl Harness {
         }
     }
 
-    /// Gives the core's persist items to the writer, as the node task does.
-    fn persist(&mut self) {
+    /// Records the core's persist items without handing them to the disk yet.
+    fn gather(&mut self) {
         while let Some(persist) = self.node.poll_persist() {
             assert!(!self.disk.record(&self.node, persist), "no snapshot comes");
         }
+    }
+
+    /// Gives the core's persist items to the writer, as the node task does.
+    fn persist(&mut self) {
+        self.gather();
         if let Flushed::Written { seq } = self.disk.flush().unwrap() {
             // As the node task does on the writer's report.
             if let (_, Some(index)) = self.disk.durable(seq) {
@@ -406,9 +411,7 @@ fn outputs_wait_for_records_not_yet_handed_over_body() {
     // Two writes' records gathered, not handed over: one job later.
     run.set_unpersisted("a", "1");
     run.set_unpersisted("b", "2");
-    while let Some(persist) = run.node.poll_persist() {
-        assert!(!run.disk.record(&run.node, persist));
-    }
+    run.gather();
     assert_eq!(run.disk.pending_jobs(), 0);
     assert!(run.disk.holds_outputs());
     assert!(
@@ -452,9 +455,7 @@ fn records_go_to_the_log_directly_while_the_writer_is_idle_body() {
     run.settle();
     let before = log_file_bytes(dir.path());
     run.set_unpersisted("a", "1");
-    while let Some(persist) = run.node.poll_persist() {
-        assert!(!run.disk.record(&run.node, persist));
-    }
+    run.gather();
     assert!(run.disk.gate(Dest::Client(7), Some(vec![1])).is_none());
     let Flushed::Written { seq } = run.disk.flush().unwrap() else {
         panic!("the writer is idle: the records go to the log directly");
@@ -467,13 +468,14 @@ fn records_go_to_the_log_directly_while_the_writer_is_idle_body() {
     let (released, index) = run.disk.durable(seq);
     let frames: Vec<_> = released.into_iter().map(|gated| gated.frame).collect();
     assert_eq!(frames, vec![Some(vec![1])]);
-    assert_eq!(index, Some(run.node.log().last_index()));
+    let last_index = run.node.log().last_index();
+    assert_eq!(index, Some(last_index));
     assert!(run.stop().is_empty(), "no job reached the writer");
 
     let run = Harness::start_with(dir.path(), FsyncPolicy::No);
-    let (_, bytes) = run.node.log().entry(run.node.log().last_index()).unwrap();
-    assert!(
-        !bytes.is_empty(),
+    assert_eq!(
+        run.node.log().last_index(),
+        last_index,
         "the write's entry is restored from the log"
     );
     run.stop();
@@ -495,9 +497,7 @@ fn records_wait_for_a_job_in_the_writers_hands_body() {
     run.settle();
     let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
     run.set_unpersisted("k1", "v");
-    while let Some(persist) = run.node.poll_persist() {
-        assert!(!run.disk.record(&run.node, persist));
-    }
+    run.gather();
     assert_eq!(run.disk.flush().unwrap(), Flushed::Handed);
     assert_eq!(
         run.disk.pending_jobs(),
