@@ -400,6 +400,23 @@ where
         None
     }
 
+    /// Whether [`Node::poll_persist`] still has the term and vote, log entries or a replaced
+    /// store to give (a newer commit index aside: a lower figure on disk is safe). If not, a
+    /// [`Node::checkpoint`] taken now records nothing the items given so far do not, so once
+    /// those are written a shell may count the checkpoint's records as written too, before
+    /// its files are (memdi-server does with `--fsync everysec` and `no`, and keeps
+    /// answering while the snapshot is written).
+    pub fn has_unreported_state(&self) -> bool {
+        let hard_state = HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        };
+        self.config.persistent
+            && (self.store_replaced
+                || hard_state != self.reported_hard_state
+                || self.log.unreported_from().is_some())
+    }
+
     /// A checkpoint of the node now, or `None` while its store does not match its log (it
     /// waits for a snapshot from the leader; the records written so far still describe it).
     /// Everything not yet given by [`Node::poll_persist`] is part of the checkpoint.

@@ -264,6 +264,8 @@ impl DiskLink {
         // Through the writer, in order with the checkpoint (what waits for these records
         // is released with it either way).
         self.flush_to_writer()?;
+        // Asked before `checkpoint`, which takes whatever is unreported into its records.
+        let covered_by_log = !node.has_unreported_state();
         let checkpoint = node.checkpoint().ok_or(CheckpointError::NotNow)?;
         let Checkpoint {
             applied,
@@ -329,6 +331,7 @@ impl DiskLink {
             head,
             reset,
             tail,
+            covered_by_log,
         })))?;
         Ok((seq, applied.index.0))
     }

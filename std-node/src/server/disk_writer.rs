@@ -30,7 +30,7 @@
 //! therefore shared, behind a mutex the node task only ever tries.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -75,6 +75,11 @@ pub struct CheckpointJob {
     pub reset: Vec<u8>,
     /// The entry records and the commit record, framed.
     pub tail: Vec<u8>,
+    /// Every record of it (but a commit index) was handed over before it, so the current
+    /// log holds them once the jobs before it are written (`Node::has_unreported_state`
+    /// was false). Not so after a snapshot from the leader replaced the store: the current
+    /// log describes the old one.
+    pub covered_by_log: bool,
 }
 
 /// A copy of the store as of a checkpoint, and the entry it reflects.
@@ -180,6 +185,8 @@ pub struct DiskWriter {
     current: Arc<Mutex<CurrentLog>>,
     base_index: u64,
     last_sync: Instant,
+    /// A checkpoint switched logs and the older ones are still to go.
+    older_logs_due: bool,
 }
 
 /// Most jobs taken into one batch before it is written.
@@ -202,6 +209,7 @@ impl DiskWriter {
             })),
             base_index,
             last_sync: Instant::now(),
+            older_logs_due: false,
         })
     }
 
@@ -266,7 +274,7 @@ impl DiskWriter {
                     DiskJob::Checkpoint(checkpoint) => {
                         self.write(&mut buffer)?;
                         last_seq = checkpoint.seq;
-                        let report = self.checkpoint(*checkpoint)?;
+                        let report = self.checkpoint(*checkpoint, reports)?;
                         let _ = reports.send(report);
                     }
                 }
@@ -282,6 +290,9 @@ impl DiskWriter {
                 self.sync_if_due()?;
             }
             let _ = reports.send(DiskReport::Durable { seq: last_seq });
+            if self.older_logs_due {
+                self.remove_older_logs();
+            }
         }
         // Every sender is gone: the node is stopping.
         self.sync()
@@ -331,8 +342,28 @@ impl DiskWriter {
 
     /// Writes a checkpoint (see the module docs). An error of the current log is returned;
     /// a failure to write the snapshot or the new log is reported, after its records were
-    /// appended to the current log.
-    fn checkpoint(&mut self, job: CheckpointJob) -> io::Result<DiskReport> {
+    /// appended to the current log (unless it holds them already: below).
+    ///
+    /// With `everysec` and `no`, if the checkpoint is `covered_by_log`, the current log
+    /// already holds everything its records say (they were handed over before it, and the
+    /// jobs before it are written now), which is all those policies promise: the job is reported durable at once, the node task goes on
+    /// appending to the current log directly while the snapshot is written, and what it
+    /// appended meanwhile is carried into the new log when that takes over. A crash in
+    /// between leaves the old log whole with every record, beside the old snapshot or the
+    /// new one, over which it replays correctly. Before, every answer waited for the
+    /// snapshot and the new log to be fsynced (65 to 72 ms here), once a minute.
+    fn checkpoint(
+        &mut self,
+        job: CheckpointJob,
+        reports: &UnboundedSender<DiskReport>,
+    ) -> io::Result<DiskReport> {
+        let carry_from = if self.policy != FsyncPolicy::Always && job.covered_by_log {
+            let written = self.current().file.metadata()?.len();
+            let _ = reports.send(DiskReport::Durable { seq: job.seq });
+            Some(written)
+        } else {
+            None
+        };
         let FrozenStore {
             store,
             term,
@@ -341,7 +372,7 @@ impl DiskWriter {
         let written = snapshot_file::encode(store, *term, *log_index)
             .map_err(CheckpointError::Encode)
             .and_then(|snapshot| {
-                self.switch_log(&job, &snapshot)?;
+                self.switch_log(&job, &snapshot, carry_from)?;
                 Ok(snapshot.len())
             });
         match written {
@@ -350,9 +381,12 @@ impl DiskWriter {
                 snapshot_bytes,
             }),
             Err(error) => {
-                let mut current = self.current();
-                current.append(&job.head)?;
-                current.append(&job.tail)?;
+                // Reported early, the current log holds them already.
+                if carry_from.is_none() {
+                    let mut current = self.current();
+                    current.append(&job.head)?;
+                    current.append(&job.tail)?;
+                }
                 Ok(DiskReport::CheckpointFailed {
                     seq: job.seq,
                     error: error.to_string(),
@@ -361,7 +395,14 @@ impl DiskWriter {
         }
     }
 
-    fn switch_log(&mut self, job: &CheckpointJob, snapshot: &[u8]) -> Result<(), CheckpointError> {
+    /// Saves the snapshot, then makes the new log current; with `carry_from`, what was
+    /// appended to the current log after that offset goes into the new log first.
+    fn switch_log(
+        &mut self,
+        job: &CheckpointJob,
+        snapshot: &[u8],
+        carry_from: Option<u64>,
+    ) -> Result<(), CheckpointError> {
         snapshot_file::save(&self.data_dir, snapshot).map_err(CheckpointError::Snapshot)?;
         let path = log_file::log_path(&self.data_dir, job.base_index);
         let temp = path.with_extension("memdi.tmp");
@@ -369,22 +410,56 @@ impl DiskWriter {
             path: temp.clone(),
             source,
         };
-        let mut file = File::create(&temp).map_err(log_error)?;
+        // Opened for appending: the node task appends through this handle once it is current.
+        let mut file = log_file::open_for_append(&temp).map_err(log_error)?;
+        file.set_len(0).map_err(log_error)?;
         for part in [&job.head, &job.reset, &job.tail] {
             file.write_all(part).map_err(log_error)?;
         }
         file.sync_data().map_err(log_error)?;
-        std::fs::rename(&temp, &path).map_err(log_error)?;
-        log_file::sync_dir(&self.data_dir).map_err(log_error)?;
-        // The new log is whole and named: the old ones are no longer needed. Reopened for
-        // appending (the handle we wrote with is positioned at its end already).
-        let file = log_file::open_for_append(&path).map_err(log_error)?;
-        *self.current() = CurrentLog {
-            file,
-            path,
-            dirty: false,
+        // From here until the new log is current nothing else appends (the node task only
+        // tries this lock, and hands its records to this thread meanwhile).
+        let mut current = self.current();
+        let carried = match carry_from {
+            Some(from) => carry_records(&current.path, from, &mut file).map_err(log_error)?,
+            None => 0,
         };
+        std::fs::rename(&temp, &path).map_err(log_error)?;
+        if self.policy == FsyncPolicy::Always {
+            // What is appended from now on is fsynced before it is answered: its log's name
+            // must be durable first. (Nothing else appends: no direct appends here.)
+            log_file::sync_dir(&self.data_dir).map_err(log_error)?;
+        }
+        // The new log is whole and named, the old one is whole too: appends go on in the
+        // new one while the rename is made durable (a directory fsync can take as long as
+        // the journal's commit of every dirty page of the old log).
+        *current = CurrentLog {
+            file,
+            path: path.clone(),
+            dirty: carried > 0,
+        };
+        drop(current);
         self.base_index = job.base_index;
+        if self.policy == FsyncPolicy::Always {
+            self.remove_older_logs();
+        } else {
+            // After the jobs queued behind this one are written and reported.
+            self.older_logs_due = true;
+        }
+        Ok(())
+    }
+
+    /// Makes the new log's name durable, then deletes the logs before it (they replay if
+    /// the name is lost in a crash, so they go only after).
+    fn remove_older_logs(&mut self) {
+        self.older_logs_due = false;
+        if let Err(error) = log_file::sync_dir(&self.data_dir) {
+            tracing::warn!(
+                "cannot sync {} after a new log: {error}; older logs kept",
+                self.data_dir.display()
+            );
+            return;
+        }
         if let Ok(logs) = log_file::find_logs(&self.data_dir) {
             for (base, stale) in logs {
                 if base < self.base_index {
@@ -395,8 +470,18 @@ impl DiskWriter {
             }
         }
         let _ = log_file::sync_dir(&self.data_dir);
-        Ok(())
     }
+}
+
+/// Appends the bytes of the log at `path` from offset `from` on (whole records the node task
+/// appended during a checkpoint) to `to`; returns how many.
+fn carry_records(path: &Path, from: u64, to: &mut File) -> io::Result<u64> {
+    let mut old = File::open(path)?;
+    old.seek(SeekFrom::Start(from))?;
+    let mut records = Vec::new();
+    old.read_to_end(&mut records)?;
+    to.write_all(&records)?;
+    Ok(records.len() as u64)
 }
 
 /// Why a checkpoint could not be written.

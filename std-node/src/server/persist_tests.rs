@@ -76,12 +76,19 @@ impl Harness {
     /// Gives the core's persist items to the writer, as the node task does.
     fn persist(&mut self) {
         self.gather();
-        if let Flushed::Written { seq } = self.disk.flush().unwrap() {
-            // As the node task does on the writer's report.
+        self.flush();
+    }
+
+    /// Flushes the gathered records; if they were written directly, acts on it as the node
+    /// task does on the writer's report.
+    fn flush(&mut self) -> Flushed {
+        let flushed = self.disk.flush().unwrap();
+        if let Flushed::Written { seq } = flushed {
             if let (_, Some(index)) = self.disk.durable(seq) {
                 self.node.handle_persisted(index);
             }
         }
+        flushed
     }
 
     /// Runs timers until this single voter leads.
@@ -173,9 +180,16 @@ impl Harness {
 
     /// Ends the run like a crash after everything reached the disk.
     fn stop(mut self) -> Vec<DiskReport> {
-        let others = self.settle();
+        let mut others = self.settle();
         self.disk.close();
         self.writer.join().unwrap();
+        // A checkpoint reported durable early reports its end after: the writer has
+        // ended, so every report it sent is here.
+        while let Ok(report) = self.disk.reports.try_recv() {
+            if !matches!(report, DiskReport::Durable { .. }) {
+                others.push(report);
+            }
+        }
         others
     }
 }
@@ -481,9 +495,9 @@ fn records_go_to_the_log_directly_while_the_writer_is_idle_body() {
     run.stop();
 }
 
-/// While the writer has a job in hand (a checkpoint, which starts a new log), records go
-/// to it as a job too: written directly they could land before the checkpoint's records,
-/// or in the log it replaces.
+/// While the writer has a job in hand that it has not reported (here a checkpoint, before
+/// its report reaches the link), records go to it as a job too: written directly they
+/// could land before the records of the jobs ahead of them.
 #[test]
 fn records_wait_for_a_job_in_the_writers_hands() {
     on_a_large_stack(records_wait_for_a_job_in_the_writers_hands_body);
@@ -519,5 +533,145 @@ fn records_wait_for_a_job_in_the_writers_hands_body() {
         Some(b"v".to_vec()),
         "in the new log"
     );
+    run.stop();
+}
+
+/// Takes a checkpoint and waits for the writer's first report of it: with `everysec` and
+/// `no` that comes at once, before the snapshot is written. Returns the checkpoint's job.
+fn checkpoint_reported_early(run: &mut Harness) -> u64 {
+    let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
+    let DiskReport::Durable { seq: reported } = run.disk.reports.blocking_recv().unwrap() else {
+        panic!("the checkpoint's job is reported durable before anything else");
+    };
+    assert_eq!(reported, seq);
+    if let (_, Some(index)) = run.disk.durable(reported) {
+        run.node.handle_persisted(index);
+    }
+    assert_eq!(run.disk.pending_jobs(), 0);
+    seq
+}
+
+/// With `--fsync no`, records keep going to the log directly while a checkpoint is being
+/// written (its job is reported at once: the current log holds all it says), and those
+/// written before the new log took over are carried into it.
+#[test]
+fn appends_go_on_during_a_checkpoint_and_move_to_the_new_log() {
+    on_a_large_stack(appends_go_on_during_a_checkpoint_and_move_to_the_new_log_body);
+}
+
+fn appends_go_on_during_a_checkpoint_and_move_to_the_new_log_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start_with(dir.path(), FsyncPolicy::No);
+    run.lead();
+    run.set("k0", "v");
+    run.settle();
+    let seq = checkpoint_reported_early(&mut run);
+    for i in 1..=5 {
+        run.set_unpersisted(&format!("k{i}"), "v");
+        run.gather();
+        assert!(
+            matches!(run.flush(), Flushed::Written { .. }),
+            "written directly while the snapshot is written"
+        );
+    }
+    let last_index = run.node.log().last_index();
+    let reports = run.stop();
+    assert!(
+        matches!(reports.as_slice(), [DiskReport::CheckpointSaved { seq: saved, .. }] if *saved == seq),
+        "{reports:?}"
+    );
+    assert_eq!(
+        log_file::find_logs(dir.path()).unwrap().len(),
+        1,
+        "the new log only"
+    );
+
+    let mut run = Harness::start_with(dir.path(), FsyncPolicy::No);
+    assert_eq!(
+        run.node.log().last_index(),
+        last_index,
+        "every record carried"
+    );
+    run.lead();
+    run.settle();
+    for i in 0..=5 {
+        assert_eq!(
+            value(&run.node, &format!("k{i}")),
+            Some(b"v".to_vec()),
+            "k{i}"
+        );
+    }
+    run.stop();
+}
+
+/// A checkpoint reported early that then fails leaves the current log in use, holding the
+/// checkpoint's records and those appended directly since.
+#[test]
+fn a_checkpoint_reported_early_that_fails_keeps_the_current_log() {
+    on_a_large_stack(a_checkpoint_reported_early_that_fails_keeps_the_current_log_body);
+}
+
+fn a_checkpoint_reported_early_that_fails_keeps_the_current_log_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start_with(dir.path(), FsyncPolicy::Everysec);
+    run.lead();
+    run.set("k0", "v");
+    run.settle();
+    // The snapshot's temporary file cannot be created: a directory has its name.
+    std::fs::create_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
+    let seq = checkpoint_reported_early(&mut run);
+    run.set_unpersisted("k1", "v");
+    run.gather();
+    let flushed = run.flush();
+    let last_index = run.node.log().last_index();
+    let reports = run.stop();
+    assert!(
+        matches!(reports.as_slice(), [DiskReport::CheckpointFailed { seq: failed, .. }] if *failed == seq),
+        "{reports:?} ({flushed:?})"
+    );
+
+    std::fs::remove_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
+    let mut run = Harness::start_with(dir.path(), FsyncPolicy::Everysec);
+    assert_eq!(run.node.log().last_index(), last_index);
+    run.lead();
+    run.settle();
+    assert_eq!(value(&run.node, "k0"), Some(b"v".to_vec()));
+    assert_eq!(
+        value(&run.node, "k1"),
+        Some(b"v".to_vec()),
+        "appended during the checkpoint"
+    );
+    run.stop();
+}
+
+/// With `--fsync no` too, a checkpoint that carries records not handed over before it (the
+/// core gives them to the checkpoint) is not reported early: if it fails, they go to the
+/// current log, as with `always`.
+#[test]
+fn a_checkpoint_with_records_of_its_own_waits_for_its_files() {
+    on_a_large_stack(a_checkpoint_with_records_of_its_own_waits_for_its_files_body);
+}
+
+fn a_checkpoint_with_records_of_its_own_waits_for_its_files_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Harness::start_with(dir.path(), FsyncPolicy::No);
+    run.lead();
+    run.set("k0", "v");
+    run.settle();
+    run.set_unpersisted("unreported", "v");
+    std::fs::create_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
+    let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
+    assert_eq!(run.disk.pending_jobs(), 1);
+    let reports = run.stop();
+    assert!(
+        matches!(reports.as_slice(), [DiskReport::CheckpointFailed { seq: failed, .. }] if *failed == seq),
+        "{reports:?}"
+    );
+
+    std::fs::remove_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
+    let mut run = Harness::start_with(dir.path(), FsyncPolicy::No);
+    run.lead();
+    run.settle();
+    assert_eq!(value(&run.node, "unreported"), Some(b"v".to_vec()));
     run.stop();
 }
