@@ -441,7 +441,8 @@ impl DiskWriter {
         drop(current);
         self.base_index = job.base_index;
         if self.policy == FsyncPolicy::Always {
-            self.remove_older_logs();
+            // Its name is durable already (above).
+            self.delete_older_logs();
         } else {
             // After the jobs queued behind this one are written and reported.
             self.older_logs_due = true;
@@ -460,6 +461,11 @@ impl DiskWriter {
             );
             return;
         }
+        self.delete_older_logs();
+    }
+
+    /// Deletes the logs before the current one, whose name is durable.
+    fn delete_older_logs(&self) {
         if let Ok(logs) = log_file::find_logs(&self.data_dir) {
             for (base, stale) in logs {
                 if base < self.base_index {

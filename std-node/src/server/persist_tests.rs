@@ -66,6 +66,15 @@ impl Harness {
         }
     }
 
+    /// Started with `policy`, leading, with `k0` written and every report taken.
+    fn leading_with_k0(dir: &Path, policy: FsyncPolicy) -> Self {
+        let mut run = Self::start_with(dir, policy);
+        run.lead();
+        run.set("k0", "v");
+        run.settle();
+        run
+    }
+
     /// Records the core's persist items without handing them to the disk yet.
     fn gather(&mut self) {
         while let Some(persist) = self.node.poll_persist() {
@@ -296,10 +305,7 @@ fn a_failed_checkpoint_keeps_its_records_in_the_current_log_body() {
     std::fs::create_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
     let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
     let reports = run.stop();
-    assert!(
-        matches!(reports.as_slice(), [DiskReport::CheckpointFailed { seq: failed, .. }] if *failed == seq),
-        "{reports:?}"
-    );
+    assert_ends_checkpoint(&reports, seq, false);
     assert!(!snapshot_file::snapshot_path(dir.path()).exists());
 
     std::fs::remove_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
@@ -326,10 +332,7 @@ fn a_failed_checkpoint_keeps_its_records_in_the_current_log_body() {
         "the new log holds only the checkpoint's records"
     );
     let reports = run.stop();
-    assert!(
-        matches!(reports.as_slice(), [DiskReport::CheckpointSaved { seq: saved, .. }] if *saved == seq),
-        "{reports:?}"
-    );
+    assert_ends_checkpoint(&reports, seq, true);
     assert_eq!(log_file::find_logs(dir.path()).unwrap().len(), 1);
     let run = Harness::start(dir.path());
     assert_eq!(value(&run.node, "k9"), Some(b"v".to_vec()));
@@ -505,10 +508,7 @@ fn records_wait_for_a_job_in_the_writers_hands() {
 
 fn records_wait_for_a_job_in_the_writers_hands_body() {
     let dir = tempfile::tempdir().unwrap();
-    let mut run = Harness::start_with(dir.path(), FsyncPolicy::Everysec);
-    run.lead();
-    run.set("k0", "v");
-    run.settle();
+    let mut run = Harness::leading_with_k0(dir.path(), FsyncPolicy::Everysec);
     let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
     run.set_unpersisted("k1", "v");
     run.gather();
@@ -519,10 +519,7 @@ fn records_wait_for_a_job_in_the_writers_hands_body() {
         "the checkpoint, then these records"
     );
     let reports = run.stop();
-    assert!(
-        matches!(reports.as_slice(), [DiskReport::CheckpointSaved { seq: saved, .. }] if *saved == seq),
-        "{reports:?}"
-    );
+    assert_ends_checkpoint(&reports, seq, true);
 
     let mut run = Harness::start_with(dir.path(), FsyncPolicy::Everysec);
     run.lead();
@@ -561,10 +558,7 @@ fn appends_go_on_during_a_checkpoint_and_move_to_the_new_log() {
 
 fn appends_go_on_during_a_checkpoint_and_move_to_the_new_log_body() {
     let dir = tempfile::tempdir().unwrap();
-    let mut run = Harness::start_with(dir.path(), FsyncPolicy::No);
-    run.lead();
-    run.set("k0", "v");
-    run.settle();
+    let mut run = Harness::leading_with_k0(dir.path(), FsyncPolicy::No);
     let seq = checkpoint_reported_early(&mut run);
     for i in 1..=5 {
         run.set_unpersisted(&format!("k{i}"), "v");
@@ -576,10 +570,7 @@ fn appends_go_on_during_a_checkpoint_and_move_to_the_new_log_body() {
     }
     let last_index = run.node.log().last_index();
     let reports = run.stop();
-    assert!(
-        matches!(reports.as_slice(), [DiskReport::CheckpointSaved { seq: saved, .. }] if *saved == seq),
-        "{reports:?}"
-    );
+    assert_ends_checkpoint(&reports, seq, true);
     assert_eq!(
         log_file::find_logs(dir.path()).unwrap().len(),
         1,
@@ -613,22 +604,19 @@ fn a_checkpoint_reported_early_that_fails_keeps_the_current_log() {
 
 fn a_checkpoint_reported_early_that_fails_keeps_the_current_log_body() {
     let dir = tempfile::tempdir().unwrap();
-    let mut run = Harness::start_with(dir.path(), FsyncPolicy::Everysec);
-    run.lead();
-    run.set("k0", "v");
-    run.settle();
+    let mut run = Harness::leading_with_k0(dir.path(), FsyncPolicy::Everysec);
     // The snapshot's temporary file cannot be created: a directory has its name.
     std::fs::create_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
     let seq = checkpoint_reported_early(&mut run);
     run.set_unpersisted("k1", "v");
     run.gather();
-    let flushed = run.flush();
+    assert!(
+        matches!(run.flush(), Flushed::Written { .. }),
+        "written directly once the checkpoint is reported"
+    );
     let last_index = run.node.log().last_index();
     let reports = run.stop();
-    assert!(
-        matches!(reports.as_slice(), [DiskReport::CheckpointFailed { seq: failed, .. }] if *failed == seq),
-        "{reports:?} ({flushed:?})"
-    );
+    assert_ends_checkpoint(&reports, seq, false);
 
     std::fs::remove_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
     let mut run = Harness::start_with(dir.path(), FsyncPolicy::Everysec);
@@ -654,19 +642,13 @@ fn a_checkpoint_with_records_of_its_own_waits_for_its_files() {
 
 fn a_checkpoint_with_records_of_its_own_waits_for_its_files_body() {
     let dir = tempfile::tempdir().unwrap();
-    let mut run = Harness::start_with(dir.path(), FsyncPolicy::No);
-    run.lead();
-    run.set("k0", "v");
-    run.settle();
+    let mut run = Harness::leading_with_k0(dir.path(), FsyncPolicy::No);
     run.set_unpersisted("unreported", "v");
     std::fs::create_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
     let (seq, _) = run.disk.checkpoint(&mut run.node).unwrap();
     assert_eq!(run.disk.pending_jobs(), 1);
     let reports = run.stop();
-    assert!(
-        matches!(reports.as_slice(), [DiskReport::CheckpointFailed { seq: failed, .. }] if *failed == seq),
-        "{reports:?}"
-    );
+    assert_ends_checkpoint(&reports, seq, false);
 
     std::fs::remove_dir(dir.path().join("snapshot.memdi.tmp")).unwrap();
     let mut run = Harness::start_with(dir.path(), FsyncPolicy::No);
@@ -674,4 +656,17 @@ fn a_checkpoint_with_records_of_its_own_waits_for_its_files_body() {
     run.settle();
     assert_eq!(value(&run.node, "unreported"), Some(b"v".to_vec()));
     run.stop();
+}
+
+/// `reports` (besides durability) are only the end of checkpoint `seq`: saved, or failed.
+fn assert_ends_checkpoint(reports: &[DiskReport], seq: u64, saved: bool) {
+    let ended = match reports {
+        [DiskReport::CheckpointSaved { seq: ended, .. }] if saved => *ended,
+        [DiskReport::CheckpointFailed { seq: ended, .. }] if !saved => *ended,
+        _ => panic!(
+            "expected checkpoint {seq} to be {}: {reports:?}",
+            if saved { "saved" } else { "failed" }
+        ),
+    };
+    assert_eq!(ended, seq, "{reports:?}");
 }
