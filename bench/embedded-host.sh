@@ -156,6 +156,7 @@ if [ "$leader" = 3 ]; then
     bench "embedded, leader of 3" "$embedded_ip:7379" set
     bench "embedded, leader of 3" "$embedded_ip:7379" get
     bench "embedded, leader of 3" "$embedded_ip:7379" set 8
+    bench "embedded, leader of 3" "$embedded_ip:7379" get 8
     bench "memdi-server, follower of the embedded leader" "$server_ip:7379" set
 else
     echo "embedded-host: the embedded node won none of six elections; skipping the embedded-leader case" >&2
@@ -170,4 +171,6 @@ start_embedded "$cluster"
 leader="$(leader_of "$embedded_ip:7379")"
 bench "embedded, follower (server $leader leads)" "$embedded_ip:7379" set
 bench "embedded, follower (server $leader leads)" "$embedded_ip:7379" get
+bench "embedded, follower (server $leader leads)" "$embedded_ip:7379" set 8
+bench "embedded, follower (server $leader leads)" "$embedded_ip:7379" get 8
 bench "memdi-server $leader, leader of 3" "$server_ip:$((7377 + 2 * leader))" set
