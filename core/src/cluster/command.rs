@@ -27,9 +27,11 @@ pub enum Command<'a> {
     Put {
         /// The key.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// The new value.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         value: &'a [u8],
         /// The expiry on the cluster clock.
         expires_at_ms: Option<u64>,
@@ -38,6 +40,7 @@ pub enum Command<'a> {
     Delete {
         /// The key.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
     },
     /// Removes every key.
@@ -48,6 +51,7 @@ pub enum Command<'a> {
     Members {
         /// The whole new membership, encoded.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         members: &'a [u8],
     },
     /// Sets several keys at once (MSET), none of them expiring: one entry, so that a

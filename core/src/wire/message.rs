@@ -28,6 +28,7 @@ pub enum Request<'a> {
     Get {
         /// The key to read.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// How fresh the answer must be.
         read: ReadConsistency,
@@ -36,9 +37,11 @@ pub enum Request<'a> {
     Set {
         /// The key to write.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// The new value.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         value: &'a [u8],
         /// NX/XX precondition.
         condition: SetCondition,
@@ -51,6 +54,7 @@ pub enum Request<'a> {
     Delete {
         /// The key to remove.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// Acknowledgement overrides.
         write: WriteOptions,
@@ -59,6 +63,7 @@ pub enum Request<'a> {
     Exists {
         /// The key to look up.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// How fresh the answer must be.
         read: ReadConsistency,
@@ -68,6 +73,7 @@ pub enum Request<'a> {
     IncrBy {
         /// The key holding the integer.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// The amount to add (negative to subtract).
         delta: i64,
@@ -79,11 +85,13 @@ pub enum Request<'a> {
     CompareAndSet {
         /// The key to write.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// The version last read; 0 means "the key must not exist".
         expected_version: u64,
         /// The new value.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         value: &'a [u8],
         /// What happens to the key's TTL.
         expiry: Expiry,
@@ -114,6 +122,7 @@ pub enum Request<'a> {
         cursor: u64,
         /// Only keys starting with these bytes (empty for all keys).
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         prefix: &'a [u8],
         /// A hint for how many keys to return; a page may hold fewer or more.
         count: u32,
@@ -139,6 +148,7 @@ pub enum Request<'a> {
         node_id: NodeId,
         /// Where its peer port is ("host:port"), for the members to dial.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         address: &'a [u8],
     },
     /// Remove a node from the cluster (the leader itself included: it steps down once the
@@ -152,6 +162,7 @@ pub enum Request<'a> {
     GetDelete {
         /// The key.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// Acknowledgement overrides.
         write: WriteOptions,
@@ -162,9 +173,11 @@ pub enum Request<'a> {
     SetAndGet {
         /// The key to write.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// The new value.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         value: &'a [u8],
         /// NX/XX precondition.
         condition: SetCondition,
@@ -178,9 +191,11 @@ pub enum Request<'a> {
     Append {
         /// The key.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// The bytes to add at the end.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         value: &'a [u8],
         /// Acknowledgement overrides.
         write: WriteOptions,
@@ -191,6 +206,7 @@ pub enum Request<'a> {
     SetExpiry {
         /// The key.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// The new TTL.
         expiry: Expiry,
@@ -202,6 +218,7 @@ pub enum Request<'a> {
     TimeToLive {
         /// The key.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         key: &'a [u8],
         /// How fresh the answer must be.
         read: ReadConsistency,
@@ -218,6 +235,7 @@ pub enum Request<'a> {
     Auth {
         /// The password, compared in constant time; never logged.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         password: &'a [u8],
     },
     /// The node's statistics as text, in Redis's INFO layout (`# Section` headers and
@@ -277,6 +295,7 @@ pub enum Response<'a> {
         /// The membership now (an encoded `Membership`), with the members' peer addresses:
         /// a node that asked to be added dials them from it, before its own log tells it.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         members: &'a [u8],
     },
     /// Answer to `Auth`: the password is right and every request is served from now on.
@@ -290,6 +309,7 @@ pub enum Response<'a> {
 pub struct ValueRef<'a> {
     /// The value's bytes.
     #[serde(borrow)]
+    #[serde(serialize_with = "crate::wire::bytes::serialize")]
     pub value: &'a [u8],
     /// The key's version, to pass to a later `CompareAndSet`.
     pub version: u64,

@@ -34,6 +34,7 @@
 //! is frozen; new variants go at the end, and any other change to the bytes needs a bump of
 //! [`PROTOCOL_VERSION`]. `core/tests/wire_golden.rs` pins the bytes of every message.
 
+pub(crate) mod bytes;
 mod codec;
 mod error_code;
 mod frame;

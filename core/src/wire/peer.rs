@@ -83,6 +83,7 @@ pub enum PeerMessage<'a> {
         forward_id: u64,
         /// The client's request, an encoded [`ClientMessage`](super::ClientMessage).
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         request: &'a [u8],
     },
     /// The leader's answer to a `Forward`.
@@ -91,6 +92,7 @@ pub enum PeerMessage<'a> {
         forward_id: u64,
         /// The answer, an encoded [`Response`](super::Response).
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         response: &'a [u8],
     },
     /// A chunk of a snapshot from the leader to a follower behind its log.
@@ -108,9 +110,11 @@ pub enum PeerMessage<'a> {
         /// The cluster's membership as of `base` (an encoded `Membership`): the log
         /// entries that set it may be gone from the leader's log.
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         members: &'a [u8],
         /// Bytes of the snapshot stream (see [`crate::snapshot`]).
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         data: &'a [u8],
     },
     /// Answer to a `Snapshot` chunk: the next offset wanted.
@@ -143,6 +147,7 @@ pub enum PeerMessage<'a> {
         last_log: LogPosition,
         /// The membership in force at the receiver (an encoded `Membership`).
         #[serde(borrow)]
+        #[serde(serialize_with = "crate::wire::bytes::serialize")]
         members: &'a [u8],
     },
     /// From a voter that refused a candidate because the candidate's log is behind its own
