@@ -55,6 +55,18 @@ impl From<DurabilityFlag> for Durability {
     }
 }
 
+/// Whether the node keeps anything on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Persistence {
+    /// The append-only log and snapshots in --data-dir, loaded at start.
+    Disk,
+    /// Nothing on disk, as Redis with `appendonly no` and `save ""`: every start is empty.
+    /// A single node only: a voter that forgets its vote and log at a restart could elect a
+    /// leader lacking a committed write (docs/protocol.md 4.10).
+    None,
+}
+
 /// When the append-only log is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -145,6 +157,11 @@ pub struct ServerArgs {
     /// Directory for the snapshot and the append-only log [default: ./memdi-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// disk (the append-only log and snapshots in --data-dir, loaded at start) or none
+    /// (nothing on disk, every start empty, SAVE refused: a cache, as Redis with appendonly
+    /// no and save ""; a single node only) [default: disk].
+    #[arg(long, value_enum)]
+    pub persistence: Option<Persistence>,
     /// Acknowledgement of writes that do not ask for one: leader (applied in memory on the
     /// leader; may be lost on failover) or quorum (on a majority of voters) [default: leader].
     #[arg(long, value_enum)]
@@ -227,6 +244,8 @@ pub struct ServerConfig {
     pub voters: BTreeMap<NodeId, SocketAddr>,
     /// The snapshot and the log go here.
     pub data_dir: PathBuf,
+    /// Whether anything goes to disk at all.
+    pub persistence: Persistence,
     /// Default acknowledgement.
     pub default_ack: AckLevel,
     /// Default durability.
@@ -314,6 +333,7 @@ impl ServerArgs {
             join: self.join.or(other.join),
             recover: self.recover || other.recover,
             data_dir: self.data_dir.or(other.data_dir),
+            persistence: self.persistence.or(other.persistence),
             ack: self.ack.or(other.ack),
             durability: self.durability.or(other.durability),
             fsync: self.fsync.or(other.fsync),
@@ -423,6 +443,21 @@ impl ServerArgs {
                 "it needs --cluster naming at least three voters: a recovering node must hear from a majority of the others before it votes again (with two voters the other could never be elected without it). A node that joined with --join and lost its data must be removed (memdi cluster leave ID) and added again with an empty data directory",
             ));
         }
+        let persistence = self.persistence.unwrap_or(Persistence::Disk);
+        if persistence == Persistence::None {
+            if self.join.is_some() || voters.len() > 1 {
+                return Err(invalid(
+                    "--persistence none",
+                    "it is for a single node: a voter that forgets its vote and its log at a restart could help elect a leader that lacks a write a majority acknowledged (docs/protocol.md 4.10)",
+                ));
+            }
+            if self.durability == Some(DurabilityFlag::Disk) {
+                return Err(invalid(
+                    "--durability disk",
+                    "it needs the log on disk, and --persistence none keeps nothing there",
+                ));
+            }
+        }
         if voters.len() > memdi_core::cluster::MAX_MEMBERS {
             return Err(invalid(
                 "--cluster",
@@ -451,6 +486,7 @@ impl ServerArgs {
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./memdi-data")),
+            persistence,
             default_ack: self.ack.unwrap_or(AckFlag::Leader).into(),
             default_durability: self.durability.unwrap_or(DurabilityFlag::Memory).into(),
             fsync: self.fsync.unwrap_or(FsyncPolicy::Everysec),
@@ -631,6 +667,7 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(config.metrics_addr.is_some() && config.resp_addr.is_some());
         assert!(config.cluster_secret.is_some() && config.requirepass.is_some());
+        assert_eq!(config.persistence, Persistence::Disk);
     }
 
     #[test]
@@ -724,6 +761,28 @@ mod tests {
         assert_eq!(config.default_durability, Durability::Memory);
         assert_eq!(config.fsync, FsyncPolicy::Everysec);
         assert!(ServerArgs::try_parse_from(["memdi-server", "--fsync", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn persistence_none_is_for_a_single_node_without_disk_durability() {
+        assert_eq!(parse(&[]).resolve().unwrap().persistence, Persistence::Disk);
+        let config = parse(&["--persistence", "none"]).resolve().unwrap();
+        assert_eq!(config.persistence, Persistence::None);
+        for args in [
+            &[
+                "--persistence",
+                "none",
+                "--cluster",
+                "1=127.0.0.1:7380,2=127.0.0.1:7382",
+            ][..],
+            &["--persistence", "none", "--join", "127.0.0.1:7382"],
+            &["--persistence", "none", "--durability", "disk"],
+        ] {
+            assert!(
+                matches!(parse(args).resolve(), Err(ConfigError::Invalid { .. })),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

@@ -76,6 +76,32 @@ impl RespNode {
     }
 }
 
+/// With `--persistence none`, SAVE and BGSAVE answer an error that says why, and a restart
+/// starts empty.
+#[test]
+fn without_persistence_save_is_refused_and_a_restart_starts_empty() {
+    if !have_redis_cli() {
+        return;
+    }
+    let dir = temp_dir();
+    let mut node = RespNode::new(1, dir.path(), &["--persistence".into(), "none".into()]);
+    node.server.start();
+    node.wait_ready();
+    assert_eq!(node.cli(&["SET", "a", "1"]), "OK");
+    for save in ["SAVE", "BGSAVE"] {
+        assert_eq!(
+            node.cli(&[save]),
+            "ERR snapshot not taken: this node keeps nothing on disk (--persistence none)"
+        );
+    }
+    assert!(node.server.stop().success(), "{}", node.server.log());
+    node.server.start();
+    node.wait_ready();
+    assert_eq!(node.cli(&["GET", "a"]), "");
+    assert_eq!(node.cli(&["DBSIZE"]), "0");
+    assert!(node.server.stop().success(), "{}", node.server.log());
+}
+
 /// Runs redis-cli against `port` (raw output, as when piped) and returns its trimmed stdout.
 fn cli(port: u16, args: &[&str]) -> String {
     let output = Command::new("timeout")

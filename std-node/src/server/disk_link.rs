@@ -22,7 +22,7 @@ use std::sync::mpsc::Sender;
 
 use memdi_core::cluster::{Checkpoint, Persist};
 use memdi_core::wire::NodeId;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::disk_writer::{
     CheckpointJob, DirectLog, DirectWriteError, DiskJob, DiskReport, FrozenStore,
@@ -54,6 +54,9 @@ pub struct Gated {
 /// Why a checkpoint was not handed to the writer.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// The node keeps nothing on disk (`--persistence none`).
+    #[error("this node keeps nothing on disk (--persistence none)")]
+    Off,
     /// The store does not match the log (a snapshot from the leader is loading, or the
     /// store is stale): a snapshot of it would not describe this node.
     #[error("the store does not match the log yet (waiting for a snapshot from the leader)")]
@@ -120,6 +123,9 @@ pub struct DiskLink {
     failed: bool,
     /// The current log, for appending to it directly (`--fsync everysec` and `no`).
     direct: Option<DirectLog>,
+    /// `--persistence none`: no writer, and the sender of `reports`, kept so that waiting
+    /// for a report waits for ever until [`Self::close`] drops it.
+    in_memory: Option<UnboundedSender<DiskReport>>,
 }
 
 impl DiskLink {
@@ -145,6 +151,19 @@ impl DiskLink {
             log_bytes,
             failed: false,
             direct,
+            in_memory: None,
+        }
+    }
+
+    /// The link of a node that keeps nothing on disk: its core asks for no records (it is
+    /// not `persistent`), so nothing ever waits here, and every checkpoint is refused
+    /// ([`CheckpointError::Off`]).
+    pub fn in_memory() -> Self {
+        let (reports_sender, reports) = tokio::sync::mpsc::unbounded_channel();
+        let (jobs, _) = std::sync::mpsc::channel();
+        Self {
+            in_memory: Some(reports_sender),
+            ..Self::new(jobs, reports, 0, None)
         }
     }
 
@@ -261,6 +280,9 @@ impl DiskLink {
     /// so far). Returns its job number, which a `CheckpointSaved` or `CheckpointFailed`
     /// report names, and the last entry its snapshot reflects.
     pub fn checkpoint(&mut self, node: &mut CoreNode) -> Result<(u64, u64), CheckpointError> {
+        if self.in_memory.is_some() {
+            return Err(CheckpointError::Off);
+        }
         // Through the writer, in order with the checkpoint (what waits for these records
         // is released with it either way).
         self.flush_to_writer()?;
@@ -448,5 +470,6 @@ impl DiskLink {
     /// Stops feeding the writer: it fsyncs what it has and ends.
     pub fn close(&mut self) {
         self.jobs = None;
+        self.in_memory = None;
     }
 }

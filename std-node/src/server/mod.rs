@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::config::ServerConfig;
+use crate::config::{Persistence, ServerConfig};
 use crate::resp::parse::ParseLimits;
 use crate::resp::NodeFacts;
 
@@ -155,10 +155,13 @@ impl Prepared {
     /// Allocates the store and the log, and rebuilds the node from the snapshot and the
     /// log in the data directory (refusing damaged files by name). Blocking.
     pub fn new(config: ServerConfig) -> Result<Self, ServerError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        let on_disk = config.persistence == Persistence::Disk;
+        if on_disk {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        }
         let limits = config.store_limits;
         let memory_bytes = limits.memory_bytes().map_err(ServerError::StoreLimits)?;
         // One allocation for the store's whole life; zeroed pages are committed by the OS
@@ -184,15 +187,23 @@ impl Prepared {
         }
         node_config.default_ack = config.default_ack;
         node_config.default_durability = config.default_durability;
-        // Always: the log is what keeps the term, the vote and the acknowledged entries
-        // across restarts (docs/protocol.md 4.8); --fsync only says how often it is synced.
-        node_config.persistent = true;
+        // The log is what keeps the term, the vote and the acknowledged entries across
+        // restarts (docs/protocol.md 4.8); --fsync only says how often it is synced. Without
+        // it (--persistence none, a single node only) the core asks for no records, refuses
+        // `durability: disk` and `Save`, and answers as soon as it applies a write.
+        node_config.persistent = on_disk;
         node_config.rng_seed = hash_seed ^ config.node_id.0;
         node_config.max_append_bytes = sizes.max_append_bytes;
         node_config.max_frame_bytes = sizes.max_frame_bytes;
         let clock = Clock::start();
-        let recovering = recovery_marker::prepare(&config.data_dir, config.recover)?;
-        let mut restored = if recovering {
+        let recovering = on_disk && recovery_marker::prepare(&config.data_dir, config.recover)?;
+        let mut restored = if !on_disk {
+            restore::Restored {
+                node: Box::new(CoreNode::new(node_config, store, log, clock.now_ms())),
+                log_base_index: 0,
+                log_bytes: 0,
+            }
+        } else if recovering {
             if config.voters.len() < 3 {
                 return Err(ServerError::Recover(
                     recovery_marker::RecoverError::TooFewVoters {
@@ -248,21 +259,33 @@ impl Prepared {
             sizes,
             recovering,
         } = self;
-        let writer = disk_writer::DiskWriter::open(&config.data_dir, log_base_index, config.fsync)
-            .map_err(|source| ServerError::OpenLog {
-                path: config.data_dir.clone(),
-                source,
-            })?;
-        let direct_log = writer.direct_log();
-        let (disk_jobs, jobs) = std::sync::mpsc::channel();
-        let (reports, disk_reports) = mpsc::unbounded_channel();
-        let disk_thread = std::thread::Builder::new()
-            .name("memdi-disk".into())
-            .spawn(move || writer.run(jobs, reports))
-            .map_err(|source| ServerError::OpenLog {
-                path: config.data_dir.clone(),
-                source,
-            })?;
+        let (disk, disk_thread) = match config.persistence {
+            Persistence::Disk => {
+                let writer =
+                    disk_writer::DiskWriter::open(&config.data_dir, log_base_index, config.fsync)
+                        .map_err(|source| ServerError::OpenLog {
+                        path: config.data_dir.clone(),
+                        source,
+                    })?;
+                let direct_log = writer.direct_log();
+                let (disk_jobs, jobs) = std::sync::mpsc::channel();
+                let (reports, disk_reports) = mpsc::unbounded_channel();
+                let disk_thread = std::thread::Builder::new()
+                    .name("memdi-disk".into())
+                    .spawn(move || writer.run(jobs, reports))
+                    .map_err(|source| ServerError::OpenLog {
+                        path: config.data_dir.clone(),
+                        source,
+                    })?;
+                let disk = node_task::DiskLink::new(disk_jobs, disk_reports, log_bytes, direct_log);
+                (disk, Some(disk_thread))
+            }
+            Persistence::None => (node_task::DiskLink::in_memory(), None),
+        };
+        let snapshot_every_secs = match config.persistence {
+            Persistence::Disk => config.snapshot_every_secs,
+            Persistence::None => 0,
+        };
         let bind = |what, addr| async move {
             TcpListener::bind(addr)
                 .await
@@ -339,7 +362,7 @@ impl Prepared {
                 max_total_bytes: limits.max_total_bytes,
                 max_clients: config.max_clients,
                 idle_timeout_secs: config.idle_timeout_ms / 1000,
-                snapshot_every_secs: config.snapshot_every_secs,
+                snapshot_every_secs,
                 resp_addr,
                 started: std::time::Instant::now(),
                 leader_now: leader_now.clone(),
@@ -385,22 +408,25 @@ impl Prepared {
             tracing::info!("serving metrics on {}", metrics::describe(addr));
         }
         drop(inputs);
+        let data_where = match config.persistence {
+            Persistence::Disk => format!("data in {}", config.data_dir.display()),
+            Persistence::None => "nothing on disk (--persistence none)".to_owned(),
+        };
         tracing::info!(
-            "memdi-server node {} of cluster {} ({} voters) serving clients on {}, peers on {}, data in {}",
+            "memdi-server node {} of cluster {} ({} voters) serving clients on {}, peers on {}, {data_where}",
             config.node_id.0,
             config.cluster_id.0,
             config.voters.len(),
             config.client_addr,
             config.peer_addr,
-            config.data_dir.display()
         );
         let node_task = node_task::NodeTask {
             node,
             clock,
             inputs: receiver,
             peers,
-            disk: node_task::DiskLink::new(disk_jobs, disk_reports, log_bytes, direct_log),
-            snapshot_every_secs: config.snapshot_every_secs,
+            disk,
+            snapshot_every_secs,
             shutdown: shutdown.clone(),
             out: vec![0; 2 * (sizes.max_frame_bytes as usize + 64)],
             clients: IdMap::default(),
@@ -443,9 +469,11 @@ impl Prepared {
             .await
             .unwrap_or_else(|join| panic!("the node task panicked: {join}"));
         // The node task dropped its sender: the writer fsyncs and ends.
-        let joined = tokio::task::spawn_blocking(move || disk_thread.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
-            tracing::error!("the disk writer panicked");
+        if let Some(disk_thread) = disk_thread {
+            let joined = tokio::task::spawn_blocking(move || disk_thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the disk writer panicked");
+            }
         }
         tasks.close();
         if tokio::time::timeout(Duration::from_secs(2), tasks.wait())

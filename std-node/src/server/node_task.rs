@@ -457,6 +457,7 @@ impl NodeTask {
                 tracing::warn!("no final snapshot: the store does not match the log yet (the log keeps everything)");
                 None
             }
+            Err(CheckpointError::Off) => None,
             Err(error) => return Err(ServerError::FinalSnapshot(error.to_string())),
         };
         self.disk.close();
@@ -603,6 +604,7 @@ impl NodeTask {
             Err(error) => {
                 match error {
                     CheckpointError::NotNow => tracing::info!("no {why} snapshot: {error}"),
+                    CheckpointError::Off => tracing::debug!("no {why} snapshot: {error}"),
                     _ => tracing::error!("{why} snapshot not taken: {error}"),
                 }
                 Err(error)

@@ -372,3 +372,49 @@ async fn save_answers_once_the_snapshot_is_on_disk() {
     }
     assert!(server.stop().success(), "{}", server.log());
 }
+
+/// `--persistence none` keeps nothing on disk: SAVE is refused, a clean stop writes no
+/// snapshot (and still exits 0), nothing is written to the data directory, and a restart
+/// starts empty, as Redis does with `appendonly no` and `save ""`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_persistence_none_nothing_reaches_the_disk_and_a_restart_starts_empty() {
+    let dir = temp_dir();
+    let mut server = Server::new(1, dir.path().join("n1"), &args(&["--persistence", "none"]));
+    server.start();
+    let client = server.client().await;
+    for i in 0..50 {
+        client
+            .set(format!("k{i}").as_bytes(), b"v", SetOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(read(&client, "k49").await, Some(b"v".to_vec()));
+    match client.save().await {
+        Err(ClientError::Server { detail, .. }) => {
+            assert!(detail.contains("nothing on disk"), "{detail}")
+        }
+        other => panic!("SAVE on a node without persistence answered {other:?}"),
+    }
+    drop(client);
+    assert!(server.stop().success(), "{}", server.log());
+    // The harness keeps the server's own log in its data directory: nothing else is there.
+    let written: Vec<_> = std::fs::read_dir(&server.data_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name != "server.log")
+        .collect();
+    assert!(
+        written.is_empty(),
+        "written to the data directory: {written:?}"
+    );
+    assert!(
+        last_run(&server).contains("nothing on disk (--persistence none)"),
+        "{}",
+        server.log()
+    );
+    server.start();
+    let client = server.client().await;
+    assert_eq!(read(&client, "k0").await, None);
+    drop(client);
+    assert!(server.stop().success(), "{}", server.log());
+}
