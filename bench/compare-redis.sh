@@ -2,11 +2,12 @@
 # memdi's RESP port against Redis, with the same client (redis-benchmark) on the same machine.
 #
 # Starts redis-server and one memdi-server node on 127.0.0.1, neither persisting anything
-# (Redis: no RDB, no AOF; memdi: --snapshot-every 0), then runs redis-benchmark against each
-# in alternation, ROUNDS times (default 2), for SET, GET and INCR with 50 clients, 500,000
-# requests and 64-byte values, without pipelining (-P 1) and with 16 commands per pipeline
-# (-P 16). Prints every run, then per test the memdi/Redis throughput ratio (medians over the
-# rounds) and both servers' p50/p99 latencies. Loopback only; both servers are stopped on exit.
+# (Redis: no RDB, no AOF; memdi: --persistence none, no log, no snapshots), then runs
+# redis-benchmark against each in alternation, ROUNDS times (default 2), for SET, GET and
+# INCR with 50 clients, 500,000 requests and 64-byte values, without pipelining (-P 1) and
+# with 16 commands per pipeline (-P 16). Prints every run, then per test the memdi/Redis
+# throughput ratio (medians over the rounds) and both servers' p50/p99 latencies. Loopback
+# only; both servers are stopped on exit.
 #
 #   bash bench/compare-redis.sh                # ROUNDS=2 REQUESTS=500000 CLIENTS=50
 #
@@ -54,7 +55,7 @@ pids+=("$!")
 memdi_port="$(free_port)"
 "$MEMDI_SERVER_BIN" --resp-addr "127.0.0.1:$memdi_port" \
     --client-addr "127.0.0.1:$(free_port)" --peer-addr "127.0.0.1:$(free_port)" \
-    --data-dir "$work/memdi" --snapshot-every 0 >"$work/memdi.log" 2>&1 &
+    --data-dir "$work/memdi" --persistence none >"$work/memdi.log" 2>&1 &
 pids+=("$!")
 
 wait_ready() {
