@@ -719,7 +719,8 @@ impl NodeTask {
                     }
                     self.client_request(now, conn, payload);
                 }
-                self.drain();
+                // Drained once at the end of the turn ([`Self::end_turn`]), so that the
+                // entries of every batch the turn takes go to each follower in one `Append`.
             }
             Input::ClientReply { conn, frame, close } => {
                 self.send_client(conn, frame);
@@ -990,6 +991,7 @@ impl NodeTask {
     /// the disk writer as one job, and each client's gathered replies to its writer as one
     /// message.
     fn end_turn(&mut self) {
+        self.drain();
         self.flush_persist();
         for (conn, frames) in self.client_out.drain() {
             let Some(link) = self.clients.get(&conn) else {
