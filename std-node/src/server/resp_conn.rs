@@ -41,7 +41,7 @@ use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
 use crate::resp::encode::reply_bytes;
 use crate::resp::info::{info_text, write_role};
 use crate::resp::job::{Job, RequestSink};
-use crate::resp::parse::{parse, ParseLimits};
+use crate::resp::parse::{parse_into, ParseLimits};
 use crate::resp::{ClientState, NodeFacts};
 
 /// Commands of one connection waiting for the core at once.
@@ -257,6 +257,8 @@ impl Connection {
         // When the first byte of a command still incomplete arrived: a command must arrive
         // whole within the idle timeout of its first byte (no slowloris by trickling).
         let mut partial_since: Option<tokio::time::Instant> = None;
+        // Where each request's arguments are parsed to, kept from one request to the next.
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
         loop {
             // Replies ready at the front of the queue move to the output, in order.
             while pending.front().is_some_and(|slot| slot.reply.is_some()) {
@@ -379,6 +381,8 @@ impl Connection {
             let mut consumed = 0;
             let mut incomplete = false;
             let mut payloads = FrameBatch::default();
+            // The arguments of each request, borrowed from `input`: one list per read.
+            let mut args: Vec<&[u8]> = Vec::new();
             while !closing && pending.len() < MAX_PENDING && ids.len() < MAX_PENDING {
                 // A stranger's requests are kept small (`resp::auth`); AUTH lifts the
                 // limits for the requests after it, even in the same read.
@@ -387,8 +391,8 @@ impl Connection {
                 } else {
                     unauthenticated_limits(&settings.limits)
                 };
-                let parsed = match parse(&input[consumed..], &limits) {
-                    Ok(Some(parsed)) => parsed,
+                let used = match parse_into(&input[consumed..], &limits, &mut ranges) {
+                    Ok(Some(used)) => used,
                     Ok(None) => {
                         incomplete = consumed < input.len();
                         break;
@@ -406,15 +410,16 @@ impl Connection {
                     }
                 };
                 let base = consumed;
-                consumed += parsed.consumed;
-                if parsed.args.is_empty() {
+                consumed += used;
+                if ranges.is_empty() {
                     continue;
                 }
-                let args: Vec<&[u8]> = parsed
-                    .args
-                    .iter()
-                    .map(|range| &input[base + range.start..base + range.end])
-                    .collect();
+                args.clear();
+                args.extend(
+                    ranges
+                        .iter()
+                        .map(|range| &input[base + range.start..base + range.end]),
+                );
                 settings
                     .facts
                     .commands_processed
