@@ -6,7 +6,7 @@
 
 use memdi_core::wire::{ErrorCode, ErrorReply, ReadConsistency, Request, Response, WriteOptions};
 
-use super::encode::reply_bytes;
+use super::encode::{reply_bytes, Reply};
 use super::glob;
 
 /// Where a job's requests go: the connection gives each an id and passes it to the node.
@@ -233,7 +233,16 @@ impl Job {
 }
 
 fn shape_reply(shape: &Shape, response: &Response<'_>) -> Vec<u8> {
-    reply_bytes(|r| match (shape, response) {
+    let mut out = Vec::new();
+    write_shape_reply(shape, response, &mut out);
+    out
+}
+
+/// Appends the reply of a one-request command ([`Job::One`]) to `out`: a connection whose
+/// command is next in order writes it straight into its output buffer.
+pub fn write_shape_reply(shape: &Shape, response: &Response<'_>, out: &mut Vec<u8>) {
+    let r = &mut Reply(out);
+    match (shape, response) {
         (Shape::Ok, Response::Stored { .. }) | (Shape::Done, Response::Count(_)) => r.simple("OK"),
         (Shape::Ok, Response::NotStored) => r.null(),
         (Shape::Flag, Response::Stored { .. }) => r.integer(1),
@@ -268,7 +277,7 @@ fn shape_reply(shape: &Shape, response: &Response<'_>) -> Vec<u8> {
         },
         (Shape::Replicas(replicas), Response::Count(_)) => r.integer(*replicas),
         (_, other) => r.0.extend_from_slice(&unexpected_or_error(other)),
-    })
+    }
 }
 
 /// The reply to an error answer, or to an answer of the wrong kind (a bug, said so).

@@ -40,7 +40,7 @@ use crate::resp::auth::{protocol_error_text, unauthenticated_limits};
 use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
 use crate::resp::encode::reply_bytes;
 use crate::resp::info::{info_text, write_role};
-use crate::resp::job::{Job, RequestSink};
+use crate::resp::job::{write_shape_reply, Job, RequestSink};
 use crate::resp::parse::{parse_into, ParseLimits};
 use crate::resp::{ClientState, NodeFacts};
 
@@ -329,6 +329,20 @@ impl Connection {
                                     let Some(seq) = ids.remove(&request_id) else {
                                         continue;
                                     };
+                                    // The next command in order with a one-request job (GET,
+                                    // SET, INCR...): its reply goes straight to the output.
+                                    if seq == first_seq {
+                                        if let Some(Slot {
+                                            job: Some(Job::One(shape)),
+                                            ..
+                                        }) = pending.front()
+                                        {
+                                            write_shape_reply(shape, &response, &mut output);
+                                            pending.pop_front();
+                                            first_seq += 1;
+                                            continue;
+                                        }
+                                    }
                                     let slot = &mut pending[(seq - first_seq) as usize];
                                     let mut sink = Outgoing {
                                         next_request_id: &mut next_request_id,
