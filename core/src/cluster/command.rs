@@ -101,9 +101,19 @@ pub enum ApplyError {
     Store(WriteError),
 }
 
+/// The first byte of a canonical `Command::Noop` and `Command::Members`: postcard writes the
+/// variant's index as a varint, one byte for these. Asked of every entry a node appends,
+/// so the other kinds are told apart by this byte instead of being decoded.
+const NOOP_TAG: u8 = 0;
+const MEMBERS_TAG: u8 = 4;
+
 impl<'a> Command<'a> {
     /// The membership an entry's bytes carry, if it is a `Members` entry.
     pub fn members_in(bytes: &'a [u8]) -> Option<&'a [u8]> {
+        // Any other first byte is another kind, or an overlong tag `decode` refuses.
+        if bytes.first() != Some(&MEMBERS_TAG) {
+            return None;
+        }
         match Self::decode(bytes) {
             Ok(Command::Members { members }) => Some(members),
             _ => None,
@@ -113,6 +123,9 @@ impl<'a> Command<'a> {
     /// Whether an entry's bytes change nothing in the store (a leader's no-op, a
     /// membership change): undoing such an entry needs nothing.
     pub(crate) fn leaves_store_alone(bytes: &[u8]) -> bool {
+        if bytes.first() != Some(&NOOP_TAG) && bytes.first() != Some(&MEMBERS_TAG) {
+            return false;
+        }
         matches!(
             Command::decode(bytes),
             Ok(Command::Noop | Command::Members { .. })
@@ -199,6 +212,71 @@ impl<'a> Command<'a> {
                         .map_err(ApplyError::Store)?;
                 }
                 Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `members_in` and `leaves_store_alone` answered before they looked at the
+    /// first byte: a full decode.
+    fn by_decoding(bytes: &[u8]) -> (Option<&[u8]>, bool) {
+        let decoded = Command::decode(bytes);
+        let members = match decoded {
+            Ok(Command::Members { members }) => Some(members),
+            _ => None,
+        };
+        let alone = matches!(decoded, Ok(Command::Noop | Command::Members { .. }));
+        (members, alone)
+    }
+
+    #[test]
+    fn the_first_byte_shortcuts_answer_as_a_full_decode_does() {
+        let commands = [
+            Command::Noop,
+            Command::Put {
+                key: b"k",
+                value: b"v",
+                expires_at_ms: Some(300),
+            },
+            Command::Delete { key: b"k" },
+            Command::Clear,
+            Command::Members { members: b"abc" },
+        ];
+        let mut cases: [[u8; 16]; 8] = [[0; 16]; 8];
+        let mut lens = [0usize; 8];
+        for (i, command) in commands.iter().enumerate() {
+            lens[i] = command.encoded_len();
+            command.encode(&mut cases[i][..lens[i]]);
+        }
+        assert_eq!(cases[0][0], NOOP_TAG);
+        assert_eq!(cases[4][0], MEMBERS_TAG);
+        // Overlong tags (refused by `decode`), a truncated `Members`, nothing at all.
+        cases[5][..3].copy_from_slice(&[0x84, 0x00, 0x00]);
+        lens[5] = 3;
+        cases[6][..2].copy_from_slice(&[0x80, 0x00]);
+        lens[6] = 2;
+        cases[7][0] = MEMBERS_TAG;
+        lens[7] = 1;
+        let mut all: [&[u8]; 9] = [&[]; 9];
+        for i in 0..8 {
+            all[i] = &cases[i][..lens[i]];
+        }
+        for bytes in all {
+            let (members, alone) = by_decoding(bytes);
+            assert_eq!(Command::members_in(bytes), members, "{bytes:?}");
+            assert_eq!(Command::leaves_store_alone(bytes), alone, "{bytes:?}");
+        }
+        // Every two-byte string.
+        for first in 0..=255u8 {
+            for second in 0..=255u8 {
+                let bytes = [first, second];
+                let (members, alone) = by_decoding(&bytes);
+                assert_eq!(Command::members_in(&bytes), members, "{bytes:?}");
+                assert_eq!(Command::leaves_store_alone(&bytes), alone, "{bytes:?}");
             }
         }
     }
