@@ -259,6 +259,11 @@ impl Connection {
         let mut partial_since: Option<tokio::time::Instant> = None;
         // Where each request's arguments are parsed to, kept from one request to the next.
         let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        // Made once, not in every pass of the loop: each made anew registered a waiter with
+        // its token and took it back, which showed in profiles of pipelined commands.
+        let shutdown = settings.shutdown.cancelled();
+        let closed = close.cancelled();
+        tokio::pin!(shutdown, closed);
         loop {
             // Replies ready at the front of the queue move to the output, in order.
             while pending.front().is_some_and(|slot| slot.reply.is_some()) {
@@ -286,11 +291,12 @@ impl Connection {
             }
             tokio::select! {
                 // Shutdown: stop reading; the node task answers what it has taken.
-                _ = settings.shutdown.cancelled(), if !closing => {
+                // Polled no more once it is done: `closing` disables it.
+                _ = &mut shutdown, if !closing => {
                     closing = true;
                     continue;
                 }
-                _ = close.cancelled() => break,
+                _ = &mut closed => break,
                 read = reader.read_buf(&mut input), if can_read => match read {
                     Ok(0) | Err(_) => break,
                     Ok(_) => last_read = tokio::time::Instant::now(),
