@@ -5,7 +5,7 @@
 //! every value INCRBY accepts reads back exactly as it was written.
 
 /// Longest canonical `i64`: `-9223372036854775808`.
-pub(crate) const MAX_DECIMAL_BYTES: usize = 20;
+pub const MAX_DECIMAL_BYTES: usize = 20;
 
 /// Parses a canonical decimal `i64`, or `None`.
 pub(crate) fn parse_i64(bytes: &[u8]) -> Option<i64> {
@@ -37,8 +37,9 @@ pub(crate) fn parse_i64(bytes: &[u8]) -> Option<i64> {
     }
 }
 
-/// Writes `value` in canonical decimal into `out`, returning the used tail.
-pub(crate) fn format_i64(value: i64, out: &mut [u8; MAX_DECIMAL_BYTES]) -> &[u8] {
+/// Writes `value` in canonical decimal into `out`, returning the used tail. Shells use it
+/// too (memdi-server's RESP replies), so that no reply allocates a `String` for a number.
+pub fn format_i64(value: i64, out: &mut [u8; MAX_DECIMAL_BYTES]) -> &[u8] {
     let mut at = out.len();
     // Work on the magnitude as u64 so that i64::MIN is fine.
     let mut magnitude = value.unsigned_abs();

@@ -31,7 +31,7 @@
 
 mod arena;
 mod index;
-pub(crate) mod integer;
+pub mod integer;
 mod limits;
 mod record;
 

@@ -3,6 +3,8 @@
 //! Replies are written straight into one `Vec<u8>` per connection (no intermediate value
 //! tree), which is what pipelined replies are flushed from.
 
+use memdi_core::store::integer::{format_i64, MAX_DECIMAL_BYTES};
+
 /// Appends RESP2 replies to a buffer.
 #[derive(Debug)]
 pub struct Reply<'b>(pub &'b mut Vec<u8>);
@@ -25,13 +27,13 @@ impl Reply<'_> {
 
     /// `:n`.
     pub fn integer(&mut self, value: i64) {
-        self.line(b':', decimal(value, &mut [0; DECIMAL_BYTES]));
+        self.line(b':', format_i64(value, &mut [0; MAX_DECIMAL_BYTES]));
     }
 
     /// `$len` and the bytes.
     pub fn bulk(&mut self, bytes: &[u8]) {
         let len = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-        self.line(b'$', decimal(len, &mut [0; DECIMAL_BYTES]));
+        self.line(b'$', format_i64(len, &mut [0; MAX_DECIMAL_BYTES]));
         self.0.extend_from_slice(bytes);
         self.0.extend_from_slice(b"\r\n");
     }
@@ -44,7 +46,7 @@ impl Reply<'_> {
     /// `*len`: the header of an array whose `len` items follow.
     pub fn array(&mut self, len: usize) {
         let len = i64::try_from(len).unwrap_or(i64::MAX);
-        self.line(b'*', decimal(len, &mut [0; DECIMAL_BYTES]));
+        self.line(b'*', format_i64(len, &mut [0; MAX_DECIMAL_BYTES]));
     }
 
     /// `*-1`: a missing array.
@@ -67,29 +69,6 @@ impl Reply<'_> {
     }
 }
 
-/// Digits of the longest `i64`, `-9223372036854775808`.
-const DECIMAL_BYTES: usize = 20;
-
-/// `value` in decimal, written at the end of `buf`: every reply has a number or a length,
-/// and `to_string` allocated one `String` for each.
-fn decimal(value: i64, buf: &mut [u8; DECIMAL_BYTES]) -> &[u8] {
-    let mut rest = value.unsigned_abs();
-    let mut at = DECIMAL_BYTES;
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if value < 0 {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    &buf[at..]
-}
-
 /// The reply bytes of one call to `write`.
 pub fn reply_bytes(write: impl FnOnce(&mut Reply<'_>)) -> Vec<u8> {
     let mut out = Vec::new();
@@ -100,28 +79,6 @@ pub fn reply_bytes(write: impl FnOnce(&mut Reply<'_>)) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimals_are_what_to_string_writes() {
-        for value in [
-            0,
-            1,
-            -1,
-            9,
-            10,
-            -10,
-            1234567890,
-            i64::MAX,
-            i64::MIN,
-            i64::MIN + 1,
-        ] {
-            assert_eq!(
-                decimal(value, &mut [0; DECIMAL_BYTES]),
-                value.to_string().as_bytes(),
-                "{value}"
-            );
-        }
-    }
 
     #[test]
     fn every_reply_type_has_its_resp2_bytes() {
