@@ -871,13 +871,20 @@ where
     /// entry, overwrites.
     pub(crate) fn journal_next(&mut self, command: &Command<'_>) {
         let index = self.applied_index + 1;
-        journal_command(
-            self.undo.as_mut(),
-            &self.store,
-            self.commit_index,
-            index,
-            command,
-        );
+        let undo = if self.next_entry_commits_on_append() {
+            None
+        } else {
+            self.undo.as_mut()
+        };
+        journal_command(undo, &self.store, self.commit_index, index, command);
+    }
+
+    /// Leader: whether the entry about to be appended commits as it is appended: this node
+    /// is the only voter, so its own log is the majority. A committed entry is never
+    /// replaced, so a record in the undo journal of what it overwrote could never be used;
+    /// a lone node makes none for its writes.
+    pub(crate) fn next_entry_commits_on_append(&self) -> bool {
+        self.role == Role::Leader && self.is_voter() && self.quorum() == 1
     }
 
     /// Follower: entries from `from` on, some of them applied, are being replaced by a new

@@ -322,9 +322,7 @@ where
 
     /// Leader: promotes a learner that holds every committed entry, one at a time.
     pub(crate) fn promote_caught_up_learner(&mut self, now_ms: u64) {
-        if !self.may_reconfigure() {
-            return;
-        }
+        // The learner first: it runs at every commit, and there is rarely one.
         let commit = self.commit_index;
         let Some(id) = self
             .peers
@@ -334,6 +332,9 @@ where
         else {
             return;
         };
+        if !self.may_reconfigure() {
+            return;
+        }
         let Some(address) = self.membership.get(id).map(|member| member.address) else {
             return;
         };

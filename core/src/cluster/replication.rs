@@ -650,8 +650,13 @@ where
             return false;
         };
         let command = Command::Delete { key };
+        let undo = if self.next_entry_commits_on_append() {
+            None
+        } else {
+            self.undo.as_mut()
+        };
         super::node::journal_command(
-            self.undo.as_mut(),
+            undo,
             &self.store,
             self.commit_index,
             self.applied_index + 1,

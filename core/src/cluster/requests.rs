@@ -931,7 +931,13 @@ where
                 expiry,
                 ..
             } => {
-                let current = self.store.get(key, cluster_now).map(|e| e.expires_at_ms);
+                // A plain SET (no NX/XX, no KEEPTTL) needs nothing of the key it replaces:
+                // the store's own lookup in `put` is then the only one.
+                let current = if condition == SetCondition::Always && expiry != Expiry::Keep {
+                    None
+                } else {
+                    self.store.get(key, cluster_now).map(|e| e.expires_at_ms)
+                };
                 let allowed = match condition {
                     SetCondition::Always => true,
                     SetCondition::IfAbsent => current.is_none(),

@@ -337,6 +337,45 @@ mod tests {
         assert!(!net.nodes[net.at(old)].store_stale);
     }
 
+    /// A lone voter's entries commit as they are appended: it keeps no records, where a
+    /// leader of three keeps one for each write not yet committed.
+    #[test]
+    fn a_lone_voter_journals_nothing_and_a_leader_of_three_journals_uncommitted_writes() {
+        let config =
+            crate::cluster::NodeConfig::new(NodeId(1), crate::wire::ClusterId(7), &[NodeId(1)]);
+        let log = test_support::log(test_support::log_limits(2048));
+        let mut lone = crate::cluster::Node::new(config, test_support::store(1), log, 0);
+        lone.set_undo_memory(vec![0; 1024]);
+        let mut net = test_support::Net::new(vec![lone]);
+        net.run(1_000);
+        assert_eq!(net.leader(), Some(1));
+        for request in lost_writes() {
+            assert!(net.request(1, request).is_some());
+        }
+        let node = &net.nodes[0];
+        assert!(node.store().get(b"a", 0).is_some());
+        assert_eq!(
+            node.undo.as_ref().map(|journal| journal.used_bytes()),
+            Some(0)
+        );
+
+        // Three voters, the leader cut off: its writes wait for a majority, journaled.
+        let (mut net, _) = depose_a_leader_after(1024, &[]);
+        let leader = net.leader().expect("a leader");
+        net.isolate(leader);
+        for request in lost_writes() {
+            assert!(net.request(leader, request).is_some());
+        }
+        let leader = &net.nodes[net.at(leader)];
+        assert!(
+            leader
+                .undo
+                .as_ref()
+                .map_or(0, |journal| journal.used_bytes())
+                > 0
+        );
+    }
+
     #[test]
     fn rolling_back_restores_values_versions_expiries_and_absences() {
         let mut store = test_support::store(1);

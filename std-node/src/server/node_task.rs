@@ -206,14 +206,22 @@ impl Input {
 /// Frame payloads of one client connection, in order, in one buffer.
 #[derive(Debug, Default)]
 pub struct FrameBatch {
+    /// The payloads, then room already zeroed for the next (so that encoding one does not
+    /// zero a fresh buffer of the largest size it might need every time).
     bytes: Vec<u8>,
     /// Where each payload ends in `bytes`.
     ends: Vec<usize>,
 }
 
 impl FrameBatch {
+    /// Where the payloads end.
+    fn used(&self) -> usize {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
     /// Appends a payload.
     pub fn push(&mut self, payload: &[u8]) {
+        self.bytes.truncate(self.used());
         self.bytes.extend_from_slice(payload);
         self.ends.push(self.bytes.len());
     }
@@ -224,22 +232,20 @@ impl FrameBatch {
         message: &ClientMessage<'_>,
         max_bytes: usize,
     ) -> Result<(), EncodeError> {
-        let start = self.bytes.len();
+        let start = self.used();
         let mut size = 256;
         loop {
-            self.bytes.resize(start + size, 0);
-            match encode(message, &mut self.bytes[start..]) {
+            if self.bytes.len() < start + size {
+                self.bytes.resize(start + size, 0);
+            }
+            match encode(message, &mut self.bytes[start..start + size]) {
                 Ok(written) => {
                     let end = start + written.len();
-                    self.bytes.truncate(end);
                     self.ends.push(end);
                     return Ok(());
                 }
                 Err(EncodeError::BufferFull) if size < max_bytes * 2 => size *= 4,
-                Err(error) => {
-                    self.bytes.truncate(start);
-                    return Err(error);
-                }
+                Err(error) => return Err(error),
             }
         }
     }
@@ -1278,7 +1284,7 @@ mod tests {
         assert_eq!(batch.iter().count(), 0);
         batch.push(b"one");
         batch.push(b"");
-        let key = vec![b'k'; 5000]; // needs a larger buffer than the first one tried
+        let key = vec![b'k'; 5000];
         let message = ClientMessage {
             request_id: 7,
             request: Request::Get {
@@ -1287,6 +1293,11 @@ mod tests {
             },
         };
         batch.push_message(&message, 1 << 20).unwrap();
+        // Larger than every buffer tried: refused, and the batch is as it was.
+        assert_eq!(
+            batch.push_message(&message, 1000),
+            Err(memdi_core::wire::EncodeError::BufferFull)
+        );
         batch.push(b"three");
         assert_eq!(batch.len(), 4);
         let payloads: Vec<&[u8]> = batch.iter().collect();

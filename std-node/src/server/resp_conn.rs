@@ -180,7 +180,8 @@ impl Connection {
         let local_addr = stream.local_addr().ok()?;
         let conn = RESP_CONN_BIT | id;
         let (sender, mut replies) = mpsc::channel(REPLY_QUEUE);
-        let close = CancellationToken::new();
+        // Shutdown cancels it too: the connection's loop then waits on one token, not two.
+        let close = settings.shutdown.child_token();
         let hello = ClientMessage {
             request_id: 0,
             request: Request::Hello(Hello::new(
@@ -261,9 +262,10 @@ impl Connection {
         let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
         // Made once, not in every pass of the loop: each made anew registered a waiter with
         // its token and took it back, which showed in profiles of pipelined commands.
-        let shutdown = settings.shutdown.cancelled();
+        // `close` is a child of the shutdown token, so this one future stands for both.
         let closed = close.cancelled();
-        tokio::pin!(shutdown, closed);
+        tokio::pin!(closed);
+        let mut shutting_down = false;
         loop {
             // Replies ready at the front of the queue move to the output, in order.
             while pending.front().is_some_and(|slot| slot.reply.is_some()) {
@@ -290,13 +292,17 @@ impl Connection {
                 input.reserve(16 * 1024);
             }
             tokio::select! {
-                // Shutdown: stop reading; the node task answers what it has taken.
-                // Polled no more once it is done: `closing` disables it.
-                _ = &mut shutdown, if !closing => {
+                // Shutdown: stop reading; the node task answers what it has taken (and
+                // then drops this connection's reply queue, which ends it). Otherwise the
+                // node task closed the connection.
+                _ = &mut closed, if !shutting_down => {
+                    if !settings.shutdown.is_cancelled() {
+                        break;
+                    }
+                    shutting_down = true;
                     closing = true;
                     continue;
                 }
-                _ = &mut closed => break,
                 read = reader.read_buf(&mut input), if can_read => match read {
                     Ok(0) | Err(_) => break,
                     Ok(_) => last_read = tokio::time::Instant::now(),
