@@ -21,6 +21,7 @@ mod peer_set;
 #[cfg(test)]
 mod persist_tests;
 pub mod recovery_marker;
+mod request_ids;
 mod resp_conn;
 pub mod restore;
 

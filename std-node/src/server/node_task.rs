@@ -898,9 +898,10 @@ impl NodeTask {
         if !self.count_answer(conn, len) {
             return;
         }
+        // `count_answer` found the connection.
         if self.disk.gate_client_bytes(conn, &self.out[..len]) {
             // Waits for the disk (or is dropped: the disk failed).
-        } else if self.clients.contains_key(&conn) {
+        } else {
             self.client_out
                 .entry(conn)
                 .or_default()

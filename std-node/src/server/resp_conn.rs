@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use super::frames::split_frames;
 use super::node_task::{frames_taken, ClientLink, ConnId, FrameBatch, Input, Outbound};
-use super::IdMap;
+use super::request_ids::RequestIds;
 use crate::resp::auth::{protocol_error_text, unauthenticated_limits};
 use crate::resp::dispatch::{dispatch, Plan, StatusQuery};
 use crate::resp::encode::reply_bytes;
@@ -133,8 +133,7 @@ struct Slot {
 /// Encodes a job's requests as native frames' payloads, each under a fresh request id
 /// that maps back to the job's slot.
 struct Outgoing<'c> {
-    next_request_id: &'c mut u32,
-    ids: &'c mut IdMap<u32, u64>,
+    ids: &'c mut RequestIds,
     seq: u64,
     payloads: &'c mut FrameBatch,
     max_frame_bytes: usize,
@@ -144,21 +143,16 @@ struct Outgoing<'c> {
 
 impl RequestSink for Outgoing<'_> {
     fn send(&mut self, request: &Request<'_>) {
-        *self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
-        let request_id = *self.next_request_id;
+        let request_id = self.ids.assign(self.seq);
         let message = ClientMessage {
             request_id,
             request: *request,
         };
-        match self.payloads.push_message(&message, self.max_frame_bytes) {
-            Ok(()) => {
-                self.ids.insert(request_id, self.seq);
-            }
-            // Parse limits keep requests far below this size.
-            Err(error) => {
-                tracing::error!("a RESP request could not be encoded: {error:?}");
-                self.failed = true;
-            }
+        // Parse limits keep requests far below this size.
+        if let Err(error) = self.payloads.push_message(&message, self.max_frame_bytes) {
+            tracing::error!("a RESP request could not be encoded: {error:?}");
+            self.ids.take(request_id);
+            self.failed = true;
         }
     }
 }
@@ -249,8 +243,7 @@ impl Connection {
         let mut written = 0usize;
         let mut pending: VecDeque<Slot> = VecDeque::new();
         let mut first_seq = 0u64;
-        let mut ids: IdMap<u32, u64> = IdMap::default();
-        let mut next_request_id = 0u32;
+        let mut ids = RequestIds::default();
         let mut closing = false;
         let max_frame_bytes = settings.max_frame_bytes as usize;
         let idle = idle_timeout(&settings.facts);
@@ -338,7 +331,7 @@ impl Connection {
                                     else {
                                         continue;
                                     };
-                                    let Some(seq) = ids.remove(&request_id) else {
+                                    let Some(seq) = ids.take(request_id) else {
                                         continue;
                                     };
                                     // The next command in order with a one-request job (GET,
@@ -357,7 +350,6 @@ impl Connection {
                                     }
                                     let slot = &mut pending[(seq - first_seq) as usize];
                                     let mut sink = Outgoing {
-                                        next_request_id: &mut next_request_id,
                                         ids: &mut ids,
                                         seq,
                                         payloads: &mut payloads,
@@ -458,7 +450,6 @@ impl Connection {
                 }
                 let seq = first_seq + pending.len() as u64;
                 let mut sink = Outgoing {
-                    next_request_id: &mut next_request_id,
                     ids: &mut ids,
                     seq,
                     payloads: &mut payloads,
