@@ -203,6 +203,9 @@ impl Input {
     }
 }
 
+/// What a connection's answers of one turn start with room for.
+const CLIENT_OUT_START_BYTES: usize = 512;
+
 /// Frame payloads of one client connection, in order, in one buffer.
 #[derive(Debug, Default)]
 pub struct FrameBatch {
@@ -214,6 +217,14 @@ pub struct FrameBatch {
 }
 
 impl FrameBatch {
+    /// An empty batch with room for about `bytes` of payloads.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(16),
+        }
+    }
+
     /// Where the payloads end.
     fn used(&self) -> usize {
         self.ends.last().copied().unwrap_or(0)
@@ -904,7 +915,9 @@ impl NodeTask {
         } else {
             self.client_out
                 .entry(conn)
-                .or_default()
+                // Room for a pipeline's worth of short answers at once, not a doubling
+                // per answer.
+                .or_insert_with(|| Vec::with_capacity(CLIENT_OUT_START_BYTES.max(len)))
                 .extend_from_slice(&self.out[..len]);
         }
     }
