@@ -527,7 +527,8 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
         };
         let new_len = header.chunk_len();
         let arena_capacity = self.arena.capacity_bytes();
-        let (slot, record_at) = match lookup {
+        // Whether the record was written where the old one was (then the slot is as it was).
+        let (slot, record_at, in_place) = match lookup {
             Lookup::Found { slot, record_at } => {
                 if self.entry_at(record_at).expires_at_ms.is_some() {
                     self.with_expiry -= 1;
@@ -538,23 +539,25 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> Store<M> {
                 if new_len <= old_len {
                     self.arena.shrink(arena_bytes, record_at, old_len, new_len);
                     record::write_record(arena_bytes, record_at, &header, key, value);
-                    (slot, record_at)
+                    (slot, record_at, true)
                 } else {
                     // The slot keeps pointing at the freed chunk until it is repointed
                     // below; compaction cannot confuse it with a live chunk, since it only
                     // matches slots to chunks live when it starts (see `compact`).
                     self.arena.free(arena_bytes, record_at);
                     let at = self.alloc_chunk(new_len);
-                    (slot, at)
+                    (slot, at, false)
                 }
             }
             Lookup::Vacant { slot } => {
                 self.len += 1;
-                (slot, self.alloc_chunk(new_len))
+                (slot, self.alloc_chunk(new_len), false)
             }
         };
         let (slots, arena_bytes) = split(self.memory.as_mut(), self.index_bytes, arena_capacity);
-        record::write_record(arena_bytes, record_at, &header, key, value);
+        if !in_place {
+            record::write_record(arena_bytes, record_at, &header, key, value);
+        }
         self.index.set(
             slots,
             slot,

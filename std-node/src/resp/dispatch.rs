@@ -98,8 +98,15 @@ pub fn dispatch(
     if !client.authenticated && !auth::allowed_before_auth(args[0]) {
         return error(auth::NOAUTH);
     }
-    let Some(spec) = table::find(args[0]) else {
-        return Plan::Reply(unknown_command(args));
+    let spec = match client.last_spec {
+        Some(spec) if spec.name.as_bytes().eq_ignore_ascii_case(args[0]) => spec,
+        _ => match table::find(args[0]) {
+            Some(spec) => {
+                client.last_spec = Some(spec);
+                spec
+            }
+            None => return Plan::Reply(unknown_command(args)),
+        },
     };
     if !table::arity_ok(spec, args.len()) {
         return error(&format!(

@@ -52,6 +52,9 @@ pub struct ClientState {
     pub last_command: String,
     /// Whether the connection has given the password (from the start, with none set).
     pub authenticated: bool,
+    /// The last command's entry in the command table: a pipeline mostly repeats one
+    /// command, and finding it again is a scan of the table.
+    pub last_spec: Option<&'static table::CommandSpec>,
 }
 
 impl ClientState {

@@ -60,6 +60,10 @@ const INPUT_QUEUE: usize = 8192;
 const LOG_ENTRIES: u32 = 1 << 16;
 /// Bytes of the replication log, at least.
 const LOG_BYTES: u32 = 64 << 20;
+/// Most entries in the replication log of a node without a disk (`--persistence none`).
+const DISKLESS_LOG_ENTRIES: u32 = 1 << 12;
+/// Bytes of that log, at least.
+const DISKLESS_LOG_BYTES: u32 = 1 << 20;
 /// Bytes of the undo journal (what a leader's uncommitted writes overwrote, so that a
 /// deposed leader rolls back instead of waiting for a snapshot): as much as the log, which
 /// bounds the writes a leader holds uncommitted. Pages are touched only when used.
@@ -172,9 +176,18 @@ impl Prepared {
         let store = Store::new(vec![0; memory_bytes], limits, hash_seed)
             .map_err(ServerError::StoreLimits)?;
         let sizes = Sizes::for_config(&config);
+        // A node that keeps nothing on disk is a lone node: its log only has to hold the
+        // entries a node added later might catch up from (one further behind gets a
+        // snapshot), as Redis's replication backlog (1 MB by default) does. A small ring
+        // also keeps the entry each write discards in the processor's caches.
+        let (log_entries, log_bytes) = if on_disk {
+            (LOG_ENTRIES, LOG_BYTES)
+        } else {
+            (DISKLESS_LOG_ENTRIES, DISKLESS_LOG_BYTES)
+        };
         let log_limits = LogLimits {
-            max_entries: LOG_ENTRIES,
-            max_bytes: LOG_BYTES.max(u32::try_from(sizes.max_append_bytes * 4).unwrap_or(u32::MAX)),
+            max_entries: log_entries,
+            max_bytes: log_bytes.max(u32::try_from(sizes.max_append_bytes * 4).unwrap_or(u32::MAX)),
         };
         let log = Log::new(vec![0; log_limits.memory_bytes()], log_limits)
             .expect("log limits are constants above zero");

@@ -223,6 +223,7 @@ impl Connection {
                 local_addr,
                 last_command: String::new(),
                 authenticated: settings.facts.requirepass.is_none(),
+                last_spec: None,
             },
             replies,
             close,
