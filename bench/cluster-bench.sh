@@ -22,8 +22,9 @@
 #     the leader (and one row through a follower, which forwards).
 #  4. Memory per key: RSS of a fresh memdi-server before and after KEYS SETs of distinct
 #     16-byte keys with 64-byte values (VmRSS from /proc: pages touched; the store is one
-#     allocation sized by --max-keys/--max-memory whose untouched pages cost nothing), and
-#     the same for a fresh redis-server loaded with `redis-cli --pipe` (RSS and INFO's
+#     allocation sized by --max-keys/--max-memory whose untouched pages cost nothing), the
+#     same after a restart from a snapshot and with `--persistence none`, and the same for a
+#     fresh redis-server loaded with `redis-cli --pipe` (RSS and INFO's
 #     used_memory).
 #  5. Leader failover: TRIALS kill -9's of the leader of a three-node cluster under a
 #     continuous quorum write load (std-node/examples/failover_bench.rs).
@@ -283,6 +284,24 @@ say "memdi restarted from its snapshot: RSS $memdi_restored kB, $memdi_keys keys
 smaps "$mem_pid" | sed 's/^/  restarted: /' >>"$work/smaps.txt"
 stop "$mem_pid"
 echo "mem,memdi-restarted,$memdi_keys,$memdi_empty,$memdi_restored,," >>"$results"
+# The same load on a node that keeps nothing on disk (--persistence none, as Redis below
+# with neither RDB nor AOF), whose in-memory log is a 1 MiB ring.
+start_memdi mem-diskless "$mem_port" "$(free_port)" --persistence none \
+    --max-keys "$KEYS" --max-memory $((KEYS * 128))
+mem_pid="$last_pid"
+wait_memdi "$mem_port"
+sleep 1
+diskless_empty="$(rss_kb "$mem_pid")"
+timeout 600 "$MEMDI" --addr "127.0.0.1:$mem_port" bench --csv --clients "$CLIENTS" \
+    --requests "$KEYS" --keyspace "$KEYS" --pipeline 16 --key-size "$KEY_BYTES" \
+    --value-size "$VALUE_BYTES" --op set --ack leader >"$work/load-diskless.csv"
+sleep 1
+diskless_loaded="$(rss_kb "$mem_pid")"
+memdi_keys="$("$MEMDI" --addr "127.0.0.1:$mem_port" dbsize)"
+say "memdi --persistence none: RSS empty $diskless_empty kB, loaded $diskless_loaded kB, $memdi_keys keys"
+smaps "$mem_pid" | sed 's/^/  --persistence none: /' >>"$work/smaps.txt"
+stop "$mem_pid"
+echo "mem,memdi-diskless,$memdi_keys,$diskless_empty,$diskless_loaded,," >>"$results"
 
 rmem_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$rmem_port" --save '' --appendonly no \
