@@ -179,6 +179,7 @@ impl Prepared {
         // A node that keeps nothing on disk is a lone node: its log only has to hold the
         // entries a node added later might catch up from (one further behind gets a
         // snapshot), as Redis's replication backlog (1 MB by default) does. A small ring
+        // (4 MiB with the default 1 MiB values: room for four of the largest entries)
         // also keeps the entry each write discards in the processor's caches.
         let (log_entries, log_bytes) = if on_disk {
             (LOG_ENTRIES, LOG_BYTES)
