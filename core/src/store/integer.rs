@@ -41,15 +41,22 @@ pub(crate) fn parse_i64(bytes: &[u8]) -> Option<i64> {
 /// too (memdi-server's RESP replies), so that no reply allocates a `String` for a number.
 pub fn format_i64(value: i64, out: &mut [u8; MAX_DECIMAL_BYTES]) -> &[u8] {
     let mut at = out.len();
-    // Work on the magnitude as u64 so that i64::MIN is fine.
+    // Work on the magnitude as u64 so that i64::MIN is fine; two digits per division (it
+    // runs twice for every INCR: the value stored and the reply).
     let mut magnitude = value.unsigned_abs();
-    loop {
+    while magnitude >= 100 {
+        let pair = (magnitude % 100) as usize * 2;
+        magnitude /= 100;
+        at -= 2;
+        out[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if magnitude >= 10 {
+        let pair = magnitude as usize * 2;
+        at -= 2;
+        out[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        out[at] = b'0' + (magnitude % 10) as u8;
-        magnitude /= 10;
-        if magnitude == 0 {
-            break;
-        }
+        out[at] = b'0' + magnitude as u8;
     }
     if value < 0 {
         at -= 1;
@@ -58,11 +65,19 @@ pub fn format_i64(value: i64, out: &mut [u8; MAX_DECIMAL_BYTES]) -> &[u8] {
     &out[at..]
 }
 
+/// "00", "01", ... "99", back to back.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::string::ToString;
+    use std::vec;
 
     #[test]
     fn accepts_canonical_forms_only() {
@@ -84,6 +99,22 @@ mod tests {
             b"99999999999999999999",
         ] {
             assert_eq!(parse_i64(bad), None, "{:?}", core::str::from_utf8(bad));
+        }
+    }
+
+    #[test]
+    fn formats_every_digit_count_and_both_ends_as_std_does() {
+        let mut values = vec![0, i64::MIN, i64::MAX, i64::MIN + 1];
+        let mut power: i64 = 1;
+        for _ in 0..19 {
+            for value in [power - 1, power, power + 1, 2 * power - 1] {
+                values.extend([value, -value]);
+            }
+            power = power.saturating_mul(10);
+        }
+        for value in values {
+            let mut buf = [0; MAX_DECIMAL_BYTES];
+            assert_eq!(format_i64(value, &mut buf), value.to_string().as_bytes());
         }
     }
 
