@@ -236,18 +236,27 @@ for pid in "${cpids[@]}"; do stop "$pid"; done
 
 # 4. Memory per key at KEYS keys.
 mem_port="$(free_port)"
-start_memdi mem "$mem_port" "$(free_port)" --snapshot-every 0 --fsync no \
-    --max-keys "$KEYS" --max-memory $((KEYS * 128))
-mem_pid="$last_pid"
-wait_memdi "$mem_port"
-sleep 1
-memdi_empty="$(rss_kb "$mem_pid")"
-timeout 600 "$MEMDI" --addr "127.0.0.1:$mem_port" bench --csv --clients "$CLIENTS" \
-    --requests "$KEYS" --keyspace "$KEYS" --pipeline 16 --key-size "$KEY_BYTES" \
-    --value-size "$VALUE_BYTES" --op set --ack leader >"$work/load.csv"
-sleep 1
-memdi_loaded="$(rss_kb "$mem_pid")"
-memdi_keys="$("$MEMDI" --addr "127.0.0.1:$mem_port" dbsize)"
+# Starts memdi-server NAME on mem_port with the flags given and KEYS keys' room, then loads
+# KEYS distinct keys through it; sets mem_pid, empty_kb, loaded_kb and memdi_keys.
+load_memdi() {
+    local name="$1"
+    shift
+    start_memdi "$name" "$mem_port" "$(free_port)" "$@" \
+        --max-keys "$KEYS" --max-memory $((KEYS * 128))
+    mem_pid="$last_pid"
+    wait_memdi "$mem_port"
+    sleep 1
+    empty_kb="$(rss_kb "$mem_pid")"
+    timeout 600 "$MEMDI" --addr "127.0.0.1:$mem_port" bench --csv --clients "$CLIENTS" \
+        --requests "$KEYS" --keyspace "$KEYS" --pipeline 16 --key-size "$KEY_BYTES" \
+        --value-size "$VALUE_BYTES" --op set --ack leader >"$work/load-$name.csv"
+    sleep 1
+    loaded_kb="$(rss_kb "$mem_pid")"
+    memdi_keys="$("$MEMDI" --addr "127.0.0.1:$mem_port" dbsize)"
+}
+load_memdi mem --snapshot-every 0 --fsync no
+memdi_empty="$empty_kb"
+memdi_loaded="$loaded_kb"
 # The mappings with the most resident memory, size and resident MiB (the store and the
 # in-memory log are anonymous mappings, which the kernel may merge when they are adjacent).
 smaps() {
@@ -285,23 +294,12 @@ smaps "$mem_pid" | sed 's/^/  restarted: /' >>"$work/smaps.txt"
 stop "$mem_pid"
 echo "mem,memdi-restarted,$memdi_keys,$memdi_empty,$memdi_restored,," >>"$results"
 # The same load on a node that keeps nothing on disk (--persistence none, as Redis below
-# with neither RDB nor AOF), whose in-memory log is a 1 MiB ring.
-start_memdi mem-diskless "$mem_port" "$(free_port)" --persistence none \
-    --max-keys "$KEYS" --max-memory $((KEYS * 128))
-mem_pid="$last_pid"
-wait_memdi "$mem_port"
-sleep 1
-diskless_empty="$(rss_kb "$mem_pid")"
-timeout 600 "$MEMDI" --addr "127.0.0.1:$mem_port" bench --csv --clients "$CLIENTS" \
-    --requests "$KEYS" --keyspace "$KEYS" --pipeline 16 --key-size "$KEY_BYTES" \
-    --value-size "$VALUE_BYTES" --op set --ack leader >"$work/load-diskless.csv"
-sleep 1
-diskless_loaded="$(rss_kb "$mem_pid")"
-memdi_keys="$("$MEMDI" --addr "127.0.0.1:$mem_port" dbsize)"
-say "memdi --persistence none: RSS empty $diskless_empty kB, loaded $diskless_loaded kB, $memdi_keys keys"
+# with neither RDB nor AOF), whose in-memory log is a small ring (4 MiB by default).
+load_memdi mem-diskless --persistence none
+say "memdi --persistence none: RSS empty $empty_kb kB, loaded $loaded_kb kB, $memdi_keys keys"
 smaps "$mem_pid" | sed 's/^/  --persistence none: /' >>"$work/smaps.txt"
 stop "$mem_pid"
-echo "mem,memdi-diskless,$memdi_keys,$diskless_empty,$diskless_loaded,," >>"$results"
+echo "mem,memdi-diskless,$memdi_keys,$empty_kb,$loaded_kb,," >>"$results"
 
 rmem_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$rmem_port" --save '' --appendonly no \
