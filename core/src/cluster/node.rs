@@ -871,11 +871,8 @@ where
     /// entry, overwrites.
     pub(crate) fn journal_next(&mut self, command: &Command<'_>) {
         let index = self.applied_index + 1;
-        let undo = if self.next_entry_commits_on_append() {
-            None
-        } else {
-            self.undo.as_mut()
-        };
+        let commits = self.next_entry_commits_on_append();
+        let undo = self.undo.as_mut().filter(|_| !commits);
         journal_command(undo, &self.store, self.commit_index, index, command);
     }
 

@@ -650,11 +650,8 @@ where
             return false;
         };
         let command = Command::Delete { key };
-        let undo = if self.next_entry_commits_on_append() {
-            None
-        } else {
-            self.undo.as_mut()
-        };
+        let commits = self.next_entry_commits_on_append();
+        let undo = self.undo.as_mut().filter(|_| !commits);
         super::node::journal_command(
             undo,
             &self.store,

@@ -94,19 +94,20 @@ pub fn dispatch(
     facts: &NodeFacts,
     sink: &mut dyn RequestSink,
 ) -> Plan {
-    // Before the password nothing else is looked up, not even whether a command exists.
+    // Most pipelines repeat one command: its name and table entry are kept, rather than
+    // allocated and searched for anew.
+    let same_name =
+        args[0].is_ascii() && client.last_command.as_bytes().eq_ignore_ascii_case(args[0]);
+    if !same_name {
+        client.last_command = String::from_utf8_lossy(args[0]).to_lowercase();
+        client.last_spec = table::find(args[0]);
+    }
+    // Before the password nothing else is told, not even whether a command exists.
     if !client.authenticated && !auth::allowed_before_auth(args[0]) {
         return error(auth::NOAUTH);
     }
-    let spec = match client.last_spec {
-        Some(spec) if spec.name.as_bytes().eq_ignore_ascii_case(args[0]) => spec,
-        _ => match table::find(args[0]) {
-            Some(spec) => {
-                client.last_spec = Some(spec);
-                spec
-            }
-            None => return Plan::Reply(unknown_command(args)),
-        },
+    let Some(spec) = client.last_spec else {
+        return Plan::Reply(unknown_command(args));
     };
     if !table::arity_ok(spec, args.len()) {
         return error(&format!(

@@ -52,8 +52,8 @@ pub struct ClientState {
     pub last_command: String,
     /// Whether the connection has given the password (from the start, with none set).
     pub authenticated: bool,
-    /// The last command's entry in the command table: a pipeline mostly repeats one
-    /// command, and finding it again is a scan of the table.
+    /// The last command's entry in the command table (`None`: unknown), kept with its
+    /// name: a pipeline mostly repeats one command, and finding it is a scan of the table.
     pub last_spec: Option<&'static table::CommandSpec>,
 }
 

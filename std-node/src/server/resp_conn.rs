@@ -458,12 +458,6 @@ impl Connection {
                         .map(|range| &input[base + range.start..base + range.end]),
                 );
                 commands += 1;
-                // Most pipelines repeat one command: keep the name rather than allocate anew.
-                let same_name = args[0].is_ascii()
-                    && client.last_command.as_bytes().eq_ignore_ascii_case(args[0]);
-                if !same_name {
-                    client.last_command = String::from_utf8_lossy(args[0]).to_lowercase();
-                }
                 let seq = first_seq + pending.len() as u64;
                 let mut sink = Outgoing {
                     ids: &mut ids,
